@@ -1,0 +1,86 @@
+import type { IsolationLevel, OutputFile, ResolvedResources, Usage, Workload, WorkloadKind } from '../spec/index.ts';
+
+/** What a driver found on this host: whether it can run, its version, and if not, why not. */
+export interface DriverProbe {
+  available: boolean;
+  version?: string;
+  /** Why the driver cannot run here, phrased so that the operator knows what to install or change. */
+  reason?: string;
+  /** Facts the probe found that explain later choices (e.g. `accel: tcg`). */
+  details?: Record<string, string>;
+}
+
+/** Everything a driver needs to run one workload; built by the node from a validated spec. */
+export interface SandboxRequest {
+  runId: string;
+  workload: Workload;
+  /** The workload's code, resolved from inline / file / blob. */
+  code: Uint8Array;
+  resources: ResolvedResources;
+  /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
+  outputCapBytes: number;
+}
+
+export type StreamName = 'stdout' | 'stderr';
+
+/** Where a running sandbox sends its output as it is produced. */
+export interface SandboxIO {
+  write(stream: StreamName, chunk: Uint8Array): void;
+  /** The total a stream reached, counting bytes past the cap that were dropped at the source. */
+  total(stream: StreamName, bytes: number): void;
+}
+
+/** How a sandbox ended, as the driver saw it. The executor maps this to the run's terminal state. */
+export type SandboxOutcome = 'exited' | 'timeout' | 'oom' | 'cancelled' | 'crashed';
+
+export interface SandboxExit {
+  outcome: SandboxOutcome;
+  /** The workload's exit code; null when it did not exit by itself. */
+  exitCode: number | null;
+  /** A sentence for the user when the outcome is not a plain exit. */
+  reason?: string;
+  /** The JSON value returned by a function workload (js). */
+  output?: unknown;
+  outputs: OutputFile[];
+  usage: Usage;
+}
+
+export type StopReason = 'timeout' | 'cancelled';
+
+/** A driver's handle on one prepared (not yet started) sandbox. Drivers extend it with their own state. */
+export interface PreparedSandbox {
+  readonly request: SandboxRequest;
+}
+
+/** A driver's handle on one started sandbox. */
+export interface RunningSandbox {
+  readonly prepared: PreparedSandbox;
+}
+
+/**
+ * One isolation technology behind one interface. The life of a sandbox is
+ *   prepare → start → wait → (stop) → cleanup
+ * and `cleanup` is called on every path once `prepare` has returned, including failures and cancels.
+ * Every long call takes an AbortSignal.
+ */
+export interface Driver {
+  readonly name: string;
+  readonly kinds: readonly WorkloadKind[];
+  readonly isolation: IsolationLevel;
+  /** Can this driver run this particular workload (e.g. the right function runtime)? */
+  accepts(workload: Workload, code: Uint8Array): boolean;
+  probe(signal?: AbortSignal): Promise<DriverProbe>;
+  /** Validates and stages the workload (compile, scratch directory). Throws typed errors on bad input. */
+  prepare(request: SandboxRequest, signal?: AbortSignal): Promise<PreparedSandbox>;
+  start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<RunningSandbox>;
+  /** Resolves when the sandbox has ended, however it ended. Never rejects for a workload's own failure. */
+  wait(sandbox: RunningSandbox, signal?: AbortSignal): Promise<SandboxExit>;
+  /** Ends a running sandbox; its `wait` then resolves with the given reason as outcome. Idempotent. */
+  stop(sandbox: RunningSandbox, reason: StopReason): Promise<void>;
+  /** Removes everything `prepare` and `start` made. Idempotent; never throws. */
+  cleanup(prepared: PreparedSandbox): Promise<void>;
+  /** Live sandboxes this driver holds right now (the compliance suite checks it drops to zero). */
+  liveSandboxes(): number;
+  /** Releases long-lived resources (worker pools). */
+  close(): Promise<void>;
+}

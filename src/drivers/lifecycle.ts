@@ -1,0 +1,48 @@
+import { AbortedError, throwIfAborted } from '../spec/index.ts';
+import type { Driver, SandboxExit, SandboxIO, SandboxRequest } from './driver.ts';
+
+export interface LifecycleHooks {
+  /** Called once the sandbox has started, just before waiting on it. */
+  onRunning?(): void;
+}
+
+/**
+ * The one path every run takes through a driver: prepare → start → wait, stopped at the timeout or on
+ * abort, and cleaned up on every exit path. An abort before the sandbox starts throws AbortedError;
+ * an abort after it started ends the sandbox and resolves with outcome `cancelled`.
+ */
+export async function runInSandbox(
+  driver: Driver,
+  request: SandboxRequest,
+  io: SandboxIO,
+  signal?: AbortSignal,
+  hooks: LifecycleHooks = {},
+): Promise<SandboxExit> {
+  throwIfAborted(signal);
+  const prepared = await driver.prepare(request, signal);
+  try {
+    throwIfAborted(signal);
+    const sandbox = await driver.start(prepared, io, signal);
+    const stop = (reason: 'timeout' | 'cancelled') => {
+      driver.stop(sandbox, reason).catch(() => {
+        /* stop is best effort; wait() reports how the sandbox really ended */
+      });
+    };
+    const timer = setTimeout(() => stop('timeout'), request.resources.timeoutMs);
+    const onAbort = () => stop('cancelled');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (signal?.aborted) stop('cancelled');
+      hooks.onRunning?.();
+      return await driver.wait(sandbox);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  } catch (err) {
+    if (signal?.aborted && !(err instanceof AbortedError)) throw new AbortedError();
+    throw err;
+  } finally {
+    await driver.cleanup(prepared);
+  }
+}

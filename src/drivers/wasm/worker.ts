@@ -1,0 +1,111 @@
+// Runs inside a worker thread of the wasm driver's pool: one WASI module per task.
+import { closeSync, openSync } from 'node:fs';
+import { WASI } from 'node:wasi';
+import { serve, WorkerStreams, type WorkerResult } from '../worker/protocol.ts';
+
+export interface WasmTask {
+  module: WebAssembly.Module;
+  entry: string;
+  args: string[];
+  env: Record<string, string>;
+  stdin: string;
+  scratch: string;
+  outputCapBytes: number;
+  memoryCapBytes: number;
+  diskCapBytes: number;
+}
+
+const ERRNO_SUCCESS = 0;
+const ERRNO_NOSPC = 51;
+type WasiFn = (...args: number[]) => number;
+
+serve<WasmTask>(async (task) => {
+  const streams = new WorkerStreams(task.outputCapBytes);
+  // WASI's own stdio point at /dev/null: the guest's bytes reach us through the fd_write/fd_read below,
+  // and nothing it does with fds 0-2 (close, seek) can touch the node's own stdio.
+  const devnull = [openSync('/dev/null', 'r'), openSync('/dev/null', 'w'), openSync('/dev/null', 'w')] as const;
+  const stdin = Buffer.from(task.stdin, 'utf8');
+  let stdinPos = 0;
+  let diskBytes = 0;
+  let memory: WebAssembly.Memory | undefined;
+  try {
+    const wasi = new WASI({
+      version: 'preview1',
+      args: task.args,
+      env: task.env,
+      preopens: { '/': task.scratch },
+      stdin: devnull[0],
+      stdout: devnull[1],
+      stderr: devnull[2],
+      returnOnExit: true,
+    });
+    const imports = wasi.getImportObject() as { wasi_snapshot_preview1: Record<string, WasiFn> };
+    const sys = imports.wasi_snapshot_preview1;
+    const original = { ...sys };
+    const iovecs = (iovs: number, count: number): Array<[number, number]> => {
+      const view = new DataView(memory!.buffer);
+      const out: Array<[number, number]> = [];
+      for (let i = 0; i < count; i++) out.push([view.getUint32(iovs + i * 8, true), view.getUint32(iovs + i * 8 + 4, true)]);
+      return out;
+    };
+    const guarded = (name: 'fd_write' | 'fd_pwrite') => (fd: number, iovs: number, count: number, ...rest: number[]) => {
+      if (name === 'fd_write' && (fd === 1 || fd === 2)) {
+        let total = 0;
+        for (const [ptr, len] of iovecs(iovs, count)) {
+          streams.write(fd === 1 ? 'stdout' : 'stderr', new Uint8Array(memory!.buffer, ptr, len));
+          total += len;
+        }
+        new DataView(memory!.buffer).setUint32(rest[0]!, total, true);
+        return ERRNO_SUCCESS;
+      }
+      const bytes = iovecs(iovs, count).reduce((n, [, len]) => n + len, 0);
+      if (diskBytes + bytes > task.diskCapBytes) return ERRNO_NOSPC;
+      diskBytes += bytes;
+      return original[name]!(fd, iovs, count, ...rest);
+    };
+    sys.fd_write = guarded('fd_write');
+    sys.fd_pwrite = guarded('fd_pwrite');
+    sys.fd_read = (fd: number, iovs: number, count: number, nread: number) => {
+      if (fd !== 0) return original.fd_read!(fd, iovs, count, nread);
+      let total = 0;
+      for (const [ptr, len] of iovecs(iovs, count)) {
+        const n = Math.min(len, stdin.byteLength - stdinPos);
+        new Uint8Array(memory!.buffer, ptr, n).set(stdin.subarray(stdinPos, stdinPos + n));
+        stdinPos += n;
+        total += n;
+        if (n < len) break;
+      }
+      new DataView(memory!.buffer).setUint32(nread, total, true);
+      return ERRNO_SUCCESS;
+    };
+
+    const instance = await WebAssembly.instantiate(task.module, imports as WebAssembly.Imports);
+    memory = instance.exports.memory as WebAssembly.Memory;
+    const result: WorkerResult = { outcome: 'exited', exitCode: 0 };
+    try {
+      if (task.entry === '_start') {
+        result.exitCode = wasi.start(instance);
+      } else {
+        if (typeof instance.exports._initialize === 'function') wasi.initialize(instance);
+        const value = (instance.exports[task.entry] as () => unknown)();
+        if (typeof value === 'number' || typeof value === 'bigint') result.output = Number(value);
+      }
+    } catch (err) {
+      result.outcome = 'crashed';
+      result.exitCode = null;
+      result.reason = `the module trapped: ${(err as Error).message}`;
+    }
+    result.memoryPeakBytes = memory.buffer.byteLength;
+    result.diskBytes = diskBytes;
+    result.streamBytes = { ...streams.totals };
+    return result;
+  } finally {
+    for (const fd of devnull) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* the guest may have closed it through WASI already */
+      }
+    }
+  }
+});

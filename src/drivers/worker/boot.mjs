@@ -1,0 +1,9 @@
+// Entry of every sandbox worker thread. Under tsx (tests, `vmesh` from a checkout) the worker's own
+// module is TypeScript, and Node 20 does not carry the loader into worker threads: register it here.
+import { workerData } from 'node:worker_threads';
+
+if (workerData.entry.endsWith('.ts')) {
+  const { register } = await import('tsx/esm/api');
+  register();
+}
+await import(workerData.entry);

@@ -1,0 +1,4 @@
+export * from './errors.ts';
+export * from './workload.ts';
+export * from './run.ts';
+export * from './validate.ts';

@@ -1,0 +1,117 @@
+import Type, { type Static } from 'typebox';
+import { Workload } from './workload.ts';
+
+/**
+ * The life of a run:
+ *   queued → placed → starting → running → succeeded | failed | timeout | oom | cancelled | lost
+ * Any live state may also end early (cancelled while queued, failed while starting, lost after a crash).
+ */
+export const RUN_STATES = [
+  'queued',
+  'placed',
+  'starting',
+  'running',
+  'succeeded',
+  'failed',
+  'timeout',
+  'oom',
+  'cancelled',
+  'lost',
+] as const;
+export type RunState = (typeof RUN_STATES)[number];
+
+export const TERMINAL_STATES = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'lost'] as const;
+export type TerminalState = (typeof TERMINAL_STATES)[number];
+export type LiveState = Exclude<RunState, TerminalState>;
+
+const NEXT: Record<RunState, readonly RunState[]> = {
+  queued: ['placed', 'failed', 'cancelled', 'lost'],
+  placed: ['starting', 'failed', 'cancelled', 'lost'],
+  starting: ['running', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
+  running: ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
+  succeeded: [],
+  failed: [],
+  timeout: [],
+  oom: [],
+  cancelled: [],
+  lost: [],
+};
+
+export function isTerminal(state: RunState): state is TerminalState {
+  return (TERMINAL_STATES as readonly RunState[]).includes(state);
+}
+
+export function canTransition(from: RunState, to: RunState): boolean {
+  return NEXT[from].includes(to);
+}
+
+export const RunStateSchema = Type.Union(RUN_STATES.map((s) => Type.Literal(s)));
+
+export const CapturedStream = Type.Object({
+  text: Type.String({ description: 'utf8 text (invalid sequences replaced)' }),
+  bytes: Type.Integer({ description: 'bytes the workload wrote, including any cut off' }),
+  truncated: Type.Boolean({ description: 'true when the cap cut the stream' }),
+});
+export type CapturedStream = Static<typeof CapturedStream>;
+
+export const OutputFile = Type.Object({
+  path: Type.String(),
+  bytes: Type.Integer(),
+  sha256: Type.String(),
+  contentBase64: Type.Optional(Type.String({ description: 'absent when the file is over the inline cap' })),
+});
+export type OutputFile = Static<typeof OutputFile>;
+
+export const Timings = Type.Object({
+  queuedMs: Type.Number({ description: 'submitted → placed' }),
+  startMs: Type.Number({ description: 'placed → running (prepare + start)' }),
+  runMs: Type.Number({ description: 'running → ended' }),
+  totalMs: Type.Number({ description: 'submitted → ended' }),
+});
+export type Timings = Static<typeof Timings>;
+
+export const Usage = Type.Object({
+  cpuMs: Type.Optional(Type.Number({ description: 'CPU time the sandbox used, where the driver can tell' })),
+  memoryPeakBytes: Type.Optional(Type.Integer({ description: 'peak memory of the sandbox, where known' })),
+  diskBytes: Type.Optional(Type.Integer({ description: 'scratch bytes written' })),
+});
+export type Usage = Static<typeof Usage>;
+
+export const RunResult = Type.Object({
+  exitCode: Type.Union([Type.Integer(), Type.Null()], { description: 'null when the workload did not exit' }),
+  stdout: CapturedStream,
+  stderr: CapturedStream,
+  output: Type.Optional(Type.Unknown({ description: 'the JSON value a js function returned' })),
+  outputs: Type.Array(OutputFile),
+  timings: Timings,
+  usage: Usage,
+});
+export type RunResult = Static<typeof RunResult>;
+
+export const ReservedResources = Type.Object({
+  vcpus: Type.Number(),
+  memoryMiB: Type.Number(),
+  diskMiB: Type.Number(),
+  timeoutMs: Type.Number(),
+  network: Type.Object({ egressMbps: Type.Number(), ingressMbps: Type.Number() }),
+});
+
+export const Run = Type.Object({
+  id: Type.String(),
+  state: RunStateSchema,
+  reason: Type.Optional(Type.String({ description: 'why the run is in this state (errors, kills)' })),
+  kind: Type.String(),
+  name: Type.Optional(Type.String()),
+  driver: Type.Optional(Type.String()),
+  nodeId: Type.String(),
+  resources: ReservedResources,
+  createdAt: Type.String({ format: 'date-time' }),
+  updatedAt: Type.String({ format: 'date-time' }),
+  startedAt: Type.Optional(Type.String({ format: 'date-time' })),
+  endedAt: Type.Optional(Type.String({ format: 'date-time' })),
+  queuePosition: Type.Optional(Type.Integer({ description: 'present while queued' })),
+  result: Type.Optional(RunResult),
+});
+export type Run = Static<typeof Run>;
+
+export const RunWithSpec = Type.Intersect([Run, Type.Object({ spec: Workload })]);

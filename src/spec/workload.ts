@@ -1,0 +1,126 @@
+import Type, { type Static } from 'typebox';
+
+/** What a user asks to run. See ../shared/DESIGN.md, "Words". */
+export const WorkloadKind = Type.Union(
+  [Type.Literal('function'), Type.Literal('container'), Type.Literal('microvm'), Type.Literal('unikernel')],
+  { description: 'function (wasm or js), container (OCI), microvm (kernel + rootfs), unikernel' },
+);
+export type WorkloadKind = Static<typeof WorkloadKind>;
+
+/** The language of a `function` workload; inferred from the source bytes when absent. */
+export const FunctionRuntime = Type.Union([Type.Literal('wasm'), Type.Literal('js')]);
+export type FunctionRuntime = Static<typeof FunctionRuntime>;
+
+/** Isolation levels, weakest first. A request for one level is met by that level or a stronger one. */
+export const ISOLATION_LEVELS = ['language', 'process', 'container', 'vm'] as const;
+export type IsolationLevel = (typeof ISOLATION_LEVELS)[number];
+export const IsolationLevel = Type.Union(ISOLATION_LEVELS.map((l) => Type.Literal(l)), {
+  description: 'the least isolation acceptable: language < process < container < vm',
+});
+
+export const SHA256_PATTERN = '^sha256:[0-9a-f]{64}$';
+
+/** Upper bound for inline sources and stdin that travel inside a JSON request (base64 grows 4/3). */
+export const MAX_INLINE_BYTES = 32 * 1024 * 1024;
+
+export const Source = Type.Union(
+  [
+    Type.Object(
+      {
+        inline: Type.String({ maxLength: Math.ceil((MAX_INLINE_BYTES * 4) / 3) + 4 }),
+        encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('base64')])),
+      },
+      { additionalProperties: false, description: 'the bytes themselves (utf8 text by default)' },
+    ),
+    Type.Object(
+      { file: Type.String({ minLength: 1, maxLength: 4096 }) },
+      { additionalProperties: false, description: "a path under one of the node's file roots" },
+    ),
+    Type.Object(
+      { blob: Type.String({ pattern: SHA256_PATTERN }) },
+      { additionalProperties: false, description: 'a content hash in the blob store' },
+    ),
+  ],
+  { description: 'where the workload code comes from' },
+);
+export type Source = Static<typeof Source>;
+
+export const NetworkResources = Type.Object(
+  {
+    egressMbps: Type.Optional(Type.Number({ minimum: 0, maximum: 400_000 })),
+    ingressMbps: Type.Optional(Type.Number({ minimum: 0, maximum: 400_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export const LIMITS = {
+  vcpus: { minimum: 0.01, maximum: 1024 },
+  memoryMiB: { minimum: 1, maximum: 4 * 1024 * 1024 },
+  diskMiB: { minimum: 0, maximum: 64 * 1024 * 1024 },
+  timeoutMs: { minimum: 1, maximum: 7 * 24 * 3600 * 1000 },
+} as const;
+
+export const Resources = Type.Object(
+  {
+    vcpus: Type.Optional(Type.Number({ ...LIMITS.vcpus, description: 'virtual CPUs (fractions allowed)' })),
+    memoryMiB: Type.Optional(Type.Integer({ ...LIMITS.memoryMiB, description: 'memory limit in MiB' })),
+    diskMiB: Type.Optional(Type.Integer({ ...LIMITS.diskMiB, description: 'scratch disk in MiB' })),
+    timeoutMs: Type.Optional(Type.Integer({ ...LIMITS.timeoutMs, description: 'wall-clock limit of the run' })),
+    network: Type.Optional(NetworkResources),
+  },
+  { additionalProperties: false },
+);
+export type Resources = Static<typeof Resources>;
+
+/** Resources with every field filled in: what the ledger reserves. */
+export interface ResolvedResources {
+  vcpus: number;
+  memoryMiB: number;
+  diskMiB: number;
+  timeoutMs: number;
+  network: { egressMbps: number; ingressMbps: number };
+}
+
+export const PlacementHints = Type.Object(
+  {
+    node: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'run on exactly this node' })),
+    labels: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }))),
+    region: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
+
+const EnvName = '^[A-Za-z_][A-Za-z0-9_]*$';
+const RelativePath = '^(?!/)(?!.*(^|/)\\.\\.(/|$)).+$';
+
+export const Workload = Type.Object(
+  {
+    kind: WorkloadKind,
+    runtime: Type.Optional(FunctionRuntime),
+    source: Source,
+    entry: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 256, description: 'exported entry (wasm: _start, js: default)' }),
+    ),
+    name: Type.Optional(Type.String({ maxLength: 256, description: 'a human label shown by ps' })),
+    args: Type.Optional(Type.Array(Type.String({ maxLength: 65_536 }), { maxItems: 1024 })),
+    env: Type.Optional(
+      Type.Record(Type.String({ pattern: EnvName, maxLength: 256 }), Type.String({ maxLength: 65_536 }), {
+        maxProperties: 1024,
+      }),
+    ),
+    stdin: Type.Optional(Type.String({ maxLength: MAX_INLINE_BYTES, description: 'utf8 text fed to stdin' })),
+    input: Type.Optional(Type.Unknown({ description: 'JSON input passed to a js function' })),
+    resources: Type.Optional(Resources),
+    isolation: Type.Optional(IsolationLevel),
+    driver: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'use exactly this driver' })),
+    placement: Type.Optional(PlacementHints),
+    outputs: Type.Optional(
+      Type.Array(Type.String({ pattern: RelativePath, maxLength: 1024 }), {
+        maxItems: 64,
+        description: 'files (relative to the sandbox scratch directory) returned with the result',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type Workload = Static<typeof Workload>;
