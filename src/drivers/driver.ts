@@ -70,6 +70,11 @@ export interface Driver {
   /** Can this driver run this particular workload (e.g. the right function runtime)? */
   accepts(workload: Workload, code: Uint8Array): boolean;
   probe(signal?: AbortSignal): Promise<DriverProbe>;
+  /**
+   * Cheap checks of a workload at submission, before anything is created: a source that this driver
+   * could never run is refused here (a 4xx for the caller) rather than becoming a failed run.
+   */
+  validate(request: SandboxRequest, signal?: AbortSignal): Promise<void>;
   /** Validates and stages the workload (compile, scratch directory). Throws typed errors on bad input. */
   prepare(request: SandboxRequest, signal?: AbortSignal): Promise<PreparedSandbox>;
   start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<RunningSandbox>;

@@ -3,7 +3,7 @@ import type { Driver, DriverProbe } from './driver.ts';
 
 export interface DriverStatus {
   name: string;
-  kinds: readonly string[];
+  kinds: string[];
   isolation: IsolationLevel;
   probe: DriverProbe;
 }
@@ -36,7 +36,7 @@ export class DriverRegistry {
   list(): DriverStatus[] {
     return this.drivers.map((d) => ({
       name: d.name,
-      kinds: d.kinds,
+      kinds: [...d.kinds],
       isolation: d.isolation,
       probe: this.probes.get(d.name) ?? { available: false, reason: 'not probed yet' },
     }));

@@ -45,7 +45,18 @@ export function canTransition(from: RunState, to: RunState): boolean {
   return NEXT[from].includes(to);
 }
 
-export const RunStateSchema = Type.Union(RUN_STATES.map((s) => Type.Literal(s)));
+export const RunStateSchema = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('placed'),
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('timeout'),
+  Type.Literal('oom'),
+  Type.Literal('cancelled'),
+  Type.Literal('lost'),
+]);
 
 export const CapturedStream = Type.Object({
   text: Type.String({ description: 'utf8 text (invalid sequences replaced)' }),

@@ -14,7 +14,7 @@ export type FunctionRuntime = Static<typeof FunctionRuntime>;
 /** Isolation levels, weakest first. A request for one level is met by that level or a stronger one. */
 export const ISOLATION_LEVELS = ['language', 'process', 'container', 'vm'] as const;
 export type IsolationLevel = (typeof ISOLATION_LEVELS)[number];
-export const IsolationLevel = Type.Union(ISOLATION_LEVELS.map((l) => Type.Literal(l)), {
+export const IsolationLevel = Type.Union([Type.Literal('language'), Type.Literal('process'), Type.Literal('container'), Type.Literal('vm')], {
   description: 'the least isolation acceptable: language < process < container < vm',
 });
 

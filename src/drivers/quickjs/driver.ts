@@ -42,7 +42,15 @@ export class QuickJsDriver extends WorkerSandboxDriver<QuickJsPrepared, QuickJsT
     }
   }
 
+  async validate(request: SandboxRequest): Promise<void> {
+    this.decode(request);
+  }
+
   protected async stage(request: SandboxRequest, scratch: string): Promise<QuickJsPrepared> {
+    return { request, scratch, source: this.decode(request) };
+  }
+
+  private decode(request: SandboxRequest): string {
     if (request.code.byteLength > MAX_SOURCE_BYTES) {
       throw new InvalidSourceError(`source: a js function may be at most ${MAX_SOURCE_BYTES} bytes`, { field: 'source' });
     }
@@ -55,7 +63,7 @@ export class QuickJsDriver extends WorkerSandboxDriver<QuickJsPrepared, QuickJsT
     } catch {
       throw new InvalidSourceError('source: a js function must be utf8 text', { field: 'source' });
     }
-    return { request, scratch, source };
+    return source;
   }
 
   protected task(p: QuickJsPrepared): QuickJsTask {

@@ -42,7 +42,17 @@ export class WasmDriver extends WorkerSandboxDriver<WasmPrepared, WasmTask> {
     return { available: true, version: `node ${process.versions.node} wasi preview1, v8 ${process.versions.v8}` };
   }
 
+  async validate(request: SandboxRequest): Promise<void> {
+    await this.compile(request);
+  }
+
   protected async stage(request: SandboxRequest, scratch: string): Promise<WasmPrepared> {
+    const { module, memoryCapBytes } = await this.compile(request);
+    return { request, scratch, module, memoryCapBytes };
+  }
+
+  /** Limits the module's memory to the request, compiles it (cached by hash) and checks its exports. */
+  private async compile(request: SandboxRequest): Promise<{ module: WebAssembly.Module; memoryCapBytes: number }> {
     const maxPages = Math.floor((request.resources.memoryMiB * 2 ** 20) / WASM_PAGE);
     const limited = limitModuleMemory(request.code, maxPages);
     const key = createHash('sha256').update(limited).digest('hex');
@@ -66,7 +76,7 @@ export class WasmDriver extends WorkerSandboxDriver<WasmPrepared, WasmTask> {
     if (!exports.includes('memory')) {
       throw new InvalidSourceError('source: a WASI module must export its memory as "memory"', { field: 'source' });
     }
-    return { request, scratch, module, memoryCapBytes: maxPages * WASM_PAGE };
+    return { module, memoryCapBytes: maxPages * WASM_PAGE };
   }
 
   protected task(p: WasmPrepared): WasmTask {

@@ -65,6 +65,7 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
 
   abstract accepts(workload: Workload, code: Uint8Array): boolean;
   abstract probe(signal?: AbortSignal): Promise<DriverProbe>;
+  abstract validate(request: SandboxRequest, signal?: AbortSignal): Promise<void>;
   /** Validates and stages the code; `scratch` already exists. Throws typed errors on bad input. */
   protected abstract stage(request: SandboxRequest, scratch: string, signal?: AbortSignal): Promise<P>;
   protected abstract task(prepared: P): Task;

@@ -1,0 +1,70 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { InvalidInputError } from '../spec/index.ts';
+
+const HASH = /^sha256:([0-9a-f]{64})$/;
+
+export function sha256(bytes: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/**
+ * Content-addressed bytes on local disk: `<root>/sha256/<hex>`. Writes go to a temporary file and are
+ * renamed into place, so a reader never sees a partial blob; reads re-check the hash.
+ */
+export class BlobStore {
+  constructor(readonly root: string) {}
+
+  private pathOf(hash: string): string {
+    const m = HASH.exec(hash);
+    if (m === null) throw new InvalidInputError(`blob: ${JSON.stringify(hash)} is not a sha256:<64 hex> hash`, { field: 'blob' });
+    return path.join(this.root, 'sha256', m[1]!);
+  }
+
+  async put(bytes: Uint8Array): Promise<string> {
+    const hash = sha256(bytes);
+    const file = this.pathOf(hash);
+    try {
+      await fs.access(file);
+      return hash;
+    } catch {
+      /* not there yet */
+    }
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await fs.writeFile(tmp, bytes, { mode: 0o600 });
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    return hash;
+  }
+
+  /** The blob's bytes, or undefined when this store does not hold it (or holds a corrupted copy). */
+  async get(hash: string): Promise<Buffer | undefined> {
+    const file = this.pathOf(hash);
+    let bytes: Buffer;
+    try {
+      bytes = await fs.readFile(file);
+    } catch {
+      return undefined;
+    }
+    if (sha256(bytes) !== hash) {
+      await fs.rm(file, { force: true });
+      return undefined;
+    }
+    return bytes;
+  }
+
+  async has(hash: string): Promise<boolean> {
+    try {
+      await fs.access(this.pathOf(hash));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}

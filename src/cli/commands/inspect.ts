@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import type { RunState } from '../../spec/index.ts';
+import { connect, type GlobalOptions } from '../connect.ts';
+import { age, duration, printJson, table } from '../format.ts';
+import { parseInteger } from '../parse.ts';
+
+/** `vmesh ps`, `vmesh node`, `vmesh drivers`: read-only views of the node. */
+export function inspectCommands(program: Command): void {
+  program
+    .command('ps')
+    .description('list runs, newest first')
+    .option('--state <state>', 'only runs in this state')
+    .option('--limit <n>', 'at most this many', parseInteger, 20)
+    .action(async (opts: { state?: RunState; limit: number }, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const client = connect(global);
+      try {
+        const q: { limit: number; state?: RunState } = { limit: opts.limit };
+        if (opts.state !== undefined) q.state = opts.state;
+        const runs = await client.listRuns(q);
+        if (global.json) return printJson(runs);
+        const rows = [['ID', 'STATE', 'DRIVER', 'NAME', 'AGE', 'TIME']];
+        for (const r of runs) {
+          rows.push([r.id, r.state, r.driver ?? '-', r.name ?? r.kind, age(r.createdAt), duration(r.result?.timings.totalMs)]);
+        }
+        process.stdout.write(`${table(rows)}\n`);
+      } finally {
+        await client.close();
+      }
+    });
+
+  program
+    .command('node')
+    .description("this node's identity, capacity, free resources and drivers")
+    .action(async (_opts: object, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const client = connect(global);
+      try {
+        const n = await client.node();
+        if (global.json) return printJson(n);
+        const line = (c: typeof n.capacity) => `${c.vcpus} vcpus, ${c.memoryMiB} MiB memory, ${c.diskMiB} MiB disk, ${c.egressMbps}/${c.ingressMbps} Mbit/s out/in`;
+        process.stdout.write(
+          [
+            `node      ${n.id} (vmesh ${n.version}, up since ${n.startedAt})`,
+            `capacity  ${line(n.capacity)}`,
+            `free      ${line(n.free)}`,
+            `runs      ${n.runs.active} active, ${n.runs.queued} queued`,
+            `drivers   ${n.drivers.map((d) => `${d.name}${d.probe.available ? '' : ' (unavailable)'}`).join(', ')}`,
+          ].join('\n') + '\n',
+        );
+      } finally {
+        await client.close();
+      }
+    });
+
+  program
+    .command('drivers')
+    .description('the drivers of this node, whether each can run here, and why not')
+    .action(async (_opts: object, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const client = connect(global);
+      try {
+        const drivers = await client.drivers();
+        if (global.json) return printJson(drivers);
+        const rows = [['DRIVER', 'KINDS', 'ISOLATION', 'AVAILABLE', 'VERSION / WHY NOT']];
+        for (const d of drivers) {
+          rows.push([d.name, d.kinds.join(','), d.isolation, d.probe.available ? 'yes' : 'no', (d.probe.available ? d.probe.version : d.probe.reason) ?? '']);
+        }
+        process.stdout.write(`${table(rows)}\n`);
+      } finally {
+        await client.close();
+      }
+    });
+}

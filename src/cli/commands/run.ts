@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
+import { isWasm } from '../../drivers/wasm/module-limits.ts';
+import { connect, type GlobalOptions } from '../connect.ts';
+import { exitCodeOf } from '../exit-codes.ts';
+import { printJson } from '../format.ts';
+import { collect, collectEnv, parseDuration, parseJson, parseMiB, parseNumber } from '../parse.ts';
+
+interface RunOptions {
+  kind: WorkloadKind;
+  runtime?: 'wasm' | 'js';
+  input?: unknown;
+  stdin?: string;
+  arg?: string[];
+  env?: Record<string, string>;
+  memory?: number;
+  vcpus?: number;
+  disk?: number;
+  timeout?: number;
+  driver?: string;
+  isolation?: Workload['isolation'];
+  name?: string;
+  output?: string[];
+  detach?: boolean;
+}
+
+export function runCommand(program: Command): void {
+  program
+    .command('run')
+    .description('run a workload and print its output (`-` reads the code from stdin)')
+    .argument('<file>', 'the workload: a .wasm module, a .js function, or - for stdin')
+    .argument('[args...]', 'arguments for the workload (after --)')
+    .option('--kind <kind>', 'function, container, microvm or unikernel', 'function')
+    .option('--runtime <runtime>', 'wasm or js (default: from the file)')
+    .option('--input <json>', 'JSON input (a js function\'s argument; stdin of a wasm module)', parseJson)
+    .option('--stdin <text>', 'text fed to the workload\'s stdin')
+    .option('--arg <arg>', 'an argument (repeatable)', collect)
+    .option('--env <KEY=VALUE>', 'an environment variable (repeatable)', collectEnv)
+    .option('--memory <MiB>', 'memory limit, e.g. 64 or 1GiB', parseMiB)
+    .option('--vcpus <n>', 'virtual CPUs', parseNumber)
+    .option('--disk <MiB>', 'scratch disk', parseMiB)
+    .option('--timeout <duration>', 'wall-clock limit, e.g. 500ms, 10s, 2m', parseDuration)
+    .option('--driver <name>', 'use exactly this driver')
+    .option('--isolation <level>', 'least isolation acceptable: language, process, container or vm')
+    .option('--name <name>', 'a label shown by `vmesh ps`')
+    .option('--output <path>', 'a file the workload writes, returned with the result (repeatable)', collect)
+    .option('--detach', 'print the run id and return at once')
+    .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const workload = buildWorkload(file, args, opts);
+      const client = connect(global);
+      try {
+        const run = await client.run(workload, { wait: !opts.detach });
+        if (opts.detach) {
+          if (global.json) printJson(run);
+          else process.stdout.write(`${run.id}\n`);
+          return;
+        }
+        if (global.json) printJson(run);
+        else printRun(run);
+        process.exitCode = exitCodeOf(run);
+      } finally {
+        await client.close();
+      }
+    });
+}
+
+export function buildWorkload(file: string, args: string[], opts: RunOptions): Workload {
+  const code = file === '-' ? readFileSync(0) : readFileSync(file);
+  const binary = isWasm(code);
+  const workload: Workload = {
+    kind: opts.kind,
+    source: binary ? { inline: code.toString('base64'), encoding: 'base64' } : { inline: code.toString('utf8') },
+    name: opts.name ?? (file === '-' ? 'stdin' : path.basename(file)),
+  };
+  if (opts.runtime !== undefined) workload.runtime = opts.runtime;
+  const allArgs = [...(opts.arg ?? []), ...args];
+  if (allArgs.length > 0) workload.args = allArgs;
+  if (opts.env !== undefined) workload.env = opts.env;
+  if (opts.input !== undefined) workload.input = opts.input;
+  if (opts.stdin !== undefined) workload.stdin = opts.stdin;
+  if (opts.driver !== undefined) workload.driver = opts.driver;
+  if (opts.isolation !== undefined) workload.isolation = opts.isolation;
+  if (opts.output !== undefined) workload.outputs = opts.output;
+  const r: NonNullable<Workload['resources']> = {};
+  if (opts.memory !== undefined) r.memoryMiB = opts.memory;
+  if (opts.vcpus !== undefined) r.vcpus = opts.vcpus;
+  if (opts.disk !== undefined) r.diskMiB = opts.disk;
+  if (opts.timeout !== undefined) r.timeoutMs = opts.timeout;
+  if (Object.keys(r).length > 0) workload.resources = r;
+  return workload;
+}
+
+/** Human output: the workload's own stdout and stderr, its JSON output, and a line when it did not succeed. */
+function printRun(run: Run): void {
+  const r = run.result;
+  if (r !== undefined) {
+    process.stdout.write(r.stdout.text);
+    process.stderr.write(r.stderr.text);
+    if (r.output !== undefined) process.stdout.write(`${JSON.stringify(r.output, null, 2)}\n`);
+    for (const [name, s] of [['stdout', r.stdout], ['stderr', r.stderr]] as const) {
+      if (s.truncated) process.stderr.write(`vmesh: ${name} truncated: the run wrote ${s.bytes} bytes, ${Buffer.byteLength(s.text)} kept\n`);
+    }
+    for (const f of r.outputs) process.stderr.write(`vmesh: output ${f.path}: ${f.bytes} bytes ${f.sha256}\n`);
+  }
+  if (run.state !== 'succeeded') {
+    process.stderr.write(`vmesh: run ${run.id} ${run.state}${run.reason ? `: ${run.reason}` : ''}\n`);
+  }
+}

@@ -1,0 +1,136 @@
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { readDaemonInfo, startDaemon } from '../../daemon/daemon.ts';
+import { defaultHome, loadConfig, type ConfigFile } from '../../node/config.ts';
+import { VmeshClient } from '../../sdk/client.ts';
+import { tokenPath } from '../../api/auth.ts';
+import { EXIT } from '../exit-codes.ts';
+import { parseInteger, parseMiB, parseNumber } from '../parse.ts';
+import type { GlobalOptions } from '../connect.ts';
+
+const BIN = fileURLToPath(new URL('../../../bin/vmesh.js', import.meta.url));
+
+interface UpOptions {
+  host?: string;
+  port?: number;
+  detach?: boolean;
+  logLevel?: string;
+  workers?: number;
+  vcpus?: number;
+  memory?: number;
+  readyTimeout: number;
+}
+
+export function upCommand(program: Command): void {
+  program
+    .command('up')
+    .description('start a single-node vmesh (store in $VMESH_HOME, API on 127.0.0.1)')
+    .option('--host <host>', 'address the API listens on (default 127.0.0.1)')
+    .option('--port <port>', 'API port (default 7420; 0 picks a free one)', parseInteger)
+    .option('-d, --detach', 'run in the background and return once the node answers')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .option('--workers <n>', 'worker threads per function driver', parseInteger)
+    .option('--vcpus <n>', 'vCPUs this node hands out (default: all cores)', parseNumber)
+    .option('--memory <MiB>', 'memory this node hands out (default: all but 512 MiB)', parseMiB)
+    .option('--ready-timeout <ms>', 'with --detach: how long to wait for the node', parseInteger, 60_000)
+    .action(async (opts: UpOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const home = path.resolve(global.home ?? defaultHome());
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      const running = await runningNode(home);
+      if (running !== undefined) {
+        report(global, { status: 'already running', ...running }, `vmesh node ${running.nodeId} is already running at ${running.url}`);
+        return;
+      }
+      const overrides: ConfigFile = {};
+      if (opts.host !== undefined || opts.port !== undefined) {
+        overrides.api = {};
+        if (opts.host !== undefined) overrides.api.host = opts.host;
+        if (opts.port !== undefined) overrides.api.port = opts.port;
+      }
+      if (opts.logLevel !== undefined) overrides.logLevel = opts.logLevel as ConfigFile['logLevel'];
+      if (opts.workers !== undefined) overrides.workers = opts.workers;
+      if (opts.vcpus !== undefined || opts.memory !== undefined) {
+        overrides.capacity = {};
+        if (opts.vcpus !== undefined) overrides.capacity.vcpus = opts.vcpus;
+        if (opts.memory !== undefined) overrides.capacity.memoryMiB = opts.memory;
+      }
+      const config = loadConfig(home, overrides);
+      if (opts.detach) {
+        await detach(home, global, opts.readyTimeout);
+        return;
+      }
+      const daemon = await startDaemon(config);
+      process.stderr.write(`vmesh node ${daemon.node.id} listening on ${daemon.url} (token in ${tokenPath(home)})\n`);
+      const shutdown = (signal: string) => {
+        daemon.node.logger.info({ signal }, 'shutting down');
+        daemon.close().then(
+          () => process.exit(EXIT.ok),
+          () => process.exit(1),
+        );
+      };
+      process.once('SIGINT', shutdown);
+      process.once('SIGTERM', shutdown);
+    });
+}
+
+async function runningNode(home: string): Promise<{ nodeId: string; url: string; pid: number } | undefined> {
+  const info = readDaemonInfo(home);
+  if (info === undefined || !alive(info.pid)) return undefined;
+  const client = new VmeshClient({ url: info.url, token: '' });
+  try {
+    await client.health(AbortSignal.timeout(2000));
+    return { nodeId: info.nodeId, url: info.url, pid: info.pid };
+  } catch {
+    return undefined;
+  } finally {
+    await client.close();
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts `vmesh up` again in the background with the same flags and waits until it answers. */
+async function detach(home: string, global: GlobalOptions, readyTimeoutMs: number): Promise<void> {
+  const logFile = path.join(home, 'node.log');
+  const log = openSync(logFile, 'a', 0o600);
+  const args = process.argv.slice(2).filter((a) => a !== '-d' && a !== '--detach');
+  const child = spawn(process.execPath, [BIN, ...args], { detached: true, stdio: ['ignore', log, log], env: { ...process.env, VMESH_HOME: home } });
+  child.unref();
+  let exited: number | null = null;
+  child.once('exit', (code) => (exited = code ?? 1));
+  const deadline = Date.now() + readyTimeoutMs;
+  while (Date.now() < deadline) {
+    if (exited !== null) {
+      const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-10).join('\n');
+      process.stderr.write(`vmesh: the node exited with code ${exited} while starting; the end of ${logFile}:\n${tail}\n`);
+      process.exit(EXIT.runFailed);
+    }
+    const info = readDaemonInfo(home);
+    if (info?.pid === child.pid) {
+      const up = await runningNode(home);
+      if (up !== undefined) {
+        report(global, { status: 'started', ...up, log: logFile }, `vmesh node ${up.nodeId} started at ${up.url} (pid ${up.pid}, log ${logFile})`);
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.stderr.write(`vmesh: the node did not answer within ${readyTimeoutMs} ms; see ${logFile}\n`);
+  process.exit(EXIT.unreachable);
+}
+
+function report(global: GlobalOptions, json: object, human: string): void {
+  if (global.json) process.stdout.write(`${JSON.stringify(json)}\n`);
+  else process.stdout.write(`${human}\n`);
+}

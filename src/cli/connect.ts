@@ -1,0 +1,27 @@
+import { readFileSync } from 'node:fs';
+import { tokenPath } from '../api/auth.ts';
+import { readDaemonInfo } from '../daemon/daemon.ts';
+import { DEFAULT_PORT, defaultHome } from '../node/config.ts';
+import { VmeshClient } from '../sdk/client.ts';
+
+export interface GlobalOptions {
+  home?: string;
+  api?: string;
+  token?: string;
+  json?: boolean;
+}
+
+/** A client for the node this CLI talks to: --api/VMESH_API, else the one running in $VMESH_HOME. */
+export function connect(opts: GlobalOptions): VmeshClient {
+  const home = opts.home ?? defaultHome();
+  const url = opts.api ?? process.env.VMESH_API ?? readDaemonInfo(home)?.url ?? `http://127.0.0.1:${DEFAULT_PORT}`;
+  let token = opts.token ?? process.env.VMESH_TOKEN;
+  if (token === undefined) {
+    try {
+      token = readFileSync(tokenPath(home), 'utf8').trim();
+    } catch {
+      token = ''; // the API will answer 401, which says where the token lives
+    }
+  }
+  return new VmeshClient({ url, token });
+}

@@ -1,0 +1,73 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { loadOrCreateToken } from '../api/auth.ts';
+import { buildApi } from '../api/server.ts';
+import type { NodeConfig } from '../node/config.ts';
+import { VmeshNode } from '../node/node.ts';
+
+/** What a running daemon writes to `$VMESH_HOME/node.json` so that the CLI can find it. */
+export interface DaemonInfo {
+  pid: number;
+  url: string;
+  nodeId: string;
+  startedAt: string;
+}
+
+export interface Daemon {
+  node: VmeshNode;
+  api: FastifyInstance;
+  url: string;
+  token: string;
+  close(): Promise<void>;
+}
+
+export function daemonInfoPath(home: string): string {
+  return path.join(home, 'node.json');
+}
+
+export function readDaemonInfo(home: string): DaemonInfo | undefined {
+  try {
+    return JSON.parse(readFileSync(daemonInfoPath(home), 'utf8')) as DaemonInfo;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts a node and its HTTP API; `close` stops both and removes node.json. */
+export async function startDaemon(config: NodeConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
+  const node = await VmeshNode.start({ config, logger });
+  const token = loadOrCreateToken(config.home);
+  let api: FastifyInstance;
+  let url: string;
+  try {
+    api = await buildApi({ node, token, logger });
+    await api.listen({ host: config.api.host, port: config.api.port });
+    const addr = api.server.address();
+    const port = typeof addr === 'object' && addr !== null ? addr.port : config.api.port;
+    const host = config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host;
+    url = `http://${host}:${port}`;
+  } catch (err) {
+    await node.stop();
+    throw err;
+  }
+  const info: DaemonInfo = { pid: process.pid, url, nodeId: node.id, startedAt: node.startedAt };
+  writeFileSync(daemonInfoPath(config.home), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
+  logger.info({ url, nodeId: node.id }, 'API listening');
+  let closing: Promise<void> | undefined;
+  return {
+    node,
+    api,
+    url,
+    token,
+    close: () =>
+      (closing ??= (async () => {
+        await node.drain(); // waiting requests and log streams see their runs end
+        await api.close();
+        await node.stop();
+        const current = readDaemonInfo(config.home);
+        if (current?.pid === process.pid) rmSync(daemonInfoPath(config.home), { force: true });
+      })()),
+  };
+}

@@ -1,0 +1,249 @@
+import type { Logger } from 'pino';
+import { CappedStream } from '../drivers/capture.ts';
+import type { Driver, SandboxExit, SandboxRequest, StreamName } from '../drivers/driver.ts';
+import { runInSandbox } from '../drivers/lifecycle.ts';
+import {
+  AbortedError,
+  canTransition,
+  isTerminal,
+  QueueFullError,
+  type RunResult,
+  type RunState,
+  type TerminalState,
+} from '../spec/index.ts';
+import type { RunPatch, RunRecord, Store } from '../store/store.ts';
+import type { NodeEvents } from './events.ts';
+import type { Ledger } from './ledger.ts';
+import type { NodeMetrics } from './metrics.ts';
+
+export interface ExecutorOptions {
+  store: Store;
+  ledger: Ledger;
+  events: NodeEvents;
+  metrics: NodeMetrics;
+  logger: Logger;
+  maxConcurrent: number;
+  queueLimit: number;
+  queueTimeoutMs: number;
+}
+
+interface Job {
+  record: RunRecord;
+  driver: Driver;
+  request: SandboxRequest;
+  controller: AbortController;
+  submittedAt: number;
+  placedAt?: number;
+  runningAt?: number;
+  queueTimer?: NodeJS.Timeout;
+  settled: Promise<void>;
+  settle: () => void;
+}
+
+/**
+ * Runs admitted work: a FIFO queue in front of the ledger, bounded concurrency, cancel, and the one
+ * place that moves a run through its states (store, event stream and metrics together). A run's
+ * reservation is released on every exit path.
+ */
+export class Executor {
+  private readonly queue: Job[] = [];
+  private readonly active = new Map<string, Job>();
+  private stopping = false;
+
+  constructor(private readonly o: ExecutorOptions) {}
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  get running(): number {
+    return this.active.size;
+  }
+
+  /** 1-based place in the queue, or undefined when the run is not queued. */
+  position(id: string): number | undefined {
+    const i = this.queue.findIndex((j) => j.record.id === id);
+    return i < 0 ? undefined : i + 1;
+  }
+
+  /** Stores the run as queued and starts it as soon as it fits. */
+  submit(record: RunRecord, driver: Driver, request: SandboxRequest): void {
+    if (this.queue.length >= this.o.queueLimit) {
+      throw new QueueFullError(`the queue is full (${this.o.queueLimit} runs); try again later`);
+    }
+    const job = { record, driver, request, controller: new AbortController(), submittedAt: performance.now() } as Job;
+    job.settled = new Promise<void>((resolve) => (job.settle = resolve));
+    this.o.store.insertRun(record);
+    this.emitState(record.id, 'queued', undefined, record.createdAt);
+    this.o.metrics.runsSubmitted.inc({ kind: record.kind });
+    this.queue.push(job);
+    job.queueTimer = setTimeout(() => this.expire(job), this.o.queueTimeoutMs);
+    job.queueTimer.unref();
+    this.pump();
+  }
+
+  /**
+   * Cancels a live run: a queued one ends at once, a started one is stopped and ends `cancelled` when
+   * its sandbox is gone. Returns false when the run is not live here.
+   */
+  cancel(id: string, reason = 'cancelled by request'): boolean {
+    const i = this.queue.findIndex((j) => j.record.id === id);
+    if (i >= 0) {
+      const [job] = this.queue.splice(i, 1);
+      clearTimeout(job!.queueTimer);
+      this.finish(job!, 'cancelled', reason);
+      job!.settle();
+      return true;
+    }
+    const job = this.active.get(id);
+    if (job === undefined) return false;
+    job.controller.abort(new AbortedError(reason));
+    return true;
+  }
+
+  /** Refuses new work, cancels everything live, and waits until every sandbox is cleaned up. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const job of [...this.queue]) this.cancel(job.record.id, 'the node is shutting down');
+    const live = [...this.active.values()];
+    for (const job of live) job.controller.abort(new AbortedError('the node is shutting down'));
+    await Promise.all(live.map((j) => j.settled));
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.queue.length > 0 && this.active.size < this.o.maxConcurrent) {
+      const job = this.queue[0]!;
+      if (!this.o.ledger.tryReserve(job.record.id, job.record.resources)) break; // strict FIFO: no overtaking
+      this.queue.shift();
+      clearTimeout(job.queueTimer);
+      this.active.set(job.record.id, job);
+      void this.execute(job);
+    }
+    this.o.metrics.queueLength.set(this.queue.length);
+    this.o.metrics.running.set(this.active.size);
+  }
+
+  private expire(job: Job): void {
+    const i = this.queue.indexOf(job);
+    if (i < 0) return;
+    this.queue.splice(i, 1);
+    const free = this.o.ledger.free();
+    this.finish(
+      job,
+      'failed',
+      `waited ${this.o.queueTimeoutMs} ms in the queue without room (free now: ${free.vcpus} vcpus, ${free.memoryMiB} MiB memory, ${free.diskMiB} MiB disk)`,
+    );
+    job.settle();
+    this.pump();
+  }
+
+  private async execute(job: Job): Promise<void> {
+    const id = job.record.id;
+    const cap = job.request.outputCapBytes;
+    const captured: Record<StreamName, CappedStream> = { stdout: new CappedStream(cap), stderr: new CappedStream(cap) };
+    let exit: SandboxExit | undefined;
+    try {
+      job.placedAt = performance.now();
+      this.transition(job, 'placed', { driver: job.driver.name });
+      this.transition(job, 'starting');
+      const io = {
+        write: (stream: StreamName, chunk: Uint8Array) => {
+          const kept = captured[stream].append(chunk);
+          if (kept.byteLength === 0) return;
+          const ts = new Date().toISOString();
+          const eventId = this.o.store.appendEvent(id, stream, kept, ts);
+          this.o.events.emit('log', { runId: id, eventId, stream, data: kept, ts });
+        },
+        total: (stream: StreamName, bytes: number) => captured[stream].noteTotal(bytes),
+      };
+      exit = await runInSandbox(job.driver, job.request, io, job.controller.signal, {
+        onRunning: () => {
+          job.runningAt = performance.now();
+          this.transition(job, 'running', { startedAt: new Date().toISOString() });
+        },
+      });
+      const [state, reason] = terminalOf(exit);
+      const why = state === 'cancelled' ? abortReason(job.controller.signal) : reason;
+      this.finish(job, state, why, this.result(job, exit, captured));
+    } catch (err) {
+      const cancelled = err instanceof AbortedError || job.controller.signal.aborted;
+      const reason = cancelled ? abortReason(job.controller.signal) : `the driver failed: ${(err as Error).message}`;
+      if (!cancelled) this.o.logger.warn({ runId: id, err }, 'run failed in its driver');
+      this.finish(job, cancelled ? 'cancelled' : 'failed', reason, this.result(job, exit, captured));
+    } finally {
+      this.o.ledger.release(id);
+      this.active.delete(id);
+      job.settle();
+      this.pump();
+    }
+  }
+
+  private result(job: Job, exit: SandboxExit | undefined, captured: Record<StreamName, CappedStream>): RunResult {
+    const end = performance.now();
+    const placed = job.placedAt ?? end;
+    const running = job.runningAt ?? end;
+    const ms = (a: number, b: number) => Math.round((b - a) * 1000) / 1000;
+    const result: RunResult = {
+      exitCode: exit?.exitCode ?? null,
+      stdout: captured.stdout.toJSON(),
+      stderr: captured.stderr.toJSON(),
+      outputs: exit?.outputs ?? [],
+      timings: {
+        queuedMs: ms(job.submittedAt, placed),
+        startMs: ms(placed, running),
+        runMs: ms(running, end),
+        totalMs: ms(job.submittedAt, end),
+      },
+      usage: exit?.usage ?? {},
+    };
+    if (exit?.output !== undefined) result.output = exit.output;
+    return result;
+  }
+
+  private transition(job: Job, state: RunState, patch: RunPatch = {}): void {
+    const from = job.record.state;
+    if (!canTransition(from, state)) throw new Error(`run ${job.record.id}: illegal transition ${from} → ${state}`);
+    job.record.state = state;
+    const ts = new Date().toISOString();
+    this.o.store.updateRun(job.record.id, { ...patch, state }, ts);
+    this.emitState(job.record.id, state, patch.reason, ts);
+  }
+
+  private finish(job: Job, state: TerminalState, reason: string | undefined, result?: RunResult): void {
+    if (isTerminal(job.record.state)) return;
+    const patch: RunPatch = { endedAt: new Date().toISOString() };
+    if (reason !== undefined) patch.reason = reason;
+    if (result !== undefined) patch.result = result;
+    this.transition(job, state, patch);
+    this.o.metrics.runsEnded.inc({ driver: job.driver.name, state });
+    if (job.runningAt !== undefined) {
+      this.o.metrics.runDuration.observe({ driver: job.driver.name }, (performance.now() - job.runningAt) / 1000);
+    }
+  }
+
+  private emitState(runId: string, state: RunState, reason: string | undefined, ts: string): void {
+    const data = JSON.stringify(reason === undefined ? { state } : { state, reason });
+    const eventId = this.o.store.appendEvent(runId, 'state', data, ts);
+    this.o.events.emit('state', reason === undefined ? { runId, eventId, state, ts } : { runId, eventId, state, reason, ts });
+  }
+}
+
+function terminalOf(exit: SandboxExit): [TerminalState, string | undefined] {
+  switch (exit.outcome) {
+    case 'exited':
+      return exit.exitCode === 0 ? ['succeeded', undefined] : ['failed', exit.reason ?? `exited with code ${exit.exitCode}`];
+    case 'timeout':
+      return ['timeout', exit.reason];
+    case 'oom':
+      return ['oom', exit.reason];
+    case 'cancelled':
+      return ['cancelled', exit.reason];
+    case 'crashed':
+      return ['failed', exit.reason ?? 'the sandbox crashed'];
+  }
+}
+
+function abortReason(signal: AbortSignal): string {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r.message : 'cancelled';
+}

@@ -1,0 +1,24 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The node's Prometheus metrics, in a registry of its own (several nodes can share a process in tests). */
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly runsSubmitted = new Counter({ name: 'vmesh_runs_submitted_total', help: 'Runs accepted by this node', labelNames: ['kind'], registers: [this.registry] });
+  readonly runsEnded = new Counter({ name: 'vmesh_runs_ended_total', help: 'Runs that reached a terminal state', labelNames: ['driver', 'state'], registers: [this.registry] });
+  readonly runsRejected = new Counter({ name: 'vmesh_runs_rejected_total', help: 'Submissions refused before a run was created', labelNames: ['code'], registers: [this.registry] });
+  readonly runDuration = new Histogram({
+    name: 'vmesh_run_duration_seconds',
+    help: 'Time from running to ended',
+    labelNames: ['driver'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+  readonly queueLength = new Gauge({ name: 'vmesh_queue_length', help: 'Runs waiting for resources', registers: [this.registry] });
+  readonly running = new Gauge({ name: 'vmesh_runs_active', help: 'Runs placed, starting or running', registers: [this.registry] });
+  readonly capacity = new Gauge({ name: 'vmesh_capacity', help: 'What this node can hand out', labelNames: ['resource'], registers: [this.registry] });
+  readonly free = new Gauge({ name: 'vmesh_free', help: 'What this node has not reserved', labelNames: ['resource'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'vmesh_process_' });
+  }
+}

@@ -1,0 +1,259 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import { BlobStore } from '../blobs/blob-store.ts';
+import type { Driver } from '../drivers/driver.ts';
+import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
+import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
+import { WasmDriver } from '../drivers/wasm/driver.ts';
+import {
+  isTerminal,
+  NodeStoppingError,
+  parseWorkload,
+  RunFinishedError,
+  RunNotFoundError,
+  isVmeshError,
+  type ResolvedResources,
+  type Run,
+  type Workload,
+} from '../spec/index.ts';
+import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
+import { hostCapacity } from './capacity.ts';
+import { defaultResources, type NodeConfig } from './config.ts';
+import { NodeEvents } from './events.ts';
+import { Executor } from './executor.ts';
+import { Ledger, type Capacity } from './ledger.ts';
+import { NodeMetrics } from './metrics.ts';
+import { reconcile, type ReconcileReport } from './reconcile.ts';
+import { resolveSource } from './source.ts';
+
+export const VMESH_VERSION = '0.1.0';
+
+export interface NodeInfo {
+  id: string;
+  version: string;
+  startedAt: string;
+  capacity: Capacity;
+  free: Capacity;
+  reserved: Capacity;
+  runs: { queued: number; active: number };
+  drivers: DriverStatus[];
+}
+
+export interface NodeOptions {
+  config: NodeConfig;
+  logger?: Logger;
+  /** Drivers in preference order; the default set is wasm and quickjs. */
+  drivers?: (sandboxRoot: string, config: NodeConfig) => Driver[];
+}
+
+function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
+  const options = { sandboxRoot, workers: config.workers, idleWorkers: 1, inlineOutputBytes: config.limits.inlineOutputBytes };
+  return [new WasmDriver(options), new QuickJsDriver(options)];
+}
+
+/** Time-ordered, unguessable run ids: `r` + 9 base36 chars of milliseconds + 12 hex chars of randomness. */
+export function newRunId(now = Date.now()): string {
+  return `r${now.toString(36).padStart(9, '0')}${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * One vmesh node: drivers, ledger, executor and store behind a small API that the HTTP layer (and the
+ * mesh, later) call. `start` reconciles what a previous process left before it takes new work.
+ */
+export class VmeshNode {
+  readonly startedAt = new Date().toISOString();
+  private stopping = false;
+
+  private constructor(
+    readonly id: string,
+    readonly config: NodeConfig,
+    readonly logger: Logger,
+    readonly store: Store,
+    readonly blobs: BlobStore,
+    readonly ledger: Ledger,
+    readonly registry: DriverRegistry,
+    readonly executor: Executor,
+    readonly events: NodeEvents,
+    readonly metrics: NodeMetrics,
+    readonly reconciled: ReconcileReport,
+  ) {}
+
+  static async start(options: NodeOptions): Promise<VmeshNode> {
+    const { config } = options;
+    const logger = options.logger ?? pino({ level: config.logLevel });
+    mkdirSync(config.home, { recursive: true, mode: 0o700 });
+    const sandboxRoot = path.join(config.home, 'sandboxes');
+    mkdirSync(sandboxRoot, { recursive: true, mode: 0o700 });
+    const store = new Store(path.join(config.home, 'vmesh.db'));
+    try {
+      let id = store.getConfig('node_id');
+      if (id === undefined) {
+        id = `node-${randomBytes(8).toString('hex')}`;
+        store.setConfig('node_id', id);
+      }
+      const reconciled = await reconcile(store, sandboxRoot);
+      if (reconciled.lost.length > 0) logger.warn({ lost: reconciled.lost }, 'runs left live by the previous process are now lost');
+      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)(sandboxRoot, config));
+      await registry.probeAll();
+      const ledger = new Ledger(hostCapacity(config.home, config.capacity));
+      const metrics = new NodeMetrics();
+      const events = new NodeEvents();
+      const executor = new Executor({
+        store,
+        ledger,
+        events,
+        metrics,
+        logger,
+        maxConcurrent: config.executor.maxConcurrent,
+        queueLimit: config.executor.queueLimit,
+        queueTimeoutMs: config.executor.queueTimeoutMs,
+      });
+      const blobs = new BlobStore(path.join(config.home, 'blobs'));
+      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled);
+      node.refreshGauges();
+      for (const d of registry.all()) (d as { warm?: () => void }).warm?.();
+      logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
+      return node;
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Validates a workload and queues it as a run. Everything that can be known to be wrong is refused
+   * here with a typed error (nothing is created): the spec, the resources against the node's capacity,
+   * the source, and whether any driver can run it.
+   */
+  async submit(input: unknown): Promise<Run> {
+    if (this.stopping) throw new NodeStoppingError('the node is shutting down');
+    try {
+      const workload = parseWorkload(input);
+      const resources = resolveResources(workload);
+      this.ledger.checkFits(resources);
+      const code = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots });
+      const driver = this.registry.choose(workload, code);
+      const id = newRunId();
+      const request = { runId: id, workload, code, resources, outputCapBytes: this.config.limits.outputBytes };
+      await driver.validate(request);
+      // The store keeps the code once, by hash, not inside every run's spec.
+      const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code) } } : workload;
+      const now = new Date().toISOString();
+      const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
+      if (workload.name !== undefined) record.name = workload.name;
+      this.executor.submit(record, driver, request);
+      this.refreshGauges();
+      return this.getRun(id);
+    } catch (err) {
+      this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
+      throw err;
+    }
+  }
+
+  getRun(id: string): Run {
+    const record = this.store.getRun(id);
+    if (record === undefined) throw new RunNotFoundError(id);
+    return this.toPublic(record);
+  }
+
+  getRecord(id: string): RunRecord {
+    const record = this.store.getRun(id);
+    if (record === undefined) throw new RunNotFoundError(id);
+    return record;
+  }
+
+  listRuns(query: ListRunsQuery = {}): Run[] {
+    return this.store.listRuns(query).map((r) => this.toPublic(r));
+  }
+
+  /** Resolves with the run once it has reached a terminal state. */
+  async waitFor(id: string, signal?: AbortSignal): Promise<Run> {
+    const current = this.getRun(id);
+    if (isTerminal(current.state)) return current;
+    return new Promise<Run>((resolve, reject) => {
+      const onState = (e: { runId: string; state: Run['state'] }) => {
+        if (e.runId !== id || !isTerminal(e.state)) return;
+        done();
+        resolve(this.getRun(id));
+      };
+      const onAbort = () => {
+        done();
+        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      const done = () => {
+        this.events.off('state', onState);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      this.events.on('state', onState);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  cancel(id: string): Run {
+    const run = this.getRun(id);
+    if (isTerminal(run.state)) throw new RunFinishedError(`run ${id} has already ended (${run.state}); there is nothing to cancel`, { field: 'id' });
+    this.executor.cancel(id);
+    return this.getRun(id);
+  }
+
+  info(): NodeInfo {
+    this.refreshGauges();
+    return {
+      id: this.id,
+      version: VMESH_VERSION,
+      startedAt: this.startedAt,
+      capacity: this.ledger.capacity,
+      free: this.ledger.free(),
+      reserved: this.ledger.reserved(),
+      runs: { queued: this.executor.queued, active: this.executor.running },
+      drivers: this.registry.list(),
+    };
+  }
+
+  refreshGauges(): void {
+    const free = this.ledger.free();
+    for (const [k, v] of Object.entries(this.ledger.capacity)) this.metrics.capacity.set({ resource: k }, v);
+    for (const [k, v] of Object.entries(free)) this.metrics.free.set({ resource: k }, v);
+  }
+
+  /** Stops taking work, cancels what is live and waits until every sandbox is cleaned up. */
+  async drain(): Promise<void> {
+    this.stopping = true;
+    await this.executor.stop();
+  }
+
+  /** Drains, then releases the drivers and closes the store. */
+  async stop(): Promise<void> {
+    if (this.store.db.open === false) return;
+    await this.drain();
+    await this.registry.close();
+    this.store.close();
+  }
+
+  private toPublic(record: RunRecord): Run {
+    const { spec: _spec, ...run } = record;
+    if (record.state === 'queued') {
+      const position = this.executor.position(record.id);
+      if (position !== undefined) (run as Run).queuePosition = position;
+    }
+    return run;
+  }
+}
+
+/** Fills every resource the workload left out with its kind's default. */
+export function resolveResources(w: Workload): ResolvedResources {
+  const d = defaultResources(w.kind);
+  const r = w.resources ?? {};
+  return {
+    vcpus: r.vcpus ?? d.vcpus,
+    memoryMiB: r.memoryMiB ?? d.memoryMiB,
+    diskMiB: r.diskMiB ?? d.diskMiB,
+    timeoutMs: r.timeoutMs ?? d.timeoutMs,
+    network: {
+      egressMbps: r.network?.egressMbps ?? d.network.egressMbps,
+      ingressMbps: r.network?.ingressMbps ?? d.network.ingressMbps,
+    },
+  };
+}

@@ -1,0 +1,54 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { BlobStore } from '../blobs/blob-store.ts';
+import { InvalidInputError, MAX_INLINE_BYTES, type Source } from '../spec/index.ts';
+
+export interface SourceContext {
+  blobs: BlobStore;
+  /** Directories a `source.file` may name a file under. */
+  fileRoots: readonly string[];
+}
+
+/** The workload's code as bytes, from inline text, a file under a file root, or the blob store. */
+export async function resolveSource(source: Source, ctx: SourceContext): Promise<Uint8Array> {
+  if ('inline' in source) {
+    const bytes = source.encoding === 'base64' ? decodeBase64(source.inline) : Buffer.from(source.inline, 'utf8');
+    if (bytes.byteLength > MAX_INLINE_BYTES) {
+      throw new InvalidInputError(`source.inline: ${bytes.byteLength} bytes is over the ${MAX_INLINE_BYTES}-byte limit; put it in the blob store`, { field: 'source.inline' });
+    }
+    return bytes;
+  }
+  if ('blob' in source) {
+    const bytes = await ctx.blobs.get(source.blob);
+    if (bytes === undefined) throw new InvalidInputError(`source.blob: this node holds no blob ${source.blob}`, { field: 'source.blob' });
+    return bytes;
+  }
+  return readUnderRoots(source.file, ctx.fileRoots);
+}
+
+function decodeBase64(text: string): Buffer {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
+    throw new InvalidInputError('source.inline: not valid base64 (encoding is "base64")', { field: 'source.inline' });
+  }
+  return Buffer.from(text, 'base64');
+}
+
+/** Reads a file that must resolve (symlinks included) to a regular file inside one of `roots`. */
+async function readUnderRoots(file: string, roots: readonly string[]): Promise<Buffer> {
+  if (roots.length === 0) {
+    throw new InvalidInputError('source.file: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob', { field: 'source.file' });
+  }
+  for (const root of roots) {
+    const realRoot = await fs.realpath(root).catch(() => undefined);
+    if (realRoot === undefined) continue;
+    const real = await fs.realpath(path.resolve(realRoot, file)).catch(() => undefined);
+    if (real === undefined || !real.startsWith(realRoot + path.sep)) continue;
+    const stat = await fs.stat(real);
+    if (!stat.isFile()) continue;
+    if (stat.size > MAX_INLINE_BYTES) {
+      throw new InvalidInputError(`source.file: ${stat.size} bytes is over the ${MAX_INLINE_BYTES}-byte limit`, { field: 'source.file' });
+    }
+    return fs.readFile(real);
+  }
+  throw new InvalidInputError(`source.file: ${JSON.stringify(file)} is not a regular file under the node's file roots`, { field: 'source.file' });
+}

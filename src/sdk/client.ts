@@ -1,0 +1,184 @@
+import { Agent, fetch, type Dispatcher } from 'undici';
+import type { NodeInfo } from '../node/node.ts';
+import type { DriverStatus } from '../drivers/registry.ts';
+import type { Run, RunState, Workload } from '../spec/index.ts';
+
+/** The API refused a request; `code` and `field` come from its error body. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** Nothing answered at the node's address. */
+export class NodeUnreachableError extends Error {
+  constructor(
+    readonly url: string,
+    cause: unknown,
+  ) {
+    super(`no vmesh node answers at ${url} (is it running? start one with \`vmesh up\`)`, { cause });
+    this.name = 'NodeUnreachableError';
+  }
+}
+
+export type LogEvent =
+  | { event: 'stdout' | 'stderr'; id: number; text: string }
+  | { event: 'state'; id: number; state: RunState; reason?: string }
+  | { event: 'end'; state: RunState };
+
+export interface ClientOptions {
+  /** Base URL of a node's API, e.g. http://127.0.0.1:7420 */
+  url: string;
+  token: string;
+}
+
+export interface ListRunsOptions {
+  state?: RunState;
+  limit?: number;
+  before?: string;
+}
+
+/**
+ * The typed client of a vmesh node's HTTP API. The CLI and the dashboard use it too.
+ * Runs can take long, so the client has no response timeout of its own: pass an AbortSignal.
+ */
+export class VmeshClient {
+  private readonly base: string;
+  private readonly dispatcher: Dispatcher;
+
+  constructor(private readonly options: ClientOptions) {
+    this.base = options.url.replace(/\/+$/, '');
+    this.dispatcher = new Agent({ headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 10_000 });
+  }
+
+  /** Submits a workload; with `wait` (the default) resolves once the run has ended. */
+  run(workload: Workload, opts: { wait?: boolean; signal?: AbortSignal } = {}): Promise<Run> {
+    const wait = opts.wait ?? true;
+    return this.request<Run>('POST', `/v1/runs${wait ? '' : '?wait=false'}`, workload, opts.signal);
+  }
+
+  getRun(id: string, signal?: AbortSignal): Promise<Run> {
+    return this.request<Run>('GET', `/v1/runs/${encodeURIComponent(id)}`, undefined, signal);
+  }
+
+  async listRuns(opts: ListRunsOptions = {}, signal?: AbortSignal): Promise<Run[]> {
+    const q = new URLSearchParams();
+    if (opts.state !== undefined) q.set('state', opts.state);
+    if (opts.limit !== undefined) q.set('limit', String(opts.limit));
+    if (opts.before !== undefined) q.set('before', opts.before);
+    const qs = q.size > 0 ? `?${q}` : '';
+    return (await this.request<{ runs: Run[] }>('GET', `/v1/runs${qs}`, undefined, signal)).runs;
+  }
+
+  cancel(id: string, signal?: AbortSignal): Promise<Run> {
+    return this.request<Run>('POST', `/v1/runs/${encodeURIComponent(id)}/cancel`, undefined, signal);
+  }
+
+  node(signal?: AbortSignal): Promise<NodeInfo> {
+    return this.request<NodeInfo>('GET', '/v1/node', undefined, signal);
+  }
+
+  async drivers(signal?: AbortSignal): Promise<DriverStatus[]> {
+    return (await this.request<{ drivers: DriverStatus[] }>('GET', '/v1/drivers', undefined, signal)).drivers;
+  }
+
+  health(signal?: AbortSignal): Promise<{ status: string; node: string }> {
+    return this.request('GET', '/healthz', undefined, signal);
+  }
+
+  /** A run's output and state changes: the stored ones first, then live ones until the run ends. */
+  async *logs(id: string, opts: { follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
+    const follow = opts.follow ?? true;
+    const res = await this.send('GET', `/v1/runs/${encodeURIComponent(id)}/logs${follow ? '' : '?follow=false'}`, undefined, opts.signal, {
+      accept: 'text/event-stream',
+    });
+    if (res.body === null) return;
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body) {
+      buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+      let cut: number;
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const frame = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const event = parseFrame(frame);
+        if (event === undefined) continue;
+        yield event;
+        if (event.event === 'end') return;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await this.send(method, path, body, signal);
+    return (await res.json()) as T;
+  }
+
+  private async send(method: string, path: string, body: unknown, signal: AbortSignal | undefined, headers: Record<string, string> = {}) {
+    const url = `${this.base}${path}`;
+    let res;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.options.token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...headers,
+        },
+        body: body === undefined ? null : JSON.stringify(body),
+        dispatcher: this.dispatcher,
+        signal: signal ?? null,
+      });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new NodeUnreachableError(this.base, err);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: { error?: { code?: string; message?: string; field?: string } } = {};
+      try {
+        parsed = JSON.parse(text) as typeof parsed;
+      } catch {
+        /* not JSON: keep the text */
+      }
+      const e = parsed.error;
+      throw new ApiError(res.status, e?.code ?? `http_${res.status}`, e?.message ?? (text || res.statusText), e?.field);
+    }
+    return res;
+  }
+}
+
+function parseFrame(frame: string): LogEvent | undefined {
+  let event = 'message';
+  let id: number | undefined;
+  const data: string[] = [];
+  for (const line of frame.split('\n')) {
+    if (line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') event = value;
+    else if (field === 'id') id = Number(value);
+    else if (field === 'data') data.push(value);
+  }
+  if (data.length === 0) return undefined;
+  const payload = JSON.parse(data.join('\n')) as Record<string, unknown>;
+  if (event === 'end') return { event: 'end', state: payload.state as RunState };
+  if (event === 'state') {
+    const e: LogEvent = { event: 'state', id: id ?? 0, state: payload.state as RunState };
+    if (typeof payload.reason === 'string') e.reason = payload.reason;
+    return e;
+  }
+  if (event === 'stdout' || event === 'stderr') return { event, id: id ?? 0, text: String(payload.text ?? '') };
+  return undefined;
+}
