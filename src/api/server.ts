@@ -1,6 +1,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { VmeshNode } from '../node/node.ts';
 import { VMESH_VERSION } from '../node/node.ts';
@@ -22,7 +22,7 @@ export async function buildApi({ node, token, logger }: ApiOptions): Promise<Fas
   const app = Fastify({
     loggerInstance: (logger ?? node.logger) as FastifyBaseLogger,
     bodyLimit: node.config.limits.requestBytes,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
     ajv: { customOptions: { removeAdditional: false } },
   });

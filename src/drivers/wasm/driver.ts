@@ -98,7 +98,10 @@ export class WasmDriver extends WorkerSandboxDriver<WasmPrepared, WasmTask> {
 
   protected verdict(p: WasmPrepared, r: WorkerResult) {
     const failed = r.outcome === 'crashed' || (r.outcome === 'exited' && r.exitCode !== 0);
-    const atCap = (r.memoryPeakBytes ?? 0) + WASM_PAGE > p.memoryCapBytes;
+    // A failed memory.grow is invisible from outside the guest; what it leaves is a failure with the
+    // memory near its cap (a grow asks for up to one eighth more at a time in common allocators).
+    const headroom = Math.max(WASM_PAGE, p.memoryCapBytes / 8);
+    const atCap = (r.memoryPeakBytes ?? 0) + headroom > p.memoryCapBytes;
     if (r.outcome === 'oom' || (failed && atCap)) {
       const why = `memory limit of ${p.request.resources.memoryMiB} MiB reached`;
       return { outcome: 'oom' as const, exitCode: r.exitCode, reason: r.reason ? `${why} (${r.reason})` : why };
