@@ -59,7 +59,7 @@ export class WasmDriver extends WorkerSandboxDriver<WasmPrepared, WasmTask> {
     let module = this.modules.get(key);
     if (module === undefined) {
       try {
-        module = await WebAssembly.compile(limited as Uint8Array<ArrayBuffer>);
+        module = await WebAssembly.compile(limited);
       } catch (err) {
         throw new InvalidSourceError(`source is not a valid WebAssembly module: ${(err as Error).message}`, { field: 'source', cause: err });
       }

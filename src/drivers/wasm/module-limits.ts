@@ -55,7 +55,7 @@ function u32leb(n: number): number[] {
  * minimum already exceeds the limit is refused before it runs; so is one that imports its memory
  * (the limit could not be enforced on it) or uses memory64.
  */
-export function limitModuleMemory(bytes: Uint8Array, maxPages: number): Uint8Array {
+export function limitModuleMemory(bytes: Uint8Array, maxPages: number): Uint8Array<ArrayBuffer> {
   if (!isWasm(bytes)) {
     throw new InvalidSourceError('source is not a WebAssembly module (expected the \\0asm magic bytes)', { field: 'source' });
   }
@@ -79,7 +79,7 @@ export function limitModuleMemory(bytes: Uint8Array, maxPages: number): Uint8Arr
     }
     r.pos = bodyEnd;
   }
-  return Buffer.concat(parts);
+  return Buffer.concat(parts) as Uint8Array<ArrayBuffer>;
 }
 
 function checkImports(r: Reader): void {
