@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { UnauthorizedError } from '../spec/index.ts';
+import { UnauthorizedError } from '../spec/errors.ts';
 
 export function tokenPath(home: string): string {
   return path.join(home, 'token');

@@ -3,7 +3,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { VmeshNode } from '../node/node.ts';
-import { VMESH_VERSION } from '../node/node.ts';
+import { VMESH_VERSION } from '../version.ts';
 import { checkBearer } from './auth.ts';
 import { errorHandler } from './errors.ts';
 import { nodeRoutes } from './routes/node.ts';

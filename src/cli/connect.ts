@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { tokenPath } from '../api/auth.ts';
-import { readDaemonInfo } from '../daemon/daemon.ts';
-import { DEFAULT_PORT, defaultHome } from '../node/config.ts';
+import { readDaemonInfo } from '../daemon/info.ts';
+import { DEFAULT_PORT, defaultHome } from '../node/home.ts';
 import { VmeshClient } from '../sdk/client.ts';
 
 export interface GlobalOptions {

@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ApiError, NodeUnreachableError } from '../sdk/client.ts';
-import { isVmeshError } from '../spec/index.ts';
-import { VMESH_VERSION } from '../node/node.ts';
+import { isVmeshError } from '../spec/errors.ts';
+import { VMESH_VERSION } from '../version.ts';
 import { controlCommands } from './commands/control.ts';
 import { inspectCommands } from './commands/inspect.ts';
 import { runCommand } from './commands/run.ts';

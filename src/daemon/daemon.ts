@@ -1,19 +1,11 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { loadOrCreateToken } from '../api/auth.ts';
 import { buildApi } from '../api/server.ts';
 import type { NodeConfig } from '../node/config.ts';
 import { VmeshNode } from '../node/node.ts';
-
-/** What a running daemon writes to `$VMESH_HOME/node.json` so that the CLI can find it. */
-export interface DaemonInfo {
-  pid: number;
-  url: string;
-  nodeId: string;
-  startedAt: string;
-}
+import { daemonInfoPath, readDaemonInfo, type DaemonInfo } from './info.ts';
 
 export interface Daemon {
   node: VmeshNode;
@@ -21,18 +13,6 @@ export interface Daemon {
   url: string;
   token: string;
   close(): Promise<void>;
-}
-
-export function daemonInfoPath(home: string): string {
-  return path.join(home, 'node.json');
-}
-
-export function readDaemonInfo(home: string): DaemonInfo | undefined {
-  try {
-    return JSON.parse(readFileSync(daemonInfoPath(home), 'utf8')) as DaemonInfo;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Starts a node and its HTTP API; `close` stops both and removes node.json. */

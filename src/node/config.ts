@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Type, { type Static } from 'typebox';
+import { DEFAULT_PORT, defaultHome } from './home.ts';
 import { InvalidInputError, validator, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
 
 const CapacityOverrides = Type.Object(
@@ -62,6 +63,7 @@ export const ConfigFile = Type.Object(
   { additionalProperties: false },
 );
 export type ConfigFile = Static<typeof ConfigFile>;
+export { DEFAULT_PORT, defaultHome } from './home.ts';
 
 export interface NodeConfig {
   home: string;
@@ -74,17 +76,11 @@ export interface NodeConfig {
   logLevel: string;
 }
 
-export const DEFAULT_PORT = 7420;
-
 /** Resources a run gets for each field it leaves out. Functions are small by default. */
 export function defaultResources(kind: WorkloadKind): ResolvedResources {
   return kind === 'function'
     ? { vcpus: 0.1, memoryMiB: 64, diskMiB: 16, timeoutMs: 30_000, network: { egressMbps: 0, ingressMbps: 0 } }
     : { vcpus: 1, memoryMiB: 256, diskMiB: 1024, timeoutMs: 300_000, network: { egressMbps: 0, ingressMbps: 0 } };
-}
-
-export function defaultHome(): string {
-  return process.env.VMESH_HOME ?? path.join(os.homedir(), '.vmesh');
 }
 
 const parseConfigFile = validator(ConfigFile, 'config');

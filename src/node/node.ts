@@ -28,7 +28,8 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 
-export const VMESH_VERSION = '0.1.0';
+export { VMESH_VERSION } from '../version.ts';
+import { VMESH_VERSION } from '../version.ts';
 
 export interface NodeInfo {
   id: string;

@@ -106,6 +106,7 @@ export const Workload = Type.Object(
     env: Type.Optional(
       Type.Record(Type.String({ pattern: EnvName, maxLength: 256 }), Type.String({ maxLength: 65_536 }), {
         maxProperties: 1024,
+        additionalProperties: false,
       }),
     ),
     stdin: Type.Optional(Type.String({ maxLength: MAX_INLINE_BYTES, description: 'utf8 text fed to stdin' })),

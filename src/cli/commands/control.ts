@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import path from 'node:path';
-import { readDaemonInfo } from '../../daemon/daemon.ts';
-import { defaultHome } from '../../node/config.ts';
+import { readDaemonInfo } from '../../daemon/info.ts';
+import { defaultHome } from '../../node/home.ts';
 import { connect, type GlobalOptions } from '../connect.ts';
 import { EXIT } from '../exit-codes.ts';
 import { printJson } from '../format.ts';

@@ -3,8 +3,9 @@ import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { readDaemonInfo, startDaemon } from '../../daemon/daemon.ts';
-import { defaultHome, loadConfig, type ConfigFile } from '../../node/config.ts';
+import { readDaemonInfo } from '../../daemon/info.ts';
+import type { ConfigFile } from '../../node/config.ts';
+import { defaultHome } from '../../node/home.ts';
 import { VmeshClient } from '../../sdk/client.ts';
 import { tokenPath } from '../../api/auth.ts';
 import { EXIT } from '../exit-codes.ts';
@@ -58,11 +59,13 @@ export function upCommand(program: Command): void {
         if (opts.vcpus !== undefined) overrides.capacity.vcpus = opts.vcpus;
         if (opts.memory !== undefined) overrides.capacity.memoryMiB = opts.memory;
       }
+      const { loadConfig } = await import('../../node/config.ts');
       const config = loadConfig(home, overrides);
       if (opts.detach) {
         await detach(home, global, opts.readyTimeout);
         return;
       }
+      const { startDaemon } = await import('../../daemon/daemon.ts'); // the heavy part: only for `up`
       const daemon = await startDaemon(config);
       process.stderr.write(`vmesh node ${daemon.node.id} listening on ${daemon.url} (token in ${tokenPath(home)})\n`);
       const shutdown = (signal: string) => {

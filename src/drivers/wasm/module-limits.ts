@@ -1,4 +1,4 @@
-import { InvalidInputError, InvalidSourceError } from '../../spec/index.ts';
+import { InvalidInputError, InvalidSourceError } from '../../spec/errors.ts';
 
 const MAGIC = [0x00, 0x61, 0x73, 0x6d];
 const SECTION_IMPORT = 2;

@@ -50,12 +50,11 @@ serve<WasmTask>(async (task) => {
     };
     const guarded = (name: 'fd_write' | 'fd_pwrite') => (fd: number, iovs: number, count: number, ...rest: number[]) => {
       if (name === 'fd_write' && (fd === 1 || fd === 2)) {
-        let total = 0;
-        for (const [ptr, len] of iovecs(iovs, count)) {
-          streams.write(fd === 1 ? 'stdout' : 'stderr', new Uint8Array(memory!.buffer, ptr, len));
-          total += len;
-        }
-        new DataView(memory!.buffer).setUint32(rest[0]!, total, true);
+        // One fd_write is one chunk, however many buffers it gathers.
+        const parts = iovecs(iovs, count).map(([ptr, len]) => new Uint8Array(memory!.buffer, ptr, len));
+        const chunk = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+        streams.write(fd === 1 ? 'stdout' : 'stderr', chunk);
+        new DataView(memory!.buffer).setUint32(rest[0]!, chunk.byteLength, true);
         return ERRNO_SUCCESS;
       }
       const bytes = iovecs(iovs, count).reduce((n, [, len]) => n + len, 0);

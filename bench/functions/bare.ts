@@ -1,0 +1,50 @@
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { WASI } from 'node:wasi';
+import { closedLoop } from '../lib/load.ts';
+import { ARG, EXPECTED_STDOUT, WrongResultError, type Settings, type WayResult } from './common.ts';
+
+/**
+ * The floor: instantiate the compiled module and run it with node:wasi on this thread, nothing else.
+ * Both phases run one loop (concurrency 1): the work is synchronous on one thread, so more loops
+ * would only interleave on the same core.
+ */
+export async function measureBare(code: Uint8Array, settings: Settings): Promise<WayResult> {
+  const module = await WebAssembly.compile(code as Uint8Array<ArrayBuffer>);
+  checkOutput(module);
+  const devNull = openSync('/dev/null', 'w');
+  try {
+    const run = () => runOnce(module, devNull);
+    await closedLoop(run, { concurrency: 1, durationMs: settings.warmupMs });
+    const single = await closedLoop(run, { concurrency: 1, durationMs: settings.durationMs });
+    const loaded = await closedLoop(run, { concurrency: 1, durationMs: settings.durationMs });
+    return { single, loaded };
+  } finally {
+    closeSync(devNull);
+  }
+}
+
+async function runOnce(module: WebAssembly.Module, stdout: number): Promise<void> {
+  const wasi = new WASI({ version: 'preview1', args: ['hello.wasm', ARG], env: {}, stdout, returnOnExit: true });
+  const instance = await WebAssembly.instantiate(module, wasi.getImportObject() as WebAssembly.Imports);
+  const exitCode = wasi.start(instance);
+  if (exitCode !== 0) throw new WrongResultError(`exit code ${exitCode}`);
+}
+
+/** Runs the module once with stdout in a file, so that the baseline is known to do the real work. */
+function checkOutput(module: WebAssembly.Module): void {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vmesh-bench-bare-'));
+  const file = path.join(dir, 'stdout');
+  const fd = openSync(file, 'w');
+  try {
+    const wasi = new WASI({ version: 'preview1', args: ['hello.wasm', ARG], env: {}, stdout: fd, returnOnExit: true });
+    const instance = new WebAssembly.Instance(module, wasi.getImportObject() as WebAssembly.Imports);
+    wasi.start(instance);
+    const text = readFileSync(file, 'utf8');
+    if (text !== EXPECTED_STDOUT) throw new WrongResultError(`bare run printed ${JSON.stringify(text)}, expected ${JSON.stringify(EXPECTED_STDOUT)}`);
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,169 @@
+import type { Target } from '../lib/benchmark.ts';
+import { count, markdownTable, mib, ms, rate, ratio, textTable, type Row } from '../lib/format.ts';
+import type { PhaseResult } from '../lib/load.ts';
+import type { ApiResult } from './api.ts';
+import { EXPECTED_STDOUT, type Settings, type WayResult } from './common.ts';
+
+/** The goals of issue 2. */
+export const TARGETS = { apiP50Ms: 3, runsPerSecond: 1000, runsConcurrency: 32, runsCores: 2, idleRssMiB: 120 } as const;
+
+export interface FunctionsResults {
+  settings: Settings;
+  cores: number;
+  moduleBytes: number;
+  bare: WayResult;
+  driver: WayResult;
+  api: ApiResult;
+}
+
+interface Table {
+  title: string;
+  header: Row;
+  rows: Row[];
+}
+
+export function renderText(r: FunctionsResults): string {
+  const parts = tables(r).map((t) => `${t.title}\n${textTable(t.header, t.rows)}`);
+  return [settingsLine(r), sampleLine(r), ...parts, ...failureLines(r)].join('\n\n');
+}
+
+export function renderMarkdown(r: FunctionsResults): string {
+  const parts = tables(r).map((t) => `### ${t.title}\n\n${markdownTable(t.header, t.rows)}`);
+  const failures = failureLines(r);
+  return [settingsLine(r), sampleLine(r), ...parts, failures.length > 0 ? failures.join('\n\n') : 'Every measured run succeeded with the expected output.', WAYS].join(
+    '\n\n',
+  );
+}
+
+const WAYS = `What each way measures:
+
+- **bare**: \`WebAssembly.instantiate\` of the already compiled module and \`wasi.start\` with node:wasi, stdout to /dev/null,
+  on the benchmark's own thread; one loop, as the work is synchronous on one thread.
+- **driver**: \`runInSandbox(new WasmDriver(...), request, io)\` in the benchmark process: scratch directory, module
+  memory limit and cache lookup, a pooled worker thread, output capture, cleanup.
+- **API**: \`POST /v1/runs\` (waiting for the result) with autocannon against \`vmesh up\` in a child process: HTTP,
+  auth, validation, the store, the ledger and the executor on top of the driver. Latency is per request, client side.`;
+
+function tables(r: FunctionsResults): Table[] {
+  return [figuresTable(r), ratiosTable(r), memoryTable(r), targetsTable(r)];
+}
+
+function figuresTable({ bare, driver, api, settings }: FunctionsResults): Table {
+  const row = (way: string, w: WayResult, at: string): Row => [
+    way,
+    ms(w.single.latency.p50),
+    ms(w.single.latency.p99),
+    rate(w.loaded.runsPerSecond),
+    at,
+    ms(w.loaded.latency.p50),
+    ms(w.loaded.latency.p99),
+    count(w.single.ok + w.loaded.ok),
+    count(w.single.failed + w.loaded.failed),
+  ];
+  const c = `c=${settings.concurrency}`;
+  return {
+    title: 'Latency and throughput',
+    header: ['way', 'p50 (c=1)', 'p99 (c=1)', 'throughput', 'at', 'p50 loaded', 'p99 loaded', 'runs ok', 'failed'],
+    rows: [row('bare node:wasi', bare, 'c=1 loop'), row('driver in-process', driver, c), row('HTTP API', api, c)],
+  };
+}
+
+function ratiosTable({ bare, driver, api }: FunctionsResults): Table {
+  const p50 = (w: WayResult) => w.single.latency.p50;
+  const p99 = (w: WayResult) => w.single.latency.p99;
+  const tput = (w: WayResult) => w.loaded.runsPerSecond;
+  return {
+    title: 'Ratios',
+    header: ['ratio', 'value'],
+    rows: [
+      ['driver p50 / bare p50', ratio(p50(driver) / p50(bare))],
+      ['API p50 / bare p50', ratio(p50(api) / p50(bare))],
+      ['API p50 / driver p50', ratio(p50(api) / p50(driver))],
+      ['driver p99 / bare p99', ratio(p99(driver) / p99(bare))],
+      ['API p99 / bare p99', ratio(p99(api) / p99(bare))],
+      ['API p99 / driver p99', ratio(p99(api) / p99(driver))],
+      ['driver throughput / bare throughput', ratio(tput(driver) / tput(bare))],
+      ['API throughput / driver throughput', ratio(tput(api) / tput(driver))],
+      ['API throughput / bare throughput', ratio(tput(api) / tput(bare))],
+    ],
+  };
+}
+
+function memoryTable({ api }: FunctionsResults): Table {
+  const { afterStart, afterLoad } = api.memory;
+  return {
+    title: 'Node memory (child process, /proc VmRSS)',
+    header: ['reading', 'value'],
+    rows: [
+      ['idle RSS after start', mib(afterStart.rssMiB)],
+      ['idle RSS after the load', mib(afterLoad.rssMiB)],
+      ['peak RSS (VmHWM)', mib(afterLoad.peakMiB)],
+    ],
+  };
+}
+
+function targetsTable(r: FunctionsResults): Table {
+  return {
+    title: 'Targets (issue 2)',
+    header: ['target', 'measured', 'result'],
+    rows: targets(r).map((t) => [t.goal, t.measured, t.pass ? 'PASS' : 'MISS']),
+  };
+}
+
+/** A figure measured while runs failed does not pass, however good it looks. */
+export function targets({ api, settings, cores }: FunctionsResults): Target[] {
+  const failedNote = (p: PhaseResult) => (p.failed > 0 ? `, ${count(p.failed)} failed` : '');
+  const idleRss = Math.max(api.memory.afterStart.rssMiB, api.memory.afterLoad.rssMiB);
+  return [
+    {
+      goal: `API round trip p50 <= ${TARGETS.apiP50Ms} ms (loopback, warm)`,
+      measured: `${ms(api.single.latency.p50)}${failedNote(api.single)}`,
+      pass: api.single.failed === 0 && api.single.latency.p50 <= TARGETS.apiP50Ms,
+    },
+    {
+      goal: `>= ${count(TARGETS.runsPerSecond)} runs/s at concurrency ${TARGETS.runsConcurrency} on ${TARGETS.runsCores} cores`,
+      measured: `${rate(api.loaded.runsPerSecond)} (c=${settings.concurrency}, ${cores} cores${failedNote(api.loaded)})`,
+      pass: api.loaded.failed === 0 && api.loaded.runsPerSecond >= TARGETS.runsPerSecond,
+    },
+    {
+      goal: `idle node RSS <= ${TARGETS.idleRssMiB} MiB`,
+      measured: `${mib(idleRss)} (larger of after start / after load)`,
+      pass: idleRss <= TARGETS.idleRssMiB,
+    },
+  ];
+}
+
+function settingsLine({ settings: s, moduleBytes }: FunctionsResults): string {
+  return (
+    `Workload: examples/hello.wasm (${moduleBytes} bytes) with args ["bench"]; every run is checked for exit 0 / state ` +
+    `"succeeded" and stdout ${JSON.stringify(EXPECTED_STDOUT)}. Each phase runs ${s.durationMs / 1000} s after a ` +
+    `${s.warmupMs / 1000} s warm-up; throughput at concurrency ${s.concurrency}; the wasm driver has ${s.workers} worker threads ` +
+    `(in-process and in the node).`
+  );
+}
+
+function sampleLine({ api }: FunctionsResults): string {
+  const s = api.sample;
+  const nodeSide = s.totalMs === undefined ? '' : `, node-side totalMs ${s.totalMs}`;
+  return `Sample API response: HTTP ${s.status}, state ${s.state}, stdout ${JSON.stringify(s.stdout)}${nodeSide}.`;
+}
+
+function failureLines({ bare, driver, api }: FunctionsResults): string[] {
+  const lines: string[] = [];
+  const phases: Array<[string, PhaseResult]> = [
+    ['bare, c=1', bare.single],
+    ['bare, loop', bare.loaded],
+    ['driver, c=1', driver.single],
+    [`driver, c=${driver.loaded.concurrency}`, driver.loaded],
+    ['API, c=1', api.single],
+    [`API, c=${api.loaded.concurrency}`, api.loaded],
+  ];
+  for (const [name, p] of phases) {
+    if (p.failed === 0) continue;
+    const kinds = Object.entries(p.failures)
+      .map(([kind, n]) => `${kind} x${count(n)}`)
+      .join(', ');
+    lines.push(`WARNING ${name}: ${count(p.failed)} failed (${kinds}); first: ${p.firstFailure ?? 'n/a'}`);
+  }
+  return lines;
+}

@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import type { Run } from '../../src/spec/index.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'vmesh.js');
+const SPIN_JS = path.join(ROOT, 'test', 'fixtures', 'spin.js');
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `vmesh` command (a new process, as a user would). */
+function vmesh(home: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [BIN, '--home', home, ...args], { cwd: ROOT, env: { ...process.env, VMESH_HOME: '', ...opts.env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    else child.stdin?.end();
+  });
+}
+
+const json = <T>(r: Result): T => JSON.parse(r.stdout) as T;
+
+describe('vmesh CLI against a real detached node', () => {
+  const tmp = tempDir('vmesh-cli-');
+  const home = tmp.dir;
+
+  before(async () => {
+    const up = await vmesh(home, ['--json', 'up', '--detach', '--port', '0', '--workers', '2']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.equal(json<{ status: string }>(up).status, 'started');
+  });
+  after(async () => {
+    await vmesh(home, ['down']);
+    tmp.remove();
+  });
+
+  it('runs the wasm example with an argument after --', async () => {
+    const r = await vmesh(home, ['run', 'examples/hello.wasm', '--', 'world']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'hello, world\n');
+  });
+
+  it('runs the js example with --input and prints its JSON output', async () => {
+    const r = await vmesh(home, ['run', 'examples/hello.js', '--input', '{"name":"world"}']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'saying hello to world\n{\n  "greeting": "hello, world"\n}\n');
+  });
+
+  it('reads the code from stdin with -, and prints the run as JSON with --json', async () => {
+    const r = await vmesh(home, ['--json', 'run', '-', '--runtime', 'js'], { input: 'export default () => 6 * 7' });
+    assert.equal(r.code, 0, r.stderr);
+    const run = json<Run>(r);
+    assert.equal(run.state, 'succeeded');
+    assert.equal(run.result?.output, 42);
+  });
+
+  it('exits 124 on timeout, 137 on oom, and passes a failing exit code through', async () => {
+    const spin = await vmesh(home, ['run', SPIN_JS, '--timeout', '300ms']);
+    assert.equal(spin.code, 124);
+    assert.match(spin.stderr, /timeout: .*300 ms timeout/);
+    const bomb = await vmesh(home, ['run', '-', '--runtime', 'js', '--memory', '8'], { input: 'export default () => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }' });
+    assert.equal(bomb.code, 137, bomb.stderr);
+    const threw = await vmesh(home, ['run', '-', '--runtime', 'js'], { input: 'export default () => { throw new Error("no") }' });
+    assert.equal(threw.code, 1);
+    assert.match(threw.stderr, /failed: the function threw Error: no/);
+  });
+
+  it('exits 2 with the field named on bad input, and on bad flags', async () => {
+    const r = await vmesh(home, ['run', 'examples/hello.js', '--memory', '0']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /resources\.memoryMiB: must be >= 1/);
+    const flag = await vmesh(home, ['run', 'examples/hello.js', '--timeout', 'soon']);
+    assert.equal(flag.code, 2);
+    assert.match(flag.stderr, /expected a duration/);
+    const missing = await vmesh(home, ['run', 'no-such-file.wasm']);
+    assert.equal(missing.code, 2);
+  });
+
+  it('detaches, lists with ps, follows logs, and cancels', async () => {
+    const started = await vmesh(home, ['run', SPIN_JS, '--detach', '--timeout', '30s', '--name', 'spinner']);
+    assert.equal(started.code, 0, started.stderr);
+    const id = started.stdout.trim();
+    assert.match(id, /^r[0-9a-z]{9}[0-9a-f]{12}$/);
+    const ps = json<Run[]>(await vmesh(home, ['--json', 'ps', '--limit', '50']));
+    assert.equal(ps.find((r) => r.id === id)?.name, 'spinner');
+    const table = await vmesh(home, ['ps']);
+    assert.match(table.stdout, /^ID\s+STATE\s+DRIVER\s+NAME\s+AGE\s+TIME$/m);
+    const follow = vmesh(home, ['logs', '-f', id]);
+    const cancel = await vmesh(home, ['cancel', id]);
+    assert.equal(cancel.code, 0, cancel.stderr);
+    const logs = await follow;
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /spinning/);
+    assert.match(logs.stderr, /cancelled: cancelled by request/);
+    const again = await vmesh(home, ['cancel', id]);
+    assert.equal(again.code, 5);
+    assert.match(again.stderr, /already ended \(cancelled\)/);
+  });
+
+  it('exits 4 for an unknown run and 3 when no node answers', async () => {
+    assert.equal((await vmesh(home, ['logs', 'rnothing'])).code, 4);
+    const away = await vmesh(home, ['node', '--api', 'http://127.0.0.1:9']);
+    assert.equal(away.code, 3);
+    assert.match(away.stderr, /no vmesh node answers at http:\/\/127\.0\.0\.1:9/);
+  });
+
+  it('shows the node and its drivers, for humans and as JSON', async () => {
+    const node = await vmesh(home, ['node']);
+    assert.match(node.stdout, /^capacity\s+\d+ vcpus/m);
+    const drivers = json<Array<{ name: string; probe: { available: boolean } }>>(await vmesh(home, ['--json', 'drivers']));
+    assert.deepEqual(drivers.map((d) => [d.name, d.probe.available]), [['wasm', true], ['quickjs', true]]);
+    const table = await vmesh(home, ['drivers']);
+    assert.match(table.stdout, /^wasm\s+function\s+language\s+yes/m);
+  });
+});
+
+describe('vmesh after kill -9 of the node', () => {
+  it('marks the interrupted run lost on the next `vmesh up`, frees the ledger, and runs again', async () => {
+    const tmp = tempDir('vmesh-crash-');
+    const home = tmp.dir;
+    try {
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      const id = (await vmesh(home, ['run', SPIN_JS, '--detach', '--timeout', '60s'])).stdout.trim();
+      for (let i = 0; i < 200; i++) {
+        const runs = json<Run[]>(await vmesh(home, ['--json', 'ps', '--limit', '1']));
+        if (runs[0]?.state === 'running') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const { pid } = JSON.parse(readFileSync(path.join(home, 'node.json'), 'utf8')) as { pid: number };
+      process.kill(pid, 'SIGKILL');
+      while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(readdirSync(path.join(home, 'sandboxes')).length > 0, 'the kill left a sandbox directory behind');
+
+      const up = await vmesh(home, ['up', '-d', '--port', '0']);
+      assert.equal(up.code, 0, up.stderr);
+      const lost = json<Run[]>(await vmesh(home, ['--json', 'ps'])).find((r) => r.id === id);
+      assert.equal(lost?.state, 'lost');
+      assert.match(lost?.reason ?? '', /stopped while this run was running/);
+      assert.deepEqual(readdirSync(path.join(home, 'sandboxes')), []);
+      const node = json<{ capacity: object; free: object }>(await vmesh(home, ['--json', 'node']));
+      assert.deepEqual(node.free, node.capacity);
+      const r = await vmesh(home, ['run', 'examples/hello.wasm', '--', 'again']);
+      assert.equal(r.stdout, 'hello, again\n');
+      assert.equal((await vmesh(home, ['down'])).code, 0);
+      assert.equal(existsSync(path.join(home, 'node.json')), false);
+    } finally {
+      await vmesh(home, ['down']);
+      tmp.remove();
+    }
+  });
+});
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
