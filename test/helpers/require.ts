@@ -1,0 +1,32 @@
+import { execFileSync } from 'node:child_process';
+
+/**
+ * Host tools a test may need. A test whose tool is missing skips with `reason` (which says how to
+ * install it) unless `VMESH_REQUIRE` names the tool (comma-separated, or `all`): then it fails, so that
+ * CI cannot pass by skipping.
+ */
+export function required(tool: string): boolean {
+  const names = (process.env.VMESH_REQUIRE ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return names.includes('all') || names.includes(tool);
+}
+
+/** True when `command --version` (or the given args) runs. */
+export function hasCommand(command: string, args: string[] = ['--version']): boolean {
+  try {
+    execFileSync(command, args, { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The `skip` option for a node:test `it`/`describe`: false when the tool is here; the install hint when
+ * it is missing; and a thrown error when it is missing but required.
+ */
+export function skipUnless(tool: string, present: boolean, installHint: string): false | string {
+  if (present) return false;
+  const reason = `${tool} is missing: ${installHint}`;
+  if (required(tool)) throw new Error(`VMESH_REQUIRE names ${tool}, but ${reason}`);
+  return reason;
+}
