@@ -8,18 +8,19 @@
 //   BENCH_CONCURRENCY  loops / connections of the throughput phases (default: 32)
 //   BENCH_WORKERS      worker threads of the wasm driver, in-process and in the node (default: 2)
 //   BENCH_IDLE_S       quiet time before each memory reading of the node (default: 2)
-import './lib/quiet-wasi.ts';
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
 import { envFlag } from './lib/env.ts';
 import { describeMachine, type Machine } from './lib/machine.ts';
+import { quietWasiWarning } from './lib/quiet-wasi.ts';
 import { functionsBenchmark } from './functions.ts';
 
 const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark];
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const COMMAND = 'npm run bench';
 
+quietWasiWarning();
 const machine = describeMachine();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 log(`${COMMAND} on ${machine.cpu} x ${machine.cores} cores, node ${machine.node}`);

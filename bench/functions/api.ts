@@ -5,13 +5,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import { summarize } from '../lib/stats.ts';
 import type { PhaseResult } from '../lib/load.ts';
-import { readMemory, type MemoryReading } from '../lib/proc.ts';
+import { readCpu, readMemory, type MemoryReading } from '../lib/proc.ts';
 import { startNode, type NodeProcess } from '../lib/vmesh-node.ts';
 import { EXPECTED_STDOUT, helloWorkload, type Settings, type WayResult } from './common.ts';
 
 export interface ApiResult extends WayResult {
+  startupMs: number;
   /** The node's memory once started and idle, and again once idle after the load. */
   memory: { afterStart: MemoryReading; afterLoad: MemoryReading };
+  /** CPU used during the throughput phase, in cores: where the time goes when the node is saturated. */
+  cpu: LoadCpu;
   /** One response, checked before the load, shown in the report. */
   sample: { status: number; state: string; stdout: string; totalMs?: number };
 }
@@ -32,15 +35,40 @@ export async function measureApi(code: Uint8Array, settings: Settings, log: (lin
     await phase(1, settings.warmupMs);
     const single = await phase(1, settings.durationMs);
     await phase(settings.concurrency, settings.warmupMs);
-    const loaded = await phase(settings.concurrency, settings.durationMs);
+    const { value: loaded, cpu } = await withCpu(node.pid, () => phase(settings.concurrency, settings.durationMs));
 
     await sleep(settings.idleMs);
     const afterLoad = readMemory(node.pid);
-    return { single, loaded, sample, memory: { afterStart, afterLoad } };
+    return { single, loaded, sample, startupMs: node.startupMs, memory: { afterStart, afterLoad }, cpu };
   } finally {
     await node?.stop();
     rmSync(home, { recursive: true, force: true });
   }
+}
+
+export interface LoadCpu {
+  nodeCores: number;
+  nodeMainThreadCores: number;
+  /** This process: autocannon and the checks of its responses. */
+  loadGeneratorCores: number;
+}
+
+async function withCpu<T>(pid: number, work: () => Promise<T>): Promise<{ value: T; cpu: LoadCpu }> {
+  const node0 = readCpu(pid);
+  const self0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await work();
+  const elapsedMs = performance.now() - t0;
+  const node1 = readCpu(pid);
+  const self = process.cpuUsage(self0);
+  return {
+    value,
+    cpu: {
+      nodeCores: (node1.totalMs - node0.totalMs) / elapsedMs,
+      nodeMainThreadCores: (node1.mainThreadMs - node0.mainThreadMs) / elapsedMs,
+      loadGeneratorCores: (self.user + self.system) / 1000 / elapsedMs,
+    },
+  };
 }
 
 function headers(node: NodeProcess): Record<string, string> {

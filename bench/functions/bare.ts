@@ -1,7 +1,6 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { WASI } from 'node:wasi';
 import { closedLoop } from '../lib/load.ts';
 import { ARG, EXPECTED_STDOUT, WrongResultError, type Settings, type WayResult } from './common.ts';
 
@@ -11,11 +10,14 @@ import { ARG, EXPECTED_STDOUT, WrongResultError, type Settings, type WayResult }
  * would only interleave on the same core.
  */
 export async function measureBare(code: Uint8Array, settings: Settings): Promise<WayResult> {
+  // Loaded here rather than imported: a static import of a builtin loads it (and prints node:wasi's
+  // experimental warning) before bench/run.ts has had a chance to silence that warning.
+  const { WASI } = await import('node:wasi');
   const module = await WebAssembly.compile(code as Uint8Array<ArrayBuffer>);
-  checkOutput(module);
+  checkOutput(WASI, module);
   const devNull = openSync('/dev/null', 'w');
   try {
-    const run = () => runOnce(module, devNull);
+    const run = () => runOnce(WASI, module, devNull);
     await closedLoop(run, { concurrency: 1, durationMs: settings.warmupMs });
     const single = await closedLoop(run, { concurrency: 1, durationMs: settings.durationMs });
     const loaded = await closedLoop(run, { concurrency: 1, durationMs: settings.durationMs });
@@ -25,7 +27,9 @@ export async function measureBare(code: Uint8Array, settings: Settings): Promise
   }
 }
 
-async function runOnce(module: WebAssembly.Module, stdout: number): Promise<void> {
+type WasiClass = typeof import('node:wasi').WASI;
+
+async function runOnce(WASI: WasiClass, module: WebAssembly.Module, stdout: number): Promise<void> {
   const wasi = new WASI({ version: 'preview1', args: ['hello.wasm', ARG], env: {}, stdout, returnOnExit: true });
   const instance = await WebAssembly.instantiate(module, wasi.getImportObject() as WebAssembly.Imports);
   const exitCode = wasi.start(instance);
@@ -33,7 +37,7 @@ async function runOnce(module: WebAssembly.Module, stdout: number): Promise<void
 }
 
 /** Runs the module once with stdout in a file, so that the baseline is known to do the real work. */
-function checkOutput(module: WebAssembly.Module): void {
+function checkOutput(WASI: WasiClass, module: WebAssembly.Module): void {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmesh-bench-bare-'));
   const file = path.join(dir, 'stdout');
   const fd = openSync(file, 'w');

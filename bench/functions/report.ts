@@ -45,7 +45,7 @@ const WAYS = `What each way measures:
   auth, validation, the store, the ledger and the executor on top of the driver. Latency is per request, client side.`;
 
 function tables(r: FunctionsResults): Table[] {
-  return [figuresTable(r), ratiosTable(r), memoryTable(r), targetsTable(r)];
+  return [figuresTable(r), ratiosTable(r), nodeTable(r), targetsTable(r)];
 }
 
 function figuresTable({ bare, driver, api, settings }: FunctionsResults): Table {
@@ -89,17 +89,26 @@ function ratiosTable({ bare, driver, api }: FunctionsResults): Table {
   };
 }
 
-function memoryTable({ api }: FunctionsResults): Table {
+function nodeTable({ api, settings, cores }: FunctionsResults): Table {
   const { afterStart, afterLoad } = api.memory;
+  const during = `during the c=${settings.concurrency} phase`;
   return {
-    title: 'Node memory (child process, /proc VmRSS)',
+    title: 'Node process (child, read from /proc)',
     header: ['reading', 'value'],
     rows: [
+      ['start-up (spawn to healthy API)', ms(api.startupMs)],
       ['idle RSS after start', mib(afterStart.rssMiB)],
       ['idle RSS after the load', mib(afterLoad.rssMiB)],
       ['peak RSS (VmHWM)', mib(afterLoad.peakMiB)],
+      [`node CPU ${during}, all threads`, cpu(api.cpu.nodeCores, cores)],
+      [`node CPU ${during}, main thread`, cpu(api.cpu.nodeMainThreadCores, cores)],
+      [`load generator CPU ${during}`, cpu(api.cpu.loadGeneratorCores, cores)],
     ],
   };
+}
+
+function cpu(cores: number, of: number): string {
+  return `${cores.toFixed(2)} of ${of} cores`;
 }
 
 function targetsTable(r: FunctionsResults): Table {

@@ -18,3 +18,25 @@ function statusKiB(status: string, field: string): number {
   if (match === null) throw new Error(`/proc status has no ${field} line`);
   return Number(match[1]);
 }
+
+/** CPU time (user + system) a process has used so far: all its threads, and its main thread alone. */
+export interface CpuTimes {
+  totalMs: number;
+  mainThreadMs: number;
+}
+
+// /proc counts CPU time in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+const MS_PER_TICK = 10;
+
+export function readCpu(pid: number): CpuTimes {
+  return { totalMs: statCpuMs(`/proc/${pid}/stat`), mainThreadMs: statCpuMs(`/proc/${pid}/task/${pid}/stat`) };
+}
+
+function statCpuMs(file: string): number {
+  const stat = readFileSync(file, 'utf8');
+  // The command name (field 2) may hold spaces and parentheses: count fields from the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return (utime + stime) * MS_PER_TICK;
+}

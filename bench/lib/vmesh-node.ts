@@ -17,18 +17,22 @@ export interface NodeProcess {
   readonly pid: number;
   readonly url: string;
   readonly token: string;
+  /** From spawning the process to the first healthy answer of its API. */
+  readonly startupMs: number;
   stop(): Promise<void>;
 }
 
 /** Starts `vmesh up` in the foreground of a child process and resolves once its API answers. */
 export async function startNode({ home, workers, readyTimeoutMs = 60_000 }: NodeOptions): Promise<NodeProcess> {
   const args = [BIN, '--home', home, 'up', '--port', '0', '--workers', String(workers), '--log-level', 'warn'];
+  const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const stderr = tail(child);
   try {
     const url = await waitForApi(home, child, readyTimeoutMs, stderr);
+    const startupMs = performance.now() - started;
     const token = readFileSync(path.join(home, 'token'), 'utf8').trim();
-    return { pid: child.pid!, url, token, stop: () => stopChild(child) };
+    return { pid: child.pid!, url, token, startupMs, stop: () => stopChild(child) };
   } catch (err) {
     await stopChild(child);
     throw err;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { tokenPath } from '../api/auth.ts';
 import { readDaemonInfo } from '../daemon/info.ts';
 import { DEFAULT_PORT, defaultHome } from '../node/home.ts';
+import type { Command } from 'commander';
 import { VmeshClient } from '../sdk/client.ts';
 
 export interface GlobalOptions {
@@ -24,4 +25,15 @@ export function connect(opts: GlobalOptions): VmeshClient {
     }
   }
   return new VmeshClient({ url, token });
+}
+
+/** Runs a command's body with a client for the node and the command's global options; closes the client after. */
+export async function withClient<T>(cmd: Command, body: (client: VmeshClient, global: GlobalOptions) => Promise<T>): Promise<T> {
+  const global = cmd.optsWithGlobals<GlobalOptions>();
+  const client = connect(global);
+  try {
+    return await body(client, global);
+  } finally {
+    await client.close();
+  }
 }

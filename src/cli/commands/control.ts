@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import path from 'node:path';
 import { readDaemonInfo } from '../../daemon/info.ts';
 import { defaultHome } from '../../node/home.ts';
-import { connect, type GlobalOptions } from '../connect.ts';
+import { withClient, type GlobalOptions } from '../connect.ts';
 import { EXIT } from '../exit-codes.ts';
 import { printJson } from '../format.ts';
 import { alive } from './up.ts';
@@ -14,36 +14,28 @@ export function controlCommands(program: Command): void {
     .description("print a run's output; -f follows it until it ends")
     .argument('<id>', 'run id')
     .option('-f, --follow', 'keep printing until the run ends')
-    .action(async (id: string, opts: { follow?: boolean }, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
-      const client = connect(global);
-      try {
+    .action((id: string, opts: { follow?: boolean }, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
         for await (const e of client.logs(id, { follow: opts.follow ?? false })) {
           if (global.json) process.stdout.write(`${JSON.stringify(e)}\n`);
           else if (e.event === 'stdout') process.stdout.write(e.text);
           else if (e.event === 'stderr') process.stderr.write(e.text);
           else if (e.event === 'state' && e.reason !== undefined) process.stderr.write(`vmesh: ${e.state}: ${e.reason}\n`);
         }
-      } finally {
-        await client.close();
-      }
-    });
+      }),
+    );
 
   program
     .command('cancel')
     .description('cancel a queued or running run')
     .argument('<id>', 'run id')
-    .action(async (id: string, _opts: object, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
-      const client = connect(global);
-      try {
+    .action((id: string, _opts: object, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
         const run = await client.cancel(id);
         if (global.json) printJson(run);
         else process.stdout.write(`${run.id} ${run.state === 'cancelled' ? 'cancelled' : `cancelling (${run.state})`}\n`);
-      } finally {
-        await client.close();
-      }
-    });
+      }),
+    );
 
   program
     .command('down')

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { RunState } from '../../spec/index.ts';
-import { connect, type GlobalOptions } from '../connect.ts';
+import { withClient } from '../connect.ts';
 import { age, duration, printJson, table } from '../format.ts';
 import { parseInteger } from '../parse.ts';
 
@@ -11,10 +11,8 @@ export function inspectCommands(program: Command): void {
     .description('list runs, newest first')
     .option('--state <state>', 'only runs in this state')
     .option('--limit <n>', 'at most this many', parseInteger, 20)
-    .action(async (opts: { state?: RunState; limit: number }, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
-      const client = connect(global);
-      try {
+    .action((opts: { state?: RunState; limit: number }, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
         const q: { limit: number; state?: RunState } = { limit: opts.limit };
         if (opts.state !== undefined) q.state = opts.state;
         const runs = await client.listRuns(q);
@@ -24,18 +22,14 @@ export function inspectCommands(program: Command): void {
           rows.push([r.id, r.state, r.driver ?? '-', r.name ?? r.kind, age(r.createdAt), duration(r.result?.timings.totalMs)]);
         }
         process.stdout.write(`${table(rows)}\n`);
-      } finally {
-        await client.close();
-      }
-    });
+      }),
+    );
 
   program
     .command('node')
     .description("this node's identity, capacity, free resources and drivers")
-    .action(async (_opts: object, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
-      const client = connect(global);
-      try {
+    .action((_opts: object, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
         const n = await client.node();
         if (global.json) return printJson(n);
         const line = (c: typeof n.capacity) => `${c.vcpus} vcpus, ${c.memoryMiB} MiB memory, ${c.diskMiB} MiB disk, ${c.egressMbps}/${c.ingressMbps} Mbit/s out/in`;
@@ -48,18 +42,14 @@ export function inspectCommands(program: Command): void {
             `drivers   ${n.drivers.map((d) => `${d.name}${d.probe.available ? '' : ' (unavailable)'}`).join(', ')}`,
           ].join('\n') + '\n',
         );
-      } finally {
-        await client.close();
-      }
-    });
+      }),
+    );
 
   program
     .command('drivers')
     .description('the drivers of this node, whether each can run here, and why not')
-    .action(async (_opts: object, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
-      const client = connect(global);
-      try {
+    .action((_opts: object, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
         const drivers = await client.drivers();
         if (global.json) return printJson(drivers);
         const rows = [['DRIVER', 'KINDS', 'ISOLATION', 'AVAILABLE', 'VERSION / WHY NOT']];
@@ -67,8 +57,6 @@ export function inspectCommands(program: Command): void {
           rows.push([d.name, d.kinds.join(','), d.isolation, d.probe.available ? 'yes' : 'no', (d.probe.available ? d.probe.version : d.probe.reason) ?? '']);
         }
         process.stdout.write(`${table(rows)}\n`);
-      } finally {
-        await client.close();
-      }
-    });
+      }),
+    );
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
 import { isWasm } from '../../drivers/wasm/module-limits.ts';
-import { connect, type GlobalOptions } from '../connect.ts';
+import { withClient } from '../connect.ts';
 import { exitCodeOf } from '../exit-codes.ts';
 import { printJson } from '../format.ts';
 import { collect, collectEnv, parseDuration, parseJson, parseMiB, parseNumber } from '../parse.ts';
@@ -48,22 +48,14 @@ export function runCommand(program: Command): void {
     .option('--output <path>', 'a file the workload writes, returned with the result (repeatable)', collect)
     .option('--detach', 'print the run id and return at once')
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
-      const global = cmd.optsWithGlobals<GlobalOptions>();
       const workload = buildWorkload(file, args, opts);
-      const client = connect(global);
-      try {
+      await withClient(cmd, async (client, global) => {
         const run = await client.run(workload, { wait: !opts.detach });
-        if (opts.detach) {
-          if (global.json) printJson(run);
-          else process.stdout.write(`${run.id}\n`);
-          return;
-        }
         if (global.json) printJson(run);
+        else if (opts.detach) process.stdout.write(`${run.id}\n`);
         else printRun(run);
-        process.exitCode = exitCodeOf(run);
-      } finally {
-        await client.close();
-      }
+        if (!opts.detach) process.exitCode = exitCodeOf(run);
+      });
     });
 }
 
