@@ -14,6 +14,9 @@ export function sha256(bytes: Uint8Array): string {
  * renamed into place, so a reader never sees a partial blob; reads re-check the hash.
  */
 export class BlobStore {
+  /** Hashes known to be on disk already: a repeated put costs no system call. */
+  private readonly known = new Set<string>();
+
   constructor(readonly root: string) {}
 
   private pathOf(hash: string): string {
@@ -24,9 +27,11 @@ export class BlobStore {
 
   async put(bytes: Uint8Array): Promise<string> {
     const hash = sha256(bytes);
+    if (this.known.has(hash)) return hash;
     const file = this.pathOf(hash);
     try {
       await fs.access(file);
+      this.known.add(hash);
       return hash;
     } catch {
       /* not there yet */
@@ -36,6 +41,7 @@ export class BlobStore {
     try {
       await fs.writeFile(tmp, bytes, { mode: 0o600 });
       await fs.rename(tmp, file);
+      this.known.add(hash);
     } catch (err) {
       await fs.rm(tmp, { force: true });
       throw err;
@@ -53,6 +59,7 @@ export class BlobStore {
       return undefined;
     }
     if (sha256(bytes) !== hash) {
+      this.known.delete(hash);
       await fs.rm(file, { force: true });
       return undefined;
     }

@@ -14,6 +14,7 @@ export interface OutputLimits {
  * the node read anything outside its own sandbox.
  */
 export async function collectOutputs(root: string, declared: readonly string[], limits: OutputLimits): Promise<OutputFile[]> {
+  if (declared.length === 0) return [];
   const realRoot = await fs.realpath(root);
   const files: OutputFile[] = [];
   for (const rel of declared) {

@@ -87,7 +87,7 @@ export class VmeshNode {
     mkdirSync(config.home, { recursive: true, mode: 0o700 });
     const sandboxRoot = path.join(config.home, 'sandboxes');
     mkdirSync(sandboxRoot, { recursive: true, mode: 0o700 });
-    const store = new Store(path.join(config.home, 'vmesh.db'));
+    const store = new Store(path.join(config.home, 'vmesh.db'), (err) => logger.error({ err }, 'a store write failed'));
     try {
       let id = store.getConfig('node_id');
       if (id === undefined) {

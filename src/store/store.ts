@@ -45,12 +45,27 @@ interface RunRow {
 
 const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
 
-/** The node's SQLite store (WAL mode): runs, their events, and node settings. */
+/**
+ * The node's SQLite store (WAL mode): runs, their events, and node settings.
+ *
+ * Writes are queued and committed together once per turn of the event loop (one transaction instead of
+ * a dozen per run); every read commits what is queued first, so readers always see every write made
+ * before them. Event ids are assigned when the event is queued.
+ */
 export class Store {
   readonly db: Database.Database;
   private readonly stmts;
+  private readonly updates = new Map<string, Database.Statement>();
+  private readonly queued: Array<() => void> = [];
+  private flushScheduled = false;
+  private nextEventId: number;
 
-  constructor(readonly file: string) {
+  constructor(
+    readonly file: string,
+    private readonly onWriteError: (err: unknown) => void = (err) => {
+      throw err;
+    },
+  ) {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -64,16 +79,44 @@ export class Store {
       ),
       getRun: this.db.prepare('SELECT * FROM runs WHERE id = ?'),
       liveRuns: this.db.prepare(`SELECT * FROM runs WHERE state IN (${LIVE_STATES.map(() => '?').join(',')}) ORDER BY created_at`),
-      insertEvent: this.db.prepare('INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, ?, ?)'),
+      insertEvent: this.db.prepare('INSERT INTO events (id, run_id, ts, type, data) VALUES (?, ?, ?, ?, ?)'),
       eventsAfter: this.db.prepare('SELECT id, run_id AS runId, ts, type, data FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?'),
       getConfig: this.db.prepare('SELECT value FROM config WHERE key = ?'),
       setConfig: this.db.prepare('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       countByState: this.db.prepare('SELECT state, COUNT(*) AS n FROM runs GROUP BY state'),
     };
+    this.nextEventId = ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0) + 1;
+  }
+
+  /** Commits every queued write now, as one transaction. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.queued.length === 0) return;
+    const batch = this.queued.splice(0);
+    try {
+      this.db.transaction(() => batch.forEach((write) => write()))();
+    } catch {
+      // One bad write must not take the others with it: apply them one by one and report the failures.
+      for (const write of batch) {
+        try {
+          write();
+        } catch (err) {
+          this.onWriteError(err);
+        }
+      }
+    }
+  }
+
+  private write(fn: () => void): void {
+    this.queued.push(fn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
   }
 
   insertRun(run: RunRecord): void {
-    this.stmts.insertRun.run({
+    const row = {
       id: run.id,
       state: run.state,
       reason: run.reason ?? null,
@@ -88,7 +131,8 @@ export class Store {
       updated_at: run.updatedAt,
       started_at: run.startedAt ?? null,
       ended_at: run.endedAt ?? null,
-    });
+    };
+    this.write(() => this.stmts.insertRun.run(row));
   }
 
   updateRun(id: string, patch: RunPatch, updatedAt = new Date().toISOString()): void {
@@ -108,15 +152,21 @@ export class Store {
       sets.push(`${column} = @${column}`);
       params[column] = value === undefined ? null : key === 'result' ? JSON.stringify(value) : value;
     }
-    this.db.prepare(`UPDATE runs SET ${sets.join(', ')} WHERE id = @id`).run(params);
+    const sql = `UPDATE runs SET ${sets.join(', ')} WHERE id = @id`;
+    let stmt = this.updates.get(sql);
+    if (stmt === undefined) this.updates.set(sql, (stmt = this.db.prepare(sql)));
+    const update = stmt;
+    this.write(() => update.run(params));
   }
 
   getRun(id: string): RunRecord | undefined {
+    this.flush();
     const row = this.stmts.getRun.get(id) as RunRow | undefined;
     return row === undefined ? undefined : fromRow(row);
   }
 
   listRuns(query: ListRunsQuery = {}): RunRecord[] {
+    this.flush();
     const where: string[] = [];
     const params: unknown[] = [];
     if (query.state !== undefined) {
@@ -133,39 +183,49 @@ export class Store {
   }
 
   liveRuns(): RunRecord[] {
+    this.flush();
     return (this.stmts.liveRuns.all(...LIVE_STATES) as RunRow[]).map(fromRow);
   }
 
   countByState(): Record<string, number> {
+    this.flush();
     const out: Record<string, number> = {};
     for (const row of this.stmts.countByState.all() as Array<{ state: string; n: number }>) out[row.state] = row.n;
     return out;
   }
 
   appendEvent(runId: string, type: EventType, data: Uint8Array | string, ts = new Date().toISOString()): number {
-    const info = this.stmts.insertEvent.run(runId, ts, type, typeof data === 'string' ? Buffer.from(data) : Buffer.from(data));
-    return Number(info.lastInsertRowid);
+    const id = this.nextEventId++;
+    const bytes = Buffer.from(data);
+    this.write(() => this.stmts.insertEvent.run(id, runId, ts, type, bytes));
+    return id;
   }
 
   eventsAfter(runId: string, afterId = 0, limit = 1000): StoredEvent[] {
+    this.flush();
     return this.stmts.eventsAfter.all(runId, afterId, limit) as StoredEvent[];
   }
 
   getConfig(key: string): string | undefined {
+    this.flush();
     return (this.stmts.getConfig.get(key) as { value: string } | undefined)?.value;
   }
 
   setConfig(key: string, value: string): void {
-    this.stmts.setConfig.run(key, value);
+    this.write(() => this.stmts.setConfig.run(key, value));
   }
 
-  /** Runs several writes as one transaction (one fsync in WAL mode). */
+  /** Makes several writes and commits them together, before returning. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    const result = fn();
+    this.flush();
+    return result;
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    this.flush();
+    this.db.close();
   }
 }
 

@@ -55,6 +55,7 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
   private readonly pool: WorkerPool;
   private readonly live = new Set<WorkerRunning>();
   private readonly prepared = new Set<WorkerPrepared>();
+  private rootReady: Promise<void> | undefined;
 
   constructor(entry: URL, options: WorkerDriverOptions, resourceLimits: ResourceLimits) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
@@ -78,7 +79,8 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
   }
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<P> {
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    this.rootReady ??= fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 }).then(() => undefined);
+    await this.rootReady;
     const scratch = await fs.mkdtemp(path.join(this.sandboxRoot, `${this.name}-${request.runId}-`));
     try {
       const prepared = await this.stage(request, scratch, signal);
