@@ -82,4 +82,35 @@ describe('store', () => {
     assert.equal(store.eventsAfter('r', a).length, 2);
     store.close();
   });
+
+  it('commits queued writes together, lets readers see them at once, and keeps event ids across reopening', async () => {
+    const file = path.join(tmp.dir, 'd.db');
+    const store = new Store(file);
+    store.insertRun(record('r', '2026-01-01T00:00:00.000Z'));
+    const first = store.appendEvent('r', 'stdout', 'a');
+    const raw = new Database(file, { readonly: true });
+    assert.equal(raw.prepare('SELECT COUNT(*) FROM events').pluck().get(), 0, 'nothing committed within the same turn');
+    assert.equal(store.eventsAfter('r').length, 1, 'a read commits what is queued');
+    await new Promise((resolve) => setImmediate(resolve));
+    store.appendEvent('r', 'stdout', 'b');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(raw.prepare('SELECT COUNT(*) FROM events').pluck().get(), 2, 'committed by the next turn without a read');
+    raw.close();
+    store.close();
+    const again = new Store(file);
+    assert.equal(again.appendEvent('r', 'stdout', 'c'), first + 2);
+    again.close();
+  });
+
+  it('keeps the good writes of a batch when one write in it fails', () => {
+    const failures: unknown[] = [];
+    const store = new Store(path.join(tmp.dir, 'e.db'), (err) => failures.push(err));
+    store.insertRun(record('x', '2026-01-01T00:00:00.000Z'));
+    store.insertRun(record('x', '2026-01-01T00:00:01.000Z')); // duplicate id: fails
+    store.insertRun(record('y', '2026-01-01T00:00:02.000Z'));
+    assert.deepEqual(store.listRuns().map((r) => r.id).sort(), ['x', 'y']);
+    assert.equal(failures.length, 1);
+    assert.match(String(failures[0]), /UNIQUE/);
+    store.close();
+  });
 });
