@@ -50,7 +50,7 @@ export interface NodeOptions {
 }
 
 function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
-  const options = { sandboxRoot, workers: config.workers, idleWorkers: 1, inlineOutputBytes: config.limits.inlineOutputBytes };
+  const options = { sandboxRoot, workers: config.workers, inlineOutputBytes: config.limits.inlineOutputBytes };
   return [new WasmDriver(options), new QuickJsDriver(options)];
 }
 

@@ -14,7 +14,7 @@ import type {
   StopReason,
 } from '../driver.ts';
 import { collectOutputs } from '../outputs.ts';
-import { WorkerPool, type PooledWorker } from './pool.ts';
+import { WorkerPool, type PooledWorker, type WorkerPoolOptions } from './pool.ts';
 import type { WorkerMessage, WorkerResult } from './protocol.ts';
 
 export interface WorkerDriverOptions {
@@ -22,8 +22,10 @@ export interface WorkerDriverOptions {
   sandboxRoot?: string;
   /** Most sandboxes running at once (worker threads). */
   workers?: number;
-  /** Threads kept booted while idle. */
+  /** Threads kept booted however long they sit idle (default 0: booted on demand). */
   idleWorkers?: number;
+  /** An idle thread beyond `idleWorkers` ends after this long (default 30 s). */
+  workerIdleTimeoutMs?: number;
   /** Output files up to this size come back inline. */
   inlineOutputBytes?: number;
 }
@@ -61,7 +63,9 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.inlineOutputBytes = options.inlineOutputBytes ?? 1024 * 1024;
     const size = options.workers ?? Math.max(2, os.availableParallelism());
-    this.pool = new WorkerPool({ entry, size, idle: options.idleWorkers ?? Math.min(2, size), resourceLimits });
+    const pool: WorkerPoolOptions = { entry, size, idle: Math.min(options.idleWorkers ?? 0, size), resourceLimits };
+    if (options.workerIdleTimeoutMs !== undefined) pool.idleTimeoutMs = options.workerIdleTimeoutMs;
+    this.pool = new WorkerPool(pool);
   }
 
   abstract accepts(workload: Workload, code: Uint8Array): boolean;

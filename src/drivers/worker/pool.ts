@@ -8,14 +8,17 @@ export interface WorkerPoolOptions {
   entry: URL;
   /** Most workers alive at once; a run beyond that waits for one to come free. */
   size: number;
-  /** Kept warm when idle. */
+  /** Workers kept booted however long they sit idle (default 0). */
   idle?: number;
+  /** A worker idle this long is ended, down to `idle` workers (default 30 s): an idle node stays small. */
+  idleTimeoutMs?: number;
   resourceLimits?: ResourceLimits;
 }
 
 /** One worker thread of a pool. `ready` settles once the worker has booted and said so. */
 export class PooledWorker {
   readonly ready: Promise<void>;
+  idleTimer: NodeJS.Timeout | undefined;
   private exited = false;
 
   constructor(readonly thread: Worker) {
@@ -67,7 +70,7 @@ export class WorkerPool {
 
   /** Starts idle workers in the background so the first runs do not pay the boot. */
   warm(): void {
-    const want = Math.min(this.options.idle ?? 1, this.options.size);
+    const want = Math.min(this.options.idle ?? 0, this.options.size);
     while (!this.closed && this.all.size < want) {
       const w = this.spawn();
       w.ready.then(
@@ -91,6 +94,7 @@ export class WorkerPool {
     for (;;) {
       const w = this.idleWorkers.pop();
       if (w === undefined) break;
+      clearTimeout(w.idleTimer);
       if (w.alive) {
         this.busyCount++;
         w.thread.ref();
@@ -149,6 +153,7 @@ export class WorkerPool {
     this.closed = true;
     for (const waiter of this.waiters.splice(0)) waiter.reject(new SandboxFaultError('worker pool is closed'));
     const threads = [...this.all];
+    for (const w of threads) clearTimeout(w.idleTimer);
     this.all.clear();
     this.idleWorkers.length = 0;
     await Promise.all(threads.map((w) => w.thread.terminate()));
@@ -182,6 +187,17 @@ export class WorkerPool {
     }
     w.thread.unref();
     this.idleWorkers.push(w);
+    w.idleTimer = setTimeout(() => this.reap(w), this.options.idleTimeoutMs ?? 30_000);
+    w.idleTimer.unref();
+  }
+
+  /** Ends a worker that has sat idle past the timeout, unless it is one of the `idle` kept warm. */
+  private reap(w: PooledWorker): void {
+    const i = this.idleWorkers.indexOf(w);
+    if (i < 0 || this.all.size <= (this.options.idle ?? 0)) return;
+    this.idleWorkers.splice(i, 1);
+    this.forget(w);
+    void w.thread.terminate();
   }
 
   private forget(w: PooledWorker): void {
