@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { RunState } from '../spec/index.ts';
+import type { RunRecord } from '../store/store.ts';
 import type { StreamName } from '../drivers/driver.ts';
 
 export interface StateEvent {
@@ -8,6 +9,8 @@ export interface StateEvent {
   state: RunState;
   reason?: string;
   ts: string;
+  /** The run as it stands after this change (the executor's own copy: read, do not modify). */
+  run?: RunRecord;
 }
 
 export interface LogEvent {

@@ -74,7 +74,7 @@ export class Executor {
     const job = { record, driver, request, controller: new AbortController(), submittedAt: performance.now() } as Job;
     job.settled = new Promise<void>((resolve) => (job.settle = resolve));
     this.o.store.insertRun(record);
-    this.emitState(record.id, 'queued', undefined, record.createdAt);
+    this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });
     this.queue.push(job);
     job.queueTimer = setTimeout(() => this.expire(job), this.o.queueTimeoutMs);
@@ -203,10 +203,10 @@ export class Executor {
   private transition(job: Job, state: RunState, patch: RunPatch = {}): void {
     const from = job.record.state;
     if (!canTransition(from, state)) throw new Error(`run ${job.record.id}: illegal transition ${from} → ${state}`);
-    job.record.state = state;
     const ts = new Date().toISOString();
+    Object.assign(job.record, patch, { state, updatedAt: ts });
     this.o.store.updateRun(job.record.id, { ...patch, state }, ts);
-    this.emitState(job.record.id, state, patch.reason, ts);
+    this.emitState(job.record, patch.reason, ts);
   }
 
   private finish(job: Job, state: TerminalState, reason: string | undefined, result?: RunResult): void {
@@ -221,10 +221,11 @@ export class Executor {
     }
   }
 
-  private emitState(runId: string, state: RunState, reason: string | undefined, ts: string): void {
+  private emitState(run: RunRecord, reason: string | undefined, ts: string): void {
+    const { id: runId, state } = run;
     const data = JSON.stringify(reason === undefined ? { state } : { state, reason });
     const eventId = this.o.store.appendEvent(runId, 'state', data, ts);
-    this.o.events.emit('state', reason === undefined ? { runId, eventId, state, ts } : { runId, eventId, state, reason, ts });
+    this.o.events.emit('state', reason === undefined ? { runId, eventId, state, ts, run } : { runId, eventId, state, reason, ts, run });
   }
 }
 

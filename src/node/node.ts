@@ -21,7 +21,7 @@ import {
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
 import { defaultResources, type NodeConfig } from './config.ts';
-import { NodeEvents } from './events.ts';
+import { NodeEvents, type StateEvent } from './events.ts';
 import { Executor } from './executor.ts';
 import { Ledger, type Capacity } from './ledger.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -145,8 +145,7 @@ export class VmeshNode {
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
       this.executor.submit(record, driver, request);
-      this.refreshGauges();
-      return this.getRun(id);
+      return this.toPublic(record);
     } catch (err) {
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
       throw err;
@@ -174,10 +173,10 @@ export class VmeshNode {
     const current = this.getRun(id);
     if (isTerminal(current.state)) return current;
     return new Promise<Run>((resolve, reject) => {
-      const onState = (e: { runId: string; state: Run['state'] }) => {
+      const onState = (e: StateEvent) => {
         if (e.runId !== id || !isTerminal(e.state)) return;
         done();
-        resolve(this.getRun(id));
+        resolve(e.run === undefined ? this.getRun(id) : this.toPublic(e.run));
       };
       const onAbort = () => {
         done();

@@ -57,6 +57,8 @@ export class Store {
   private readonly stmts;
   private readonly updates = new Map<string, Database.Statement>();
   private readonly queued: Array<() => void> = [];
+  /** Updates of one run queued in the same turn are merged into one UPDATE. */
+  private readonly pendingUpdates = new Map<string, { patch: RunPatch; updatedAt: string }>();
   private flushScheduled = false;
   private nextEventId: number;
 
@@ -91,8 +93,10 @@ export class Store {
   /** Commits every queued write now, as one transaction. */
   flush(): void {
     this.flushScheduled = false;
-    if (this.queued.length === 0) return;
+    if (this.queued.length === 0 && this.pendingUpdates.size === 0) return;
     const batch = this.queued.splice(0);
+    for (const [id, { patch, updatedAt }] of this.pendingUpdates) batch.push(this.updateStatement(id, patch, updatedAt));
+    this.pendingUpdates.clear();
     try {
       this.db.transaction(() => batch.forEach((write) => write()))();
     } catch {
@@ -107,8 +111,8 @@ export class Store {
     }
   }
 
-  private write(fn: () => void): void {
-    this.queued.push(fn);
+  private write(fn?: () => void): void {
+    if (fn !== undefined) this.queued.push(fn);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -136,6 +140,16 @@ export class Store {
   }
 
   updateRun(id: string, patch: RunPatch, updatedAt = new Date().toISOString()): void {
+    const pending = this.pendingUpdates.get(id);
+    if (pending === undefined) this.pendingUpdates.set(id, { patch: { ...patch }, updatedAt });
+    else {
+      Object.assign(pending.patch, patch);
+      pending.updatedAt = updatedAt;
+    }
+    this.write();
+  }
+
+  private updateStatement(id: string, patch: RunPatch, updatedAt: string): () => void {
     const sets: string[] = ['updated_at = @updated_at'];
     const params: Record<string, unknown> = { id, updated_at: updatedAt };
     const columns: Record<keyof RunPatch, string> = {
@@ -156,7 +170,7 @@ export class Store {
     let stmt = this.updates.get(sql);
     if (stmt === undefined) this.updates.set(sql, (stmt = this.db.prepare(sql)));
     const update = stmt;
-    this.write(() => update.run(params));
+    return () => update.run(params);
   }
 
   getRun(id: string): RunRecord | undefined {
