@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it, after } from 'node:test';
 import fc from 'fast-check';
 import { WasmDriver } from '../../src/drivers/wasm/driver.ts';
@@ -98,5 +98,26 @@ describe('wasm memory limit rewriting', () => {
       }),
       { numRuns: 40 },
     );
+  });
+});
+
+describe('wasm driver descriptors', () => {
+  it('leaves no file descriptor open after runs, even when the guest leaves its files open', async () => {
+    const root = tempDir();
+    const driver = new WasmDriver({ sandboxRoot: root.dir, workers: 1 });
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    try {
+      const writer = { workload: fn(), code: await watFixture('write-file-keep-open') };
+      await runCase(driver, writer); // boots the worker
+      const before = openFds();
+      for (let i = 0; i < 30; i++) {
+        await runCase(driver, writer);
+        await runCase(driver, { workload: fn({ args: ['fd'] }), code: hello });
+      }
+      assert.equal(openFds(), before, 'descriptors open after 60 runs');
+    } finally {
+      await driver.close();
+      root.remove();
+    }
   });
 });

@@ -28,6 +28,7 @@ serve<WasmTask>(async (task) => {
   let stdinPos = 0;
   let diskBytes = 0;
   let memory: WebAssembly.Memory | undefined;
+  let closeGuestFds = () => {};
   try {
     const wasi = new WASI({
       version: 'preview1',
@@ -42,6 +43,9 @@ serve<WasmTask>(async (task) => {
     const imports = wasi.getImportObject() as { wasi_snapshot_preview1: Record<string, WasiFn> };
     const sys = imports.wasi_snapshot_preview1;
     const original = { ...sys };
+    // Node's WASI functions are native; V8 builds a fresh wrapper for each native import at every
+    // instantiation (~0.3 ms here). Plain JS closures around them instantiate about 8x faster.
+    for (const [name, fn] of Object.entries(original)) sys[name] = (...args: number[]) => fn(...args);
     const iovecs = (iovs: number, count: number): Array<[number, number]> => {
       const view = new DataView(memory!.buffer);
       const out: Array<[number, number]> = [];
@@ -62,6 +66,19 @@ serve<WasmTask>(async (task) => {
       diskBytes += bytes;
       return original[name]!(fd, iovs, count, ...rest);
     };
+    // Node's WASI closes the descriptors of a finished instance only when it is garbage-collected: the
+    // preopen (fd 3) and whatever the guest left open would pile up, one or more per run. Track the
+    // highest descriptor the guest was given and close them all when it ends.
+    let highestFd = 3;
+    const PATH_OPEN_FD_OUT = 8;
+    sys.path_open = (...args: number[]) => {
+      const errno = original.path_open!(...args);
+      if (errno === ERRNO_SUCCESS) highestFd = Math.max(highestFd, new DataView(memory!.buffer).getUint32(args[PATH_OPEN_FD_OUT]!, true));
+      return errno;
+    };
+    closeGuestFds = () => {
+      for (let fd = 3; fd <= highestFd; fd++) original.fd_close!(fd);
+    };
     sys.fd_write = guarded('fd_write');
     sys.fd_pwrite = guarded('fd_pwrite');
     sys.fd_read = (fd: number, iovs: number, count: number, nread: number) => {
@@ -78,7 +95,7 @@ serve<WasmTask>(async (task) => {
       return ERRNO_SUCCESS;
     };
 
-    const instance = await WebAssembly.instantiate(task.module, imports as WebAssembly.Imports);
+    const instance = new WebAssembly.Instance(task.module, imports as WebAssembly.Imports);
     memory = instance.exports.memory as WebAssembly.Memory;
     const result: WorkerResult = { outcome: 'exited', exitCode: 0 };
     try {
@@ -99,6 +116,7 @@ serve<WasmTask>(async (task) => {
     result.streamBytes = { ...streams.totals };
     return result;
   } finally {
+    closeGuestFds();
     for (const fd of devnull) {
       try {
         closeSync(fd);
