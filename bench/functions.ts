@@ -15,10 +15,10 @@ export const functionsBenchmark: Benchmark = {
     const code = loadHelloWasm();
     log('functions: bare node:wasi on this thread');
     const bare = await measureBare(code, settings);
-    log(`functions: WasmDriver in-process (${settings.workers} workers)`);
-    const driver = await measureDriver(code, settings);
     log('functions: POST /v1/runs on a node in a child process');
     const api = await measureApi(code, settings, log);
+    log(`functions: WasmDriver in-process (${settings.workers} workers)`);
+    const driver = await measureDriver(code, settings);
     const results: FunctionsResults = { settings, cores: os.availableParallelism(), moduleBytes: code.byteLength, bare, driver, api };
     return { heading: 'Functions: API round trip (issue 2)', text: renderText(results), markdown: renderMarkdown(results) };
   },

@@ -2,17 +2,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import autocannon from 'autocannon';
-import { summarize } from '../lib/stats.ts';
-import type { PhaseResult } from '../lib/load.ts';
-import { readCpu, readMemory, type MemoryReading } from '../lib/proc.ts';
-import { startNode, type NodeProcess } from '../lib/vmesh-node.ts';
+import { httpLoad } from '../lib/http-load.ts';
+import { openFds, readCpu, readMemory, type MemoryReading } from '../lib/proc.ts';
+import { startNode, type NodeCode, type NodeProcess } from '../lib/vmesh-node.ts';
 import { EXPECTED_STDOUT, helloWorkload, type Settings, type WayResult } from './common.ts';
 
 export interface ApiResult extends WayResult {
+  code: NodeCode;
   startupMs: number;
   /** The node's memory once started and idle, and again once idle after the load. */
   memory: { afterStart: MemoryReading; afterLoad: MemoryReading };
+  /** File descriptors the node holds at the same two moments. */
+  fds: { afterStart: number; afterLoad: number };
   /** CPU used during the throughput phase, in cores: where the time goes when the node is saturated. */
   cpu: LoadCpu;
   /** One response, checked before the load, shown in the report. */
@@ -24,14 +25,17 @@ export async function measureApi(code: Uint8Array, settings: Settings, log: (lin
   const home = mkdtempSync(path.join(os.tmpdir(), 'vmesh-bench-home-'));
   let node: NodeProcess | undefined;
   try {
-    node = await startNode({ home, workers: settings.workers });
+    // Worker threads end after 1 s idle (30 s by default), so the reading after the load is an idle node.
+    node = await startNode({ home, workers: settings.workers, workerIdleMs: 1000 });
     log(`  node pid ${node.pid} at ${node.url}`);
     await sleep(settings.idleMs);
     const afterStart = readMemory(node.pid);
+    const fdsAfterStart = openFds(node.pid);
 
     const body = JSON.stringify(helloWorkload(code));
     const sample = await submitOnce(node, body);
-    const phase = (connections: number, durationMs: number) => loadPhase(node!, body, connections, durationMs);
+    const target = { url: `${node.url}/v1/runs`, method: 'POST' as const, headers: headers(node), body, check: checkRun };
+    const phase = (connections: number, durationMs: number) => httpLoad({ ...target, connections, durationMs });
     await phase(1, settings.warmupMs);
     const single = await phase(1, settings.durationMs);
     await phase(settings.concurrency, settings.warmupMs);
@@ -39,7 +43,8 @@ export async function measureApi(code: Uint8Array, settings: Settings, log: (lin
 
     await sleep(settings.idleMs);
     const afterLoad = readMemory(node.pid);
-    return { single, loaded, sample, startupMs: node.startupMs, memory: { afterStart, afterLoad }, cpu };
+    const fds = { afterStart: fdsAfterStart, afterLoad: openFds(node.pid) };
+    return { single, loaded, sample, code: node.code, startupMs: node.startupMs, memory: { afterStart, afterLoad }, fds, cpu };
   } finally {
     await node?.stop();
     rmSync(home, { recursive: true, force: true });
@@ -105,60 +110,4 @@ function checkRun(text: string): string | undefined {
   const stdout = run.result?.stdout?.text;
   if (stdout !== EXPECTED_STDOUT) return `stdout ${JSON.stringify(stdout)}`;
   return undefined;
-}
-
-/** One autocannon run. Every response is checked; only 2xx responses carrying a succeeded run count. */
-async function loadPhase(node: NodeProcess, body: string, connections: number, durationMs: number): Promise<PhaseResult> {
-  const latencies: number[] = [];
-  const failures: Record<string, number> = {};
-  let firstFailure: string | undefined;
-  const fail = (kind: string, detail: string) => {
-    failures[kind] = (failures[kind] ?? 0) + 1;
-    firstFailure ??= `${kind}: ${detail}`;
-  };
-  // autocannon emits 'response' and then, synchronously on the same connection, calls verifyBody with
-  // that response's body: the last response seen is the one whose body is being verified. Its own
-  // latency histogram keeps whole milliseconds only, too coarse here, so latencies are kept from the event.
-  let last = { status: 0, ms: 0 };
-  const verifyBody = (text: string | Buffer | undefined): boolean => {
-    const status = last.status;
-    if (status < 200 || status >= 300) {
-      fail(`HTTP ${status}`, String(text ?? '').slice(0, 500));
-      return false;
-    }
-    const problem = checkRun(String(text ?? ''));
-    if (problem !== undefined) {
-      fail('wrong result', problem);
-      return false;
-    }
-    latencies.push(last.ms);
-    return true;
-  };
-
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      { url: `${node.url}/v1/runs`, method: 'POST', headers: headers(node), body, connections, duration: durationMs / 1000, verifyBody },
-      (err: unknown, res: autocannon.Result) => (err ? reject(err) : resolve(res)),
-    );
-    instance.on('response', (_client, status, _bytes, ms) => {
-      last = { status, ms };
-    });
-    instance.on('reqError', (err: Error) => {
-      firstFailure ??= `request error: ${err.message}`;
-    });
-  });
-
-  const timeouts = result.timeouts;
-  if (timeouts > 0) failures.timeout = (failures.timeout ?? 0) + timeouts;
-  if (result.errors > timeouts) failures['connection error'] = (failures['connection error'] ?? 0) + result.errors - timeouts;
-  const phase: PhaseResult = {
-    concurrency: connections,
-    latency: summarize(latencies),
-    runsPerSecond: latencies.length / result.duration,
-    ok: latencies.length,
-    failed: Object.values(failures).reduce((n, c) => n + c, 0),
-    failures,
-  };
-  if (firstFailure !== undefined) phase.firstFailure = firstFailure;
-  return phase;
 }

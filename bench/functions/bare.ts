@@ -4,6 +4,9 @@ import path from 'node:path';
 import { closedLoop } from '../lib/load.ts';
 import { ARG, EXPECTED_STDOUT, WrongResultError, type Settings, type WayResult } from './common.ts';
 
+type WasiClass = typeof import('node:wasi').WASI;
+const ARGV = ['hello.wasm', ARG];
+
 /**
  * The floor: instantiate the compiled module and run it with node:wasi on this thread, nothing else.
  * Both phases run one loop (concurrency 1): the work is synchronous on one thread, so more loops
@@ -27,10 +30,8 @@ export async function measureBare(code: Uint8Array, settings: Settings): Promise
   }
 }
 
-type WasiClass = typeof import('node:wasi').WASI;
-
 async function runOnce(WASI: WasiClass, module: WebAssembly.Module, stdout: number): Promise<void> {
-  const wasi = new WASI({ version: 'preview1', args: ['hello.wasm', ARG], env: {}, stdout, returnOnExit: true });
+  const wasi = new WASI({ version: 'preview1', args: ARGV, env: {}, stdout, returnOnExit: true });
   const instance = await WebAssembly.instantiate(module, wasi.getImportObject() as WebAssembly.Imports);
   const exitCode = wasi.start(instance);
   if (exitCode !== 0) throw new WrongResultError(`exit code ${exitCode}`);
@@ -42,7 +43,7 @@ function checkOutput(WASI: WasiClass, module: WebAssembly.Module): void {
   const file = path.join(dir, 'stdout');
   const fd = openSync(file, 'w');
   try {
-    const wasi = new WASI({ version: 'preview1', args: ['hello.wasm', ARG], env: {}, stdout: fd, returnOnExit: true });
+    const wasi = new WASI({ version: 'preview1', args: ARGV, env: {}, stdout: fd, returnOnExit: true });
     const instance = new WebAssembly.Instance(module, wasi.getImportObject() as WebAssembly.Imports);
     wasi.start(instance);
     const text = readFileSync(file, 'utf8');

@@ -6,25 +6,35 @@ import { runInSandbox } from '../../src/drivers/lifecycle.ts';
 import { WasmDriver } from '../../src/drivers/wasm/driver.ts';
 import type { ResolvedResources } from '../../src/spec/index.ts';
 import { closedLoop } from '../lib/load.ts';
+import { openFds } from '../lib/proc.ts';
 import { EXPECTED_STDOUT, helloWorkload, WrongResultError, type Settings, type WayResult } from './common.ts';
 
 // What the node gives a function that asks for nothing, but with a shorter timeout.
 const RESOURCES: ResolvedResources = { vcpus: 0.1, memoryMiB: 64, diskMiB: 16, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 } };
 const OUTPUT_CAP_BYTES = 1024 * 1024;
 
+export interface DriverResult extends WayResult {
+  /** Descriptors this process held before and after the phases, and the runs (warm-ups too) in between. */
+  fds: { before: number; after: number; runs: number };
+}
+
 /** The wasm driver in this process, through the same lifecycle the node's executor uses. */
-export async function measureDriver(code: Uint8Array, settings: Settings): Promise<WayResult> {
+export async function measureDriver(code: Uint8Array, settings: Settings): Promise<DriverResult> {
   const sandboxRoot = mkdtempSync(path.join(os.tmpdir(), 'vmesh-bench-sandboxes-'));
   const driver = new WasmDriver({ sandboxRoot, workers: settings.workers });
+  const fdsBefore = openFds();
+  let runs = 0;
   try {
-    driver.warm();
     const requests = requestFactory(code);
-    const run = () => runOnce(driver, requests());
+    const run = () => {
+      runs++;
+      return runOnce(driver, requests());
+    };
     await closedLoop(run, { concurrency: 1, durationMs: settings.warmupMs });
     const single = await closedLoop(run, { concurrency: 1, durationMs: settings.durationMs });
     await closedLoop(run, { concurrency: settings.concurrency, durationMs: settings.warmupMs });
     const loaded = await closedLoop(run, { concurrency: settings.concurrency, durationMs: settings.durationMs });
-    return { single, loaded };
+    return { single, loaded, fds: { before: fdsBefore, after: openFds(), runs } };
   } finally {
     await driver.close();
     rmSync(sandboxRoot, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import { count, markdownTable, mib, ms, rate, ratio, textTable, type Row } from 
 import type { PhaseResult } from '../lib/load.ts';
 import type { ApiResult } from './api.ts';
 import { EXPECTED_STDOUT, type Settings, type WayResult } from './common.ts';
+import type { DriverResult } from './driver.ts';
 
 /** The goals of issue 2. */
 export const TARGETS = { apiP50Ms: 3, runsPerSecond: 1000, runsConcurrency: 32, runsCores: 2, idleRssMiB: 120 } as const;
@@ -12,7 +13,7 @@ export interface FunctionsResults {
   cores: number;
   moduleBytes: number;
   bare: WayResult;
-  driver: WayResult;
+  driver: DriverResult;
   api: ApiResult;
 }
 
@@ -24,15 +25,14 @@ interface Table {
 
 export function renderText(r: FunctionsResults): string {
   const parts = tables(r).map((t) => `${t.title}\n${textTable(t.header, t.rows)}`);
-  return [settingsLine(r), sampleLine(r), ...parts, ...failureLines(r)].join('\n\n');
+  return [settingsLine(r), sampleLine(r), ...parts, ...failureLines(r), ...leakLines(r)].join('\n\n');
 }
 
 export function renderMarkdown(r: FunctionsResults): string {
   const parts = tables(r).map((t) => `### ${t.title}\n\n${markdownTable(t.header, t.rows)}`);
   const failures = failureLines(r);
-  return [settingsLine(r), sampleLine(r), ...parts, failures.length > 0 ? failures.join('\n\n') : 'Every measured run succeeded with the expected output.', WAYS].join(
-    '\n\n',
-  );
+  const outcome = failures.length > 0 ? failures : ['Every measured run succeeded with the expected output.'];
+  return [settingsLine(r), sampleLine(r), ...parts, ...outcome, ...leakLines(r), WAYS].join('\n\n');
 }
 
 const WAYS = `What each way measures:
@@ -42,7 +42,10 @@ const WAYS = `What each way measures:
 - **driver**: \`runInSandbox(new WasmDriver(...), request, io)\` in the benchmark process: scratch directory, module
   memory limit and cache lookup, a pooled worker thread, output capture, cleanup.
 - **API**: \`POST /v1/runs\` (waiting for the result) with autocannon against \`vmesh up\` in a child process: HTTP,
-  auth, validation, the store, the ledger and the executor on top of the driver. Latency is per request, client side.`;
+  auth, validation, the store, the ledger and the executor on top of the driver. Latency is per request, client side.
+
+Each figure comes from one phase of a few seconds; on a small or shared machine expect run-to-run variation of
+tens of percent, and compare ratios from the same run rather than figures from different runs.`;
 
 function tables(r: FunctionsResults): Table[] {
   return [figuresTable(r), ratiosTable(r), nodeTable(r), targetsTable(r)];
@@ -96,10 +99,13 @@ function nodeTable({ api, settings, cores }: FunctionsResults): Table {
     title: 'Node process (child, read from /proc)',
     header: ['reading', 'value'],
     rows: [
+      ['code run (see bin/vmesh.js)', api.code],
       ['start-up (spawn to healthy API)', ms(api.startupMs)],
       ['idle RSS after start', mib(afterStart.rssMiB)],
       ['idle RSS after the load', mib(afterLoad.rssMiB)],
       ['peak RSS (VmHWM)', mib(afterLoad.peakMiB)],
+      ['open file descriptors after start', count(api.fds.afterStart)],
+      ['open file descriptors after the load', count(api.fds.afterLoad)],
       [`node CPU ${during}, all threads`, cpu(api.cpu.nodeCores, cores)],
       [`node CPU ${during}, main thread`, cpu(api.cpu.nodeMainThreadCores, cores)],
       [`load generator CPU ${during}`, cpu(api.cpu.loadGeneratorCores, cores)],
@@ -136,7 +142,7 @@ export function targets({ api, settings, cores }: FunctionsResults): Target[] {
     },
     {
       goal: `idle node RSS <= ${TARGETS.idleRssMiB} MiB`,
-      measured: `${mib(idleRss)} (larger of after start / after load)`,
+      measured: `${mib(api.memory.afterStart.rssMiB)} after start, ${mib(api.memory.afterLoad.rssMiB)} ${settings.idleMs / 1000} s after the load`,
       pass: idleRss <= TARGETS.idleRssMiB,
     },
   ];
@@ -155,6 +161,23 @@ function sampleLine({ api }: FunctionsResults): string {
   const s = api.sample;
   const nodeSide = s.totalMs === undefined ? '' : `, node-side totalMs ${s.totalMs}`;
   return `Sample API response: HTTP ${s.status}, state ${s.state}, stdout ${JSON.stringify(s.stdout)}${nodeSide}.`;
+}
+
+/** Descriptors still open after the runs that needed them have ended, in this process and in the node. */
+function leakLines({ driver, api }: FunctionsResults): string[] {
+  const lines: string[] = [];
+  const { before, after, runs } = driver.fds;
+  if (after - before > runs / 10) {
+    lines.push(`WARNING the in-process driver left ${count(after - before)} more descriptors open than before its ${count(runs)} runs.`);
+  }
+  const nodeRuns = api.single.ok + api.loaded.ok;
+  if (api.fds.afterLoad - api.fds.afterStart > nodeRuns / 10) {
+    lines.push(
+      `WARNING the node holds ${count(api.fds.afterLoad - api.fds.afterStart)} more descriptors after the load than after start ` +
+        `(${count(nodeRuns)} measured runs, warm-ups not counted).`,
+    );
+  }
+  return lines;
 }
 
 function failureLines({ bare, driver, api }: FunctionsResults): string[] {

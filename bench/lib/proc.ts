@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface MemoryReading {
   /** Resident set size now. */
@@ -39,4 +39,9 @@ function statCpuMs(file: string): number {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   return (utime + stime) * MS_PER_TICK;
+}
+
+/** How many file descriptors a process holds open. */
+export function openFds(pid: number | 'self' = 'self'): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }

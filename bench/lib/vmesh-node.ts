@@ -1,14 +1,33 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
-const BIN = fileURLToPath(new URL('../../bin/vmesh.js', import.meta.url));
+const ROOT = new URL('../../', import.meta.url);
+const BIN = fileURLToPath(new URL('bin/vmesh.js', ROOT));
+
+/** What `vmesh up` runs, by bin/vmesh.js's own rule: dist/ when built after every change to src/. */
+export type NodeCode = 'dist/ (compiled)' | 'src/ through tsx';
+
+export function nodeCode(): NodeCode {
+  if (process.env.VMESH_FROM_SOURCE === '1') return 'src/ through tsx';
+  let built: number;
+  try {
+    built = statSync(new URL('dist/.stamp', ROOT)).mtimeMs;
+  } catch {
+    return 'src/ through tsx';
+  }
+  const src = new URL('src/', ROOT);
+  const fresh = readdirSync(src, { recursive: true }).every((rel) => statSync(new URL(String(rel), src)).mtimeMs <= built);
+  return fresh ? 'dist/ (compiled)' : 'src/ through tsx';
+}
 
 export interface NodeOptions {
   home: string;
   workers: number;
+  /** Worker threads idle this long end (the node's `workerIdleMs`), so that idle RSS can be read soon after a load. */
+  workerIdleMs?: number;
   readyTimeoutMs?: number;
 }
 
@@ -19,12 +38,16 @@ export interface NodeProcess {
   readonly token: string;
   /** From spawning the process to the first healthy answer of its API. */
   readonly startupMs: number;
+  /** The code it runs, judged when it was started. */
+  readonly code: NodeCode;
   stop(): Promise<void>;
 }
 
 /** Starts `vmesh up` in the foreground of a child process and resolves once its API answers. */
-export async function startNode({ home, workers, readyTimeoutMs = 60_000 }: NodeOptions): Promise<NodeProcess> {
+export async function startNode({ home, workers, workerIdleMs, readyTimeoutMs = 60_000 }: NodeOptions): Promise<NodeProcess> {
+  if (workerIdleMs !== undefined) writeFileSync(path.join(home, 'config.json'), JSON.stringify({ workerIdleMs }));
   const args = [BIN, '--home', home, 'up', '--port', '0', '--workers', String(workers), '--log-level', 'warn'];
+  const code = nodeCode();
   const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const stderr = tail(child);
@@ -32,7 +55,7 @@ export async function startNode({ home, workers, readyTimeoutMs = 60_000 }: Node
     const url = await waitForApi(home, child, readyTimeoutMs, stderr);
     const startupMs = performance.now() - started;
     const token = readFileSync(path.join(home, 'token'), 'utf8').trim();
-    return { pid: child.pid!, url, token, startupMs, stop: () => stopChild(child) };
+    return { pid: child.pid!, url, token, startupMs, code, stop: () => stopChild(child) };
   } catch (err) {
     await stopChild(child);
     throw err;

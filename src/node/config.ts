@@ -47,6 +47,7 @@ export const ConfigFile = Type.Object(
       ),
     ),
     workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, description: 'worker threads per function driver' })),
+    workerIdleMs: Type.Optional(Type.Integer({ minimum: 1, description: 'an idle worker thread ends after this long' })),
     fileRoots: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
     logLevel: Type.Optional(
       Type.Union([
@@ -72,6 +73,7 @@ export interface NodeConfig {
   executor: { maxConcurrent: number; queueLimit: number; queueTimeoutMs: number };
   limits: { outputBytes: number; inlineOutputBytes: number; requestBytes: number };
   workers: number;
+  workerIdleMs: number;
   fileRoots: string[];
   logLevel: string;
 }
@@ -107,6 +109,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     executor: { maxConcurrent: 256, queueLimit: 10_000, queueTimeoutMs: 60_000, ...fromFile.executor, ...overrides.executor },
     limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, requestBytes: 48 * 2 ** 20, ...fromFile.limits, ...overrides.limits },
     workers: pick('workers') ?? Math.max(2, os.availableParallelism()),
+    workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),
     logLevel: pick('logLevel') ?? 'info',
   };

@@ -50,7 +50,12 @@ export interface NodeOptions {
 }
 
 function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
-  const options = { sandboxRoot, workers: config.workers, inlineOutputBytes: config.limits.inlineOutputBytes };
+  const options = {
+    sandboxRoot,
+    workers: config.workers,
+    workerIdleTimeoutMs: config.workerIdleMs,
+    inlineOutputBytes: config.limits.inlineOutputBytes,
+  };
   return [new WasmDriver(options), new QuickJsDriver(options)];
 }
 
