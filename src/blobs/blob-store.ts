@@ -25,8 +25,9 @@ export class BlobStore {
     return path.join(this.root, 'sha256', m[1]!);
   }
 
-  async put(bytes: Uint8Array): Promise<string> {
-    const hash = sha256(bytes);
+  /** Stores bytes and returns their hash; `knownHash` (trusted: computed by the caller) skips rehashing. */
+  async put(bytes: Uint8Array, knownHash?: string): Promise<string> {
+    const hash = knownHash ?? sha256(bytes);
     if (this.known.has(hash)) return hash;
     const file = this.pathOf(hash);
     try {

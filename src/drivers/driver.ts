@@ -16,6 +16,8 @@ export interface SandboxRequest {
   workload: Workload;
   /** The workload's code, resolved from inline / file / blob. */
   code: Uint8Array;
+  /** `sha256:<hex>` of `code`, when the caller knows it (drivers may key caches by it). */
+  codeHash?: string;
   resources: ResolvedResources;
   /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
   outputCapBytes: number;

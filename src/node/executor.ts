@@ -60,6 +60,11 @@ export class Executor {
     return this.active.size;
   }
 
+  /** The executor's own record of a live (queued or started) run. */
+  record(id: string): RunRecord | undefined {
+    return this.active.get(id)?.record ?? this.queue.find((j) => j.record.id === id)?.record;
+  }
+
   /** 1-based place in the queue, or undefined when the run is not queued. */
   position(id: string): number | undefined {
     const i = this.queue.findIndex((j) => j.record.id === id);

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { BlobStore } from '../blobs/blob-store.ts';
-import type { Driver } from '../drivers/driver.ts';
+import { BlobStore, sha256 } from '../blobs/blob-store.ts';
+import type { Driver, SandboxRequest } from '../drivers/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
 import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
 import { WasmDriver } from '../drivers/wasm/driver.ts';
@@ -142,10 +142,11 @@ export class VmeshNode {
       const code = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots });
       const driver = this.registry.choose(workload, code);
       const id = newRunId();
-      const request = { runId: id, workload, code, resources, outputCapBytes: this.config.limits.outputBytes };
+      const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
+      const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes };
       await driver.validate(request);
       // The store keeps the code once, by hash, not inside every run's spec.
-      const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code) } } : workload;
+      const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;
       const now = new Date().toISOString();
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
@@ -175,8 +176,11 @@ export class VmeshNode {
 
   /** Resolves with the run once it has reached a terminal state. */
   async waitFor(id: string, signal?: AbortSignal): Promise<Run> {
-    const current = this.getRun(id);
-    if (isTerminal(current.state)) return current;
+    const live = this.executor.record(id);
+    if (live === undefined) {
+      const stored = this.getRun(id);
+      if (isTerminal(stored.state)) return stored;
+    }
     return new Promise<Run>((resolve, reject) => {
       const onState = (e: StateEvent) => {
         if (e.runId !== id || !isTerminal(e.state)) return;

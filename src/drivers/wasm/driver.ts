@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256 } from '../../blobs/blob-store.ts';
 import { InvalidSourceError, type Workload } from '../../spec/index.ts';
 import type { DriverProbe, SandboxRequest } from '../driver.ts';
 import { WorkerSandboxDriver, type WorkerDriverOptions, type WorkerPrepared } from '../worker/driver-base.ts';
@@ -54,10 +54,11 @@ export class WasmDriver extends WorkerSandboxDriver<WasmPrepared, WasmTask> {
   /** Limits the module's memory to the request, compiles it (cached by hash) and checks its exports. */
   private async compile(request: SandboxRequest): Promise<{ module: WebAssembly.Module; memoryCapBytes: number }> {
     const maxPages = Math.floor((request.resources.memoryMiB * 2 ** 20) / WASM_PAGE);
-    const limited = limitModuleMemory(request.code, maxPages);
-    const key = createHash('sha256').update(limited).digest('hex');
+    // The same code with the same limit compiles to the same module: key by the code's hash when known.
+    const key = `${request.codeHash ?? sha256(request.code)}/${maxPages}`;
     let module = this.modules.get(key);
     if (module === undefined) {
+      const limited = limitModuleMemory(request.code, maxPages);
       try {
         module = await WebAssembly.compile(limited);
       } catch (err) {
