@@ -121,3 +121,39 @@ describe('wasm driver descriptors', () => {
     }
   });
 });
+
+describe('wasm sandbox file system', () => {
+  const root = tempDir();
+  const driver = new WasmDriver({ sandboxRoot: root.dir, workers: 1 });
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+  const attempt = async (target: string, file: string) => runCase(driver, { workload: fn({ args: [target, file] }), code: await watFixture('escape') });
+
+  it('reads a file the guest put in its own scratch directory (the fixture itself works)', async () => {
+    const { exit, stdout } = await attempt('-', 'missing');
+    assert.equal(exit.exitCode, 44, 'ENOENT for a file that is not there');
+    assert.equal(stdout.text, '');
+  });
+
+  it('cannot climb out of its scratch directory with ..', async () => {
+    const { exit, stdout } = await attempt('-', '../../../../../../etc/hostname');
+    assert.notEqual(exit.exitCode, 0);
+    assert.equal(stdout.text, '');
+  });
+
+  it('sees its scratch directory as / (an absolute path does not reach the host)', async () => {
+    const { exit, stdout } = await attempt('-', '/etc/hostname');
+    assert.notEqual(exit.exitCode, 0);
+    assert.equal(stdout.text, '');
+  });
+
+  it('cannot make a symlink, so it cannot read the host through one (node:wasi would follow ../ links out)', async () => {
+    for (const target of ['/etc', '../../../../../../etc', 'inside']) {
+      const { exit, stdout } = await attempt(target, 'link/hostname');
+      assert.equal(exit.exitCode, 200 + 58, `path_symlink to ${target} must fail with ENOTSUP`);
+      assert.equal(stdout.text, '');
+    }
+  });
+});

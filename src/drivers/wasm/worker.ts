@@ -17,6 +17,7 @@ export interface WasmTask {
 
 const ERRNO_SUCCESS = 0;
 const ERRNO_NOSPC = 51;
+const ERRNO_NOTSUP = 58;
 type WasiFn = (...args: number[]) => number;
 
 serve<WasmTask>(async (task) => {
@@ -79,6 +80,10 @@ serve<WasmTask>(async (task) => {
     closeGuestFds = () => {
       for (let fd = 3; fd <= highestFd; fd++) original.fd_close!(fd);
     };
+    // node:wasi resolves a relative symlink without checking that its target stays inside the preopen:
+    // a guest that could make `link -> ../../etc` would read the host through it. The scratch directory
+    // starts empty, so refusing to create symlinks leaves none to follow.
+    sys.path_symlink = () => ERRNO_NOTSUP;
     sys.fd_write = guarded('fd_write');
     sys.fd_pwrite = guarded('fd_pwrite');
     sys.fd_read = (fd: number, iovs: number, count: number, nread: number) => {
