@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -105,6 +105,19 @@ describe('vmesh CLI against a real detached node', () => {
     const again = await vmesh(home, ['cancel', id]);
     assert.equal(again.code, 5);
     assert.match(again.stderr, /already ended \(cancelled\)/);
+  });
+
+  it('streams a run\'s output while it runs, and Ctrl-C cancels it (exit 130)', async () => {
+    const child = spawn(process.execPath, [BIN, '--home', home, 'run', SPIN_JS, '--timeout', '60s'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => ((stdout += d.toString()), stdout.includes('spinning') && resolve())));
+    child.kill('SIGINT'); // the run never ends by itself: its output arrived while it was running
+    assert.equal(await exited, 130);
+    assert.match(stderr, /cancelling run r[0-9a-z]+/);
+    assert.match(stderr, /cancelled: cancelled by request/);
   });
 
   it('exits 4 for an unknown run and 3 when no node answers', async () => {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
 import { isWasm } from '../../drivers/wasm/module-limits.ts';
+import type { VmeshClient } from '../../sdk/client.ts';
 import { withClient } from '../connect.ts';
 import { exitCodeOf } from '../exit-codes.ts';
 import { printJson } from '../format.ts';
@@ -50,11 +51,16 @@ export function runCommand(program: Command): void {
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
       const workload = buildWorkload(file, args, opts);
       await withClient(cmd, async (client, global) => {
-        const run = await client.run(workload, { wait: !opts.detach });
-        if (global.json) printJson(run);
-        else if (opts.detach) process.stdout.write(`${run.id}\n`);
-        else printRun(run);
-        if (!opts.detach) process.exitCode = exitCodeOf(run);
+        if (opts.detach || global.json) {
+          const run = await client.run(workload, { wait: !opts.detach });
+          if (global.json) printJson(run);
+          else process.stdout.write(`${run.id}\n`);
+          if (!opts.detach) process.exitCode = exitCodeOf(run);
+          return;
+        }
+        const run = await streamRun(client, workload);
+        printResult(run);
+        process.exitCode = exitCodeOf(run);
       });
     });
 }
@@ -85,12 +91,32 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
   return workload;
 }
 
-/** Human output: the workload's own stdout and stderr, its JSON output, and a line when it did not succeed. */
-function printRun(run: Run): void {
+/**
+ * Submits the run and prints its stdout and stderr as they come (the node's log stream), so that a long
+ * run shows progress; Ctrl-C cancels the run. Resolves with the finished run.
+ */
+async function streamRun(client: VmeshClient, workload: Workload): Promise<Run> {
+  const { id } = await client.run(workload, { wait: false });
+  const onInterrupt = () => {
+    process.stderr.write(`\nvmesh: cancelling run ${id}\n`);
+    client.cancel(id).catch(() => {});
+  };
+  process.on('SIGINT', onInterrupt);
+  try {
+    for await (const e of client.logs(id)) {
+      if (e.event === 'stdout') process.stdout.write(e.text);
+      else if (e.event === 'stderr') process.stderr.write(e.text);
+    }
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
+  return client.getRun(id);
+}
+
+/** After the streamed output: a js function's JSON result, cut streams, outputs, and how it ended. */
+function printResult(run: Run): void {
   const r = run.result;
   if (r !== undefined) {
-    process.stdout.write(r.stdout.text);
-    process.stderr.write(r.stderr.text);
     if (r.output !== undefined) process.stdout.write(`${JSON.stringify(r.output, null, 2)}\n`);
     for (const [name, s] of [['stdout', r.stdout], ['stderr', r.stderr]] as const) {
       if (s.truncated) process.stderr.write(`vmesh: ${name} truncated: the run wrote ${s.bytes} bytes, ${Buffer.byteLength(s.text)} kept\n`);
