@@ -220,6 +220,7 @@ export class Executor {
     if (reason !== undefined) patch.reason = reason;
     if (result !== undefined) patch.result = result;
     this.transition(job, state, patch);
+    this.o.logger.debug({ runId: job.record.id, driver: job.driver.name, state, reason, totalMs: result?.timings.totalMs }, 'run ended');
     this.o.metrics.runsEnded.inc({ driver: job.driver.name, state });
     if (job.runningAt !== undefined) {
       this.o.metrics.runDuration.observe({ driver: job.driver.name }, (performance.now() - job.runningAt) / 1000);
