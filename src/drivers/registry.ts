@@ -42,10 +42,6 @@ export class DriverRegistry {
     }));
   }
 
-  get(name: string): Driver | undefined {
-    return this.drivers.find((d) => d.name === name);
-  }
-
   all(): readonly Driver[] {
     return this.drivers;
   }

@@ -44,12 +44,6 @@ export class CapacityExceededError extends VmeshError {
   readonly status = 422;
 }
 
-/** The run waited in the queue longer than allowed. */
-export class QueueTimeoutError extends VmeshError {
-  readonly code = 'queue_timeout';
-  readonly status = 503;
-}
-
 /** The queue is full; try again later. */
 export class QueueFullError extends VmeshError {
   readonly code = 'queue_full';

@@ -1,5 +1,4 @@
 import Type, { type Static } from 'typebox';
-import { Workload } from './workload.ts';
 
 /**
  * The life of a run:
@@ -124,5 +123,3 @@ export const Run = Type.Object({
   result: Type.Optional(RunResult),
 });
 export type Run = Static<typeof Run>;
-
-export const RunWithSpec = Type.Intersect([Run, Type.Object({ spec: Workload })]);

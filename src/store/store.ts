@@ -85,7 +85,6 @@ export class Store {
       eventsAfter: this.db.prepare('SELECT id, run_id AS runId, ts, type, data FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?'),
       getConfig: this.db.prepare('SELECT value FROM config WHERE key = ?'),
       setConfig: this.db.prepare('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
-      countByState: this.db.prepare('SELECT state, COUNT(*) AS n FROM runs GROUP BY state'),
     };
     this.nextEventId = ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0) + 1;
   }
@@ -199,13 +198,6 @@ export class Store {
   liveRuns(): RunRecord[] {
     this.flush();
     return (this.stmts.liveRuns.all(...LIVE_STATES) as RunRow[]).map(fromRow);
-  }
-
-  countByState(): Record<string, number> {
-    this.flush();
-    const out: Record<string, number> = {};
-    for (const row of this.stmts.countByState.all() as Array<{ state: string; n: number }>) out[row.state] = row.n;
-    return out;
   }
 
   appendEvent(runId: string, type: EventType, data: Uint8Array | string, ts = new Date().toISOString()): number {
