@@ -31,5 +31,6 @@ function settingsFromEnv(): Settings {
     concurrency: envNumber('BENCH_CONCURRENCY', 32, { min: 1, integer: true }),
     workers: envNumber('BENCH_WORKERS', 2, { min: 1, integer: true }),
     idleMs: envNumber('BENCH_IDLE_S', 2) * 1000,
+    settleMs: envNumber('BENCH_SETTLE_S', 60) * 1000,
   };
 }

@@ -8,6 +8,7 @@
 //   BENCH_CONCURRENCY  loops / connections of the throughput phases (default: 32)
 //   BENCH_WORKERS      worker threads of the wasm driver, in-process and in the node (default: 2)
 //   BENCH_IDLE_S       quiet time before each memory reading of the node (default: 2)
+//   BENCH_SETTLE_S     after the load, how long to wait at most for the node's RSS to settle (default: 60)
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';

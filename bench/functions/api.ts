@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { httpLoad } from '../lib/http-load.ts';
-import { openFds, readCpu, readMemory, type MemoryReading } from '../lib/proc.ts';
+import { openFds, readCpu, readMemory, settledMemory, type MemoryReading, type SettledMemory } from '../lib/proc.ts';
+import { TARGETS } from './report.ts';
 import { startNode, type NodeCode, type NodeProcess } from '../lib/vmesh-node.ts';
 import { EXPECTED_STDOUT, helloWorkload, type Settings, type WayResult } from './common.ts';
 
@@ -11,7 +12,7 @@ export interface ApiResult extends WayResult {
   code: NodeCode;
   startupMs: number;
   /** The node's memory once started and idle, and again once idle after the load. */
-  memory: { afterStart: MemoryReading; afterLoad: MemoryReading };
+  memory: { afterStart: MemoryReading; afterLoad: MemoryReading; settled: SettledMemory };
   /** File descriptors the node holds at the same two moments. */
   fds: { afterStart: number; afterLoad: number };
   /** CPU used during the throughput phase, in cores: where the time goes when the node is saturated. */
@@ -44,7 +45,10 @@ export async function measureApi(code: Uint8Array, settings: Settings, log: (lin
     await sleep(settings.idleMs);
     const afterLoad = readMemory(node.pid);
     const fds = { afterStart: fdsAfterStart, afterLoad: openFds(node.pid) };
-    return { single, loaded, sample, code: node.code, startupMs: node.startupMs, memory: { afterStart, afterLoad }, fds, cpu };
+    log(`  waiting up to ${settings.settleMs / 1000} s for the idle node's memory to settle`);
+    const settled = await settledMemory(node.pid, { targetMiB: TARGETS.idleRssMiB, maxMs: settings.settleMs });
+    settled.afterMs += settings.idleMs;
+    return { single, loaded, sample, code: node.code, startupMs: node.startupMs, memory: { afterStart, afterLoad, settled }, fds, cpu };
   } finally {
     await node?.stop();
     rmSync(home, { recursive: true, force: true });

@@ -22,6 +22,8 @@ export interface Settings {
   workers: number;
   /** Quiet time before each memory reading of the node. */
   idleMs: number;
+  /** After the load, how long to wait at most for the idle node's RSS to come down. */
+  settleMs: number;
 }
 
 /** One way of running the function: latency alone (concurrency 1) and throughput under load. */

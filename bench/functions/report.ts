@@ -102,7 +102,8 @@ function nodeTable({ api, settings, cores }: FunctionsResults): Table {
       ['code run (see bin/vmesh.js)', api.code],
       ['start-up (spawn to healthy API)', ms(api.startupMs)],
       ['idle RSS after start', mib(afterStart.rssMiB)],
-      ['idle RSS after the load', mib(afterLoad.rssMiB)],
+      [`RSS ${settings.idleMs / 1000} s after the load`, mib(afterLoad.rssMiB)],
+      [`idle RSS once settled (${(api.memory.settled.afterMs / 1000).toFixed(0)} s after the load)`, mib(api.memory.settled.rssMiB)],
       ['peak RSS (VmHWM)', mib(afterLoad.peakMiB)],
       ['open file descriptors after start', count(api.fds.afterStart)],
       ['open file descriptors after the load', count(api.fds.afterLoad)],
@@ -128,7 +129,7 @@ function targetsTable(r: FunctionsResults): Table {
 /** A figure measured while runs failed does not pass, however good it looks. */
 export function targets({ api, settings, cores }: FunctionsResults): Target[] {
   const failedNote = (p: PhaseResult) => (p.failed > 0 ? `, ${count(p.failed)} failed` : '');
-  const idleRss = Math.max(api.memory.afterStart.rssMiB, api.memory.afterLoad.rssMiB);
+  const idleRss = Math.max(api.memory.afterStart.rssMiB, api.memory.settled.rssMiB);
   return [
     {
       goal: `API round trip p50 <= ${TARGETS.apiP50Ms} ms (loopback, warm)`,
@@ -142,7 +143,7 @@ export function targets({ api, settings, cores }: FunctionsResults): Target[] {
     },
     {
       goal: `idle node RSS <= ${TARGETS.idleRssMiB} MiB`,
-      measured: `${mib(api.memory.afterStart.rssMiB)} after start, ${mib(api.memory.afterLoad.rssMiB)} ${settings.idleMs / 1000} s after the load`,
+      measured: `${mib(api.memory.afterStart.rssMiB)} after start, ${mib(api.memory.settled.rssMiB)} idle ${(api.memory.settled.afterMs / 1000).toFixed(0)} s after the load`,
       pass: idleRss <= TARGETS.idleRssMiB,
     },
   ];

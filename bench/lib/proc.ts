@@ -13,6 +13,28 @@ export function readMemory(pid: number): MemoryReading {
   return { rssMiB: statusKiB(status, 'VmRSS') / 1024, peakMiB: statusKiB(status, 'VmHWM') / 1024 };
 }
 
+export interface SettledMemory {
+  rssMiB: number;
+  /** How long after the call the reading was taken. */
+  afterMs: number;
+}
+
+/**
+ * Polls a process's RSS until it is at or under `targetMiB` or `maxMs` have passed, and returns the
+ * lowest reading. V8 gives freed heap back to the OS only some tens of seconds after a load ends, so a
+ * reading taken right after a load says little about what an idle process holds.
+ */
+export async function settledMemory(pid: number, { targetMiB, maxMs, stepMs = 2000 }: { targetMiB: number; maxMs: number; stepMs?: number }): Promise<SettledMemory> {
+  const start = performance.now();
+  let best: SettledMemory = { rssMiB: readMemory(pid).rssMiB, afterMs: 0 };
+  while (best.rssMiB > targetMiB && performance.now() - start < maxMs) {
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+    const rssMiB = readMemory(pid).rssMiB;
+    if (rssMiB < best.rssMiB) best = { rssMiB, afterMs: performance.now() - start };
+  }
+  return best;
+}
+
 function statusKiB(status: string, field: string): number {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
   if (match === null) throw new Error(`/proc status has no ${field} line`);
