@@ -18,6 +18,8 @@ export interface SandboxRequest {
   code: Uint8Array;
   /** `sha256:<hex>` of `code`, when the caller knows it (drivers may key caches by it). */
   codeHash?: string;
+  /** When the source is a directory (a container rootfs or image layout): its real path; `code` is empty. */
+  sourceDir?: string;
   resources: ResolvedResources;
   /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
   outputCapBytes: number;
@@ -86,6 +88,11 @@ export interface Driver {
   stop(sandbox: RunningSandbox, reason: StopReason): Promise<void>;
   /** Removes everything `prepare` and `start` made. Idempotent; never throws. */
   cleanup(prepared: PreparedSandbox): Promise<void>;
+  /**
+   * Removes what a previous node process left behind in this driver's own domain (containers, mounts,
+   * VMs) after a crash. Called once at start, after `probe` and before the node reconciles its runs.
+   */
+  recover?(): Promise<number>;
   /** Live sandboxes this driver holds right now (the compliance suite checks it drops to zero). */
   liveSandboxes(): number;
   /** Releases long-lived resources (worker pools). */

@@ -33,6 +33,15 @@ export class DriverRegistry {
     );
   }
 
+  /** Lets every available driver remove what a crashed process left; returns how many sandboxes in all. */
+  async recoverAll(): Promise<number> {
+    let total = 0;
+    for (const d of this.drivers) {
+      if (this.probes.get(d.name)?.available && d.recover !== undefined) total += await d.recover().catch(() => 0);
+    }
+    return total;
+  }
+
   list(): DriverStatus[] {
     return this.drivers.map((d) => ({
       name: d.name,

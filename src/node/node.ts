@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { BlobStore, sha256 } from '../blobs/blob-store.ts';
 import type { Driver, SandboxRequest } from '../drivers/driver.ts';
+import { OciDriver } from '../drivers/oci/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
 import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
 import { WasmDriver } from '../drivers/wasm/driver.ts';
@@ -56,7 +57,11 @@ function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
     workerIdleTimeoutMs: config.workerIdleMs,
     inlineOutputBytes: config.limits.inlineOutputBytes,
   };
-  return [new WasmDriver(options), new QuickJsDriver(options)];
+  return [
+    new WasmDriver(options),
+    new QuickJsDriver(options),
+    new OciDriver({ sandboxRoot, stateDir: path.join(config.home, 'oci-state'), inlineOutputBytes: config.limits.inlineOutputBytes }),
+  ];
 }
 
 /** Time-ordered, unguessable run ids: `r` + 9 base36 chars of milliseconds + 12 hex chars of randomness. */
@@ -99,10 +104,14 @@ export class VmeshNode {
         id = `node-${randomBytes(8).toString('hex')}`;
         store.setConfig('node_id', id);
       }
-      const reconciled = await reconcile(store, sandboxRoot);
-      if (reconciled.lost.length > 0) logger.warn({ lost: reconciled.lost }, 'runs left live by the previous process are now lost');
       const registry = new DriverRegistry((options.drivers ?? defaultDrivers)(sandboxRoot, config));
       await registry.probeAll();
+      // Drivers first (containers hold mounts inside sandbox directories), then the runs and directories.
+      const recovered = await registry.recoverAll();
+      const reconciled = await reconcile(store, sandboxRoot);
+      if (reconciled.lost.length > 0 || recovered > 0) {
+        logger.warn({ lost: reconciled.lost, recovered }, 'runs left live by the previous process are now lost');
+      }
       const ledger = new Ledger(hostCapacity(config.home, config.capacity));
       const metrics = new NodeMetrics();
       const events = new NodeEvents();
@@ -139,11 +148,12 @@ export class VmeshNode {
       const workload = parseWorkload(input);
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
-      const code = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots });
+      const { code, dir } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots });
       const driver = this.registry.choose(workload, code);
       const id = newRunId();
       const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
       const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes };
+      if (dir !== undefined) request.sourceDir = dir;
       await driver.validate(request);
       // The store keeps the code once, by hash, not inside every run's spec.
       const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;

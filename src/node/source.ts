@@ -9,8 +9,20 @@ export interface SourceContext {
   fileRoots: readonly string[];
 }
 
-/** The workload's code as bytes, from inline text, a file under a file root, or the blob store. */
-export async function resolveSource(source: Source, ctx: SourceContext): Promise<Uint8Array> {
+export interface ResolvedSource {
+  /** The code as bytes (empty when the source is a directory). */
+  code: Uint8Array;
+  /** The real path of a directory source (a container rootfs or OCI image layout). */
+  dir?: string;
+}
+
+/** The workload's code: inline text, a file or directory under a file root, or a blob. */
+export async function resolveSource(source: Source, ctx: SourceContext): Promise<ResolvedSource> {
+  if ('file' in source) return readUnderRoots(source.file, ctx.fileRoots);
+  return { code: await resolveBytes(source, ctx) };
+}
+
+async function resolveBytes(source: Exclude<Source, { file: string }>, ctx: SourceContext): Promise<Uint8Array> {
   if ('inline' in source) {
     const bytes = source.encoding === 'base64' ? decodeBase64(source.inline) : Buffer.from(source.inline, 'utf8');
     if (bytes.byteLength > MAX_INLINE_BYTES) {
@@ -18,12 +30,9 @@ export async function resolveSource(source: Source, ctx: SourceContext): Promise
     }
     return bytes;
   }
-  if ('blob' in source) {
-    const bytes = await ctx.blobs.get(source.blob);
-    if (bytes === undefined) throw new InvalidInputError(`source.blob: this node holds no blob ${source.blob}`, { field: 'source.blob' });
-    return bytes;
-  }
-  return readUnderRoots(source.file, ctx.fileRoots);
+  const bytes = await ctx.blobs.get(source.blob);
+  if (bytes === undefined) throw new InvalidInputError(`source.blob: this node holds no blob ${source.blob}`, { field: 'source.blob' });
+  return bytes;
 }
 
 function decodeBase64(text: string): Buffer {
@@ -33,8 +42,11 @@ function decodeBase64(text: string): Buffer {
   return Buffer.from(text, 'base64');
 }
 
-/** Reads a file that must resolve (symlinks included) to a regular file inside one of `roots`. */
-async function readUnderRoots(file: string, roots: readonly string[]): Promise<Buffer> {
+/**
+ * Reads a file, or names a directory, that must resolve (symlinks included) to a path inside one of
+ * `roots`.
+ */
+async function readUnderRoots(file: string, roots: readonly string[]): Promise<ResolvedSource> {
   if (roots.length === 0) {
     throw new InvalidInputError('source.file: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob', { field: 'source.file' });
   }
@@ -44,11 +56,12 @@ async function readUnderRoots(file: string, roots: readonly string[]): Promise<B
     const real = await fs.realpath(path.resolve(realRoot, file)).catch(() => undefined);
     if (real === undefined || !real.startsWith(realRoot + path.sep)) continue;
     const stat = await fs.stat(real);
+    if (stat.isDirectory()) return { code: new Uint8Array(0), dir: real };
     if (!stat.isFile()) continue;
     if (stat.size > MAX_INLINE_BYTES) {
       throw new InvalidInputError(`source.file: ${stat.size} bytes is over the ${MAX_INLINE_BYTES}-byte limit`, { field: 'source.file' });
     }
-    return fs.readFile(real);
+    return { code: await fs.readFile(real) };
   }
-  throw new InvalidInputError(`source.file: ${JSON.stringify(file)} is not a regular file under the node's file roots`, { field: 'source.file' });
+  throw new InvalidInputError(`source.file: ${JSON.stringify(file)} is not a file or directory under the node's file roots`, { field: 'source.file' });
 }

@@ -102,6 +102,14 @@ export const Workload = Type.Object(
       Type.String({ minLength: 1, maxLength: 256, description: 'exported entry (wasm: _start, js: default)' }),
     ),
     name: Type.Optional(Type.String({ maxLength: 256, description: 'a human label shown by ps' })),
+    command: Type.Optional(
+      Type.Array(Type.String({ maxLength: 65_536 }), {
+        minItems: 1,
+        maxItems: 1024,
+        description: 'container: the program and its arguments (replaces the image entrypoint and cmd)',
+      }),
+    ),
+    workdir: Type.Optional(Type.String({ pattern: '^/', maxLength: 4096, description: 'container: working directory' })),
     args: Type.Optional(Type.Array(Type.String({ maxLength: 65_536 }), { maxItems: 1024 })),
     env: Type.Optional(
       Type.Record(Type.String({ pattern: EnvName, maxLength: 256 }), Type.String({ maxLength: 65_536 }), {

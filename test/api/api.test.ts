@@ -180,8 +180,9 @@ describe('HTTP API', () => {
     assert.ok(node.capacity.vcpus >= 1);
     assert.deepEqual(node.free, node.capacity);
     const names = node.drivers.map((d) => d.name);
-    assert.deepEqual(names, ['wasm', 'quickjs']);
-    assert.ok(node.drivers.every((d) => d.probe.available && d.probe.version));
+    assert.deepEqual(names, ['wasm', 'quickjs', 'oci']);
+    for (const d of node.drivers) assert.ok(d.probe.available ? d.probe.version : d.probe.reason, `${d.name} says its version or why not`);
+    assert.ok(node.drivers.filter((d) => d.name !== 'oci').every((d) => d.probe.available));
     assert.deepEqual((await client.drivers()).map((d) => d.name), names);
   });
 

@@ -12,6 +12,8 @@ import { tempDir } from '../helpers/tmp.ts';
 export interface Case {
   workload: Workload;
   code: Uint8Array;
+  /** For directory sources (a container's root file system): what the node resolved source.file to. */
+  sourceDir?: string;
 }
 
 export interface ComplianceFixtures {
@@ -60,14 +62,20 @@ export async function runCase(
     resources: { ...BASE, ...opts.resources },
     outputCapBytes: cap,
   };
+  if (c.sourceDir !== undefined) request.sourceDir = c.sourceDir;
   await driver.validate(request);
   const hooks = opts.onRunning === undefined ? {} : { onRunning: opts.onRunning };
   const exit = await runInSandbox(driver, request, io, opts.signal, hooks);
   return { exit, stdout: streams.stdout.toJSON(), stderr: streams.stderr.toJSON() };
 }
 
-export function driverCompliance(name: string, make: (sandboxRoot: string) => Driver, fixtures: () => Promise<ComplianceFixtures>): void {
-  describe(`driver compliance: ${name}`, () => {
+export function driverCompliance(
+  name: string,
+  make: (sandboxRoot: string) => Driver,
+  fixtures: () => Promise<ComplianceFixtures>,
+  options: { skip?: string | false } = {},
+): void {
+  describe(`driver compliance: ${name}`, { skip: options.skip ?? false }, () => {
     const root = tempDir(`vmesh-compliance-${name}-`);
     let driver: Driver;
     let f: ComplianceFixtures;

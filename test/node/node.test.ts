@@ -100,7 +100,7 @@ describe('node', () => {
     await assert.rejects(node.submit(js('export default 1', { surprise: true })), rejectsWith('invalid_input', 'surprise'));
     await assert.rejects(node.submit({ kind: 'function' }), rejectsWith('invalid_input', 'source'));
     await assert.rejects(node.submit(js('not wasm', { runtime: 'wasm' })), rejectsWith('invalid_source', 'source'));
-    await assert.rejects(node.submit({ kind: 'container', source: { inline: 'x' } }), rejectsWith('no_driver', 'kind'));
+    await assert.rejects(node.submit({ kind: 'microvm', source: { inline: 'x' } }), rejectsWith('no_driver', 'kind'));
     await assert.rejects(node.submit(js('x', { isolation: 'vm' })), rejectsWith('no_driver'));
     await assert.rejects(node.submit(js('x', { driver: 'firecracker' })), rejectsWith('no_driver', 'driver'));
     await assert.rejects(node.submit({ kind: 'function', source: { inline: '!!', encoding: 'base64' } }), rejectsWith('invalid_input', 'source.inline'));

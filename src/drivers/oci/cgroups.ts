@@ -1,0 +1,52 @@
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+
+const ROOT = '/sys/fs/cgroup';
+
+/**
+ * `v2` when /sys/fs/cgroup is the unified hierarchy; `v1` otherwise (including "hybrid" hosts, where a
+ * v2 mount exists beside the v1 controllers but holds none of them).
+ */
+export type CgroupVersion = 'v1' | 'v2';
+
+export function cgroupVersion(root = ROOT): CgroupVersion {
+  return existsSync(path.join(root, 'cgroup.controllers')) ? 'v2' : 'v1';
+}
+
+/** What a container's cgroup recorded, read before the runtime deletes it. */
+export interface CgroupStats {
+  /** Processes the kernel's OOM killer ended inside the cgroup. */
+  oomKills: number;
+  memoryPeakBytes?: number;
+  cpuMs?: number;
+}
+
+/** Reads a container's cgroup (`cgroupsPath` as given to the runtime, e.g. `/vmesh/<id>`). Missing files count as unknown. */
+export async function readCgroupStats(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<CgroupStats> {
+  const rel = cgroupsPath.replace(/^\/+/, '');
+  const read = (...parts: string[]) => fs.readFile(path.join(root, ...parts), 'utf8').catch(() => undefined);
+  const stats: CgroupStats = { oomKills: 0 };
+  if (version === 'v2') {
+    const [events, peak, cpu] = await Promise.all([read(rel, 'memory.events'), read(rel, 'memory.peak'), read(rel, 'cpu.stat')]);
+    stats.oomKills = field(events, 'oom_kill') ?? 0;
+    if (peak !== undefined) stats.memoryPeakBytes = Number(peak.trim());
+    const usec = field(cpu, 'usage_usec');
+    if (usec !== undefined) stats.cpuMs = usec / 1000;
+    return stats;
+  }
+  const [oom, peak, cpuNs] = await Promise.all([
+    read('memory', rel, 'memory.oom_control'),
+    read('memory', rel, 'memory.max_usage_in_bytes'),
+    read('cpuacct', rel, 'cpuacct.usage'),
+  ]);
+  stats.oomKills = field(oom, 'oom_kill') ?? 0;
+  if (peak !== undefined) stats.memoryPeakBytes = Number(peak.trim());
+  if (cpuNs !== undefined) stats.cpuMs = Number(cpuNs.trim()) / 1e6;
+  return stats;
+}
+
+/** `name value` lines (memory.events, memory.oom_control, cpu.stat). */
+function field(text: string | undefined, name: string): number | undefined {
+  const m = text === undefined ? null : new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+  return m === null ? undefined : Number(m[1]);
+}

@@ -1,0 +1,120 @@
+import type { ResolvedResources } from '../../spec/index.ts';
+
+/**
+ * The OCI runtime configuration (config.json of a bundle) that vmesh writes for every container, after
+ * the OCI runtime specification 1.0.2. Only the fields vmesh sets are typed here.
+ */
+export interface RuntimeConfig {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: Record<'bounding' | 'effective' | 'permitted' | 'inheritable' | 'ambient', string[]>;
+    rlimits: Array<{ type: string; hard: number; soft: number }>;
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: Array<{ destination: string; type: string; source: string; options: string[] }>;
+  linux: {
+    cgroupsPath: string;
+    resources: {
+      devices: Array<{ allow: boolean; access: string }>;
+      memory: { limit: number; swap: number };
+      cpu: { quota: number; period: number };
+      pids: { limit: number };
+    };
+    namespaces: Array<{ type: string }>;
+    maskedPaths: string[];
+    readonlyPaths: string[];
+  };
+}
+
+/**
+ * Capabilities a container keeps: binding ports below 1024 (services publish them). Everything else a
+ * root process would have is dropped, and `noNewPrivileges` stops setuid binaries from gaining any.
+ */
+export const CONTAINER_CAPABILITIES = ['CAP_NET_BIND_SERVICE'] as const;
+
+export const CPU_PERIOD_US = 100_000;
+export const DEFAULT_PIDS_LIMIT = 256;
+const NOFILE = 1024;
+
+export interface ContainerSpec {
+  /** Absolute path of the root file system; mounted read-only. */
+  rootfs: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+  hostname: string;
+  resources: ResolvedResources;
+  cgroupsPath: string;
+  /** Host directory mounted read-write at /out: where declared outputs are collected from. */
+  outputsDir?: string;
+  pidsLimit?: number;
+}
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
+  const caps = [...CONTAINER_CAPABILITIES];
+  const memory = spec.resources.memoryMiB * 2 ** 20;
+  const env = { PATH: DEFAULT_PATH, HOME: '/tmp', ...spec.env };
+  const mounts: RuntimeConfig['mounts'] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    // The only writable place inside the root: capped at the run's scratch disk.
+    { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.max(1, spec.resources.diskMiB)}m`] },
+  ];
+  if (spec.outputsDir !== undefined) {
+    mounts.push({ destination: '/out', type: 'bind', source: spec.outputsDir, options: ['rbind', 'rw', 'nosuid', 'nodev'] });
+  }
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: spec.args,
+      env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      cwd: spec.cwd,
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: NOFILE, soft: NOFILE }],
+      noNewPrivileges: true,
+    },
+    root: { path: spec.rootfs, readonly: true },
+    hostname: spec.hostname,
+    mounts,
+    linux: {
+      cgroupsPath: spec.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        // swap = limit: no swap beyond the memory limit (cgroup v1 memsw semantics; runc maps it for v2).
+        memory: { limit: memory, swap: memory },
+        cpu: { quota: Math.max(1000, Math.round(spec.resources.vcpus * CPU_PERIOD_US)), period: CPU_PERIOD_US },
+        pids: { limit: spec.pidsLimit ?? DEFAULT_PIDS_LIMIT },
+      },
+      // A network namespace of its own with nothing in it: no network until src/net gives it one.
+      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      maskedPaths: [
+        '/proc/acpi',
+        '/proc/asound',
+        '/proc/kcore',
+        '/proc/keys',
+        '/proc/latency_stats',
+        '/proc/timer_list',
+        '/proc/timer_stats',
+        '/proc/sched_debug',
+        '/sys/firmware',
+        '/proc/scsi',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}

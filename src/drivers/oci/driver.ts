@@ -1,0 +1,250 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
+import { collectOutputs } from '../outputs.ts';
+import { cgroupVersion, readCgroupStats, type CgroupVersion } from './cgroups.ts';
+import { runtimeConfig } from './config.ts';
+import { resolveCommand } from './rootfs.ts';
+import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
+
+const exec = promisify(execFile);
+const CONTAINER_PREFIX = 'vmesh-';
+const CGROUP_PARENT = '/vmesh';
+
+export interface OciDriverOptions {
+  /** Parent of the per-run bundle directories. */
+  sandboxRoot?: string;
+  /** The runtime's own state directory (`--root`): holds only vmesh's containers. */
+  stateDir?: string;
+  /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
+  runtime?: RuntimeName;
+  inlineOutputBytes?: number;
+}
+
+interface OciPrepared extends PreparedSandbox {
+  readonly bundle: string;
+  readonly containerId: string;
+  readonly cgroupsPath: string;
+  readonly outputsDir?: string;
+  created: boolean;
+}
+
+interface OciRunning extends RunningSandbox {
+  readonly prepared: OciPrepared;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  stopReason?: StopReason;
+}
+
+/**
+ * OCI containers through runc or crun. vmesh writes the runtime configuration itself: its own pid,
+ * mount, ipc, uts and network namespaces, a read-only root, every capability dropped but
+ * CAP_NET_BIND_SERVICE, no new privileges, memory/CPU/pids limits in a cgroup under /vmesh, a tmpfs
+ * /tmp capped at the run's disk, and declared outputs collected from /out.
+ */
+export class OciDriver implements Driver {
+  readonly name = 'oci';
+  readonly kinds = ['container'] as const;
+  readonly isolation = 'container' as const;
+  private readonly sandboxRoot: string;
+  private readonly stateDir: string;
+  private readonly inlineOutputBytes: number;
+  private runtime: OciRuntime | undefined;
+  private cgroups: CgroupVersion = cgroupVersion();
+  private readonly prepared = new Set<OciPrepared>();
+  private readonly running = new Set<OciRunning>();
+
+  constructor(private readonly options: OciDriverOptions = {}) {
+    this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
+    this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
+    this.inlineOutputBytes = options.inlineOutputBytes ?? 2 ** 20;
+  }
+
+  accepts(workload: Workload): boolean {
+    return workload.kind === 'container';
+  }
+
+  async probe(signal?: AbortSignal): Promise<DriverProbe> {
+    if (process.platform !== 'linux') return { available: false, reason: 'containers need Linux' };
+    if (process.getuid?.() !== 0) return { available: false, reason: 'containers need the node to run as root (rootless containers are not supported yet)' };
+    this.cgroups = cgroupVersion();
+    const found = await findRuntime(this.cgroups, this.options.runtime, signal);
+    if ('missing' in found) return { available: false, reason: found.missing, details: { cgroups: this.cgroups } };
+    this.runtime = found;
+    return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups } };
+  }
+
+  async validate(request: SandboxRequest): Promise<void> {
+    const rootfs = await this.rootfsOf(request);
+    await resolveCommand(rootfs, this.argsOf(request.workload), request.workload.env ?? {});
+  }
+
+  async prepare(request: SandboxRequest): Promise<OciPrepared> {
+    this.requireRuntime();
+    const rootfs = await this.rootfsOf(request);
+    const args = await resolveCommand(rootfs, this.argsOf(request.workload), request.workload.env ?? {});
+    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
+    const containerId = `${CONTAINER_PREFIX}${request.runId}`;
+    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${CGROUP_PARENT}/${containerId}`, created: false };
+    this.prepared.add(prepared);
+    try {
+      if ((request.workload.outputs ?? []).length > 0) {
+        const outputsDir = path.join(bundle, 'out');
+        await fs.mkdir(outputsDir);
+        // A tmpfs of its own, so that what the container writes for the node is capped at diskMiB.
+        await exec('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
+        Object.assign(prepared, { outputsDir });
+      }
+      const config = runtimeConfig({
+        rootfs,
+        args,
+        env: request.workload.env ?? {},
+        cwd: request.workload.workdir ?? '/',
+        hostname: request.runId.slice(0, 63),
+        resources: request.resources,
+        cgroupsPath: prepared.cgroupsPath,
+        ...(prepared.outputsDir === undefined ? {} : { outputsDir: prepared.outputsDir }),
+      });
+      await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
+      return prepared;
+    } catch (err) {
+      await this.cleanup(prepared);
+      throw err;
+    }
+  }
+
+  async start(prepared: PreparedSandbox, io: SandboxIO): Promise<OciRunning> {
+    const p = prepared as OciPrepared;
+    const runtime = this.requireRuntime();
+    const stdin = p.request.workload.stdin;
+    const child = spawn(runtime.command, ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId], {
+      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    p.created = true;
+    child.stdout?.on('data', (chunk: Buffer) => io.write('stdout', chunk));
+    child.stderr?.on('data', (chunk: Buffer) => io.write('stderr', chunk));
+    if (stdin !== undefined) {
+      child.stdin?.on('error', () => {
+        /* the container may exit without reading its stdin */
+      });
+      child.stdin?.end(stdin);
+    }
+    const exited = new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(null));
+      child.once('close', (code) => resolve(code));
+    });
+    const running: OciRunning = { prepared: p, child, exited };
+    this.running.add(running);
+    return running;
+  }
+
+  async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
+    const r = sandbox as OciRunning;
+    const p = r.prepared;
+    try {
+      const code = await r.exited;
+      const stats = await readCgroupStats(this.cgroups, p.cgroupsPath);
+      const outputs = p.outputsDir === undefined ? [] : await collectOutputs(p.outputsDir, p.request.workload.outputs ?? [], { inlineBytes: this.inlineOutputBytes });
+      const usage: SandboxExit['usage'] = {};
+      if (stats.memoryPeakBytes !== undefined) usage.memoryPeakBytes = stats.memoryPeakBytes;
+      if (stats.cpuMs !== undefined) usage.cpuMs = Math.round(stats.cpuMs * 1000) / 1000;
+      const base = { outputs, usage };
+      if (r.stopReason === 'timeout') {
+        return { ...base, outcome: 'timeout', exitCode: null, reason: `killed after the ${p.request.resources.timeoutMs} ms timeout` };
+      }
+      if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
+      if (stats.oomKills > 0) {
+        return { ...base, outcome: 'oom', exitCode: code, reason: `memory limit of ${p.request.resources.memoryMiB} MiB reached (the kernel killed ${stats.oomKills} process${stats.oomKills === 1 ? '' : 'es'})` };
+      }
+      if (code === null) return { ...base, outcome: 'crashed', exitCode: null, reason: `${this.requireRuntime().name} could not run the container` };
+      return { ...base, outcome: 'exited', exitCode: code };
+    } finally {
+      this.running.delete(r);
+    }
+  }
+
+  async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
+    const r = sandbox as OciRunning;
+    if (r.stopReason !== undefined || r.child.exitCode !== null) return;
+    r.stopReason = reason;
+    await this.runtimeCall(['kill', r.prepared.containerId, 'KILL']).catch(() => {
+      r.child.kill('SIGKILL'); // the container may not exist yet; then the runtime process is all there is
+    });
+  }
+
+  async cleanup(prepared: PreparedSandbox): Promise<void> {
+    const p = prepared as OciPrepared;
+    if (p.created) await this.runtimeCall(['delete', '--force', p.containerId]).catch(() => {});
+    if (p.outputsDir !== undefined) await exec('umount', ['--lazy', p.outputsDir]).catch(() => {});
+    await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
+    this.prepared.delete(p);
+  }
+
+  /**
+   * Removes what a previous node process left behind: its containers (killed and deleted, which also
+   * removes their cgroups) and the output mounts under the sandbox root. Returns how many containers.
+   */
+  async recover(): Promise<number> {
+    if (this.runtime === undefined) return 0;
+    let ids: string[] = [];
+    try {
+      const { stdout } = await exec(this.runtime.command, ['--root', this.stateDir, 'list', '--quiet'], { timeout: 30_000 });
+      ids = stdout.split('\n').filter((id) => id.startsWith(CONTAINER_PREFIX));
+    } catch {
+      /* no state directory yet: nothing to recover */
+    }
+    for (const id of ids) await this.runtimeCall(['delete', '--force', id]).catch(() => {});
+    for (const mount of await mountsUnder(this.sandboxRoot)) await exec('umount', ['--lazy', mount]).catch(() => {});
+    return ids.length;
+  }
+
+  liveSandboxes(): number {
+    return this.prepared.size + this.running.size;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.running].map((r) => this.stop(r, 'cancelled')));
+  }
+
+  private argsOf(w: Workload): string[] {
+    const args = [...(w.command ?? []), ...(w.args ?? [])];
+    if (args.length === 0) throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"])', { field: 'command' });
+    return args;
+  }
+
+  private async rootfsOf(request: SandboxRequest): Promise<string> {
+    const dir = request.sourceDir;
+    if (dir === undefined) {
+      throw new InvalidSourceError('source: a container needs a root file system: source.file naming a directory under the node\'s file roots', { field: 'source' });
+    }
+    if (existsSync(path.join(dir, 'oci-layout'))) {
+      throw new InvalidSourceError('source: OCI image layouts are not unpacked yet; give an unpacked root file system directory', { field: 'source' });
+    }
+    return dir;
+  }
+
+  private requireRuntime(): OciRuntime {
+    if (this.runtime === undefined) throw new Error('the oci driver was used before a successful probe');
+    return this.runtime;
+  }
+
+  private async runtimeCall(args: string[]): Promise<void> {
+    await exec(this.requireRuntime().command, ['--root', this.stateDir, ...args], { timeout: 30_000 });
+  }
+}
+
+/** Mount points at or below `dir`, deepest first (from /proc/self/mountinfo). */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const info = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const prefix = path.resolve(dir) + path.sep;
+  return info
+    .split('\n')
+    .map((line) => line.split(' ')[4]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => m !== undefined && m.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+}

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { OciDriver } from '../../src/drivers/oci/driver.ts';
+import { InvalidInputError, type Workload } from '../../src/spec/index.ts';
+import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { driverCompliance, runCase, type Case } from './compliance.ts';
+
+const skip =
+  skipUnless('root', process.getuid?.() === 0, 'run the tests as root (containers need it)') ||
+  skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static');
+
+const images = tempDir('vmesh-rootfs-');
+after(() => images.remove());
+const rootfs = skip ? '' : busyboxRootfs(path.join(images.dir, 'busybox'));
+const sh = (script: string, extra: Partial<Workload> = {}): Case => ({
+  workload: { kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', script], ...extra },
+  code: new Uint8Array(0),
+});
+// The node resolves source.file to a directory; the driver gets its real path.
+const withDir = (c: Case) => ({ ...c, sourceDir: rootfs });
+
+const make = (root: string) => new OciDriver({ sandboxRoot: root, stateDir: path.join(root, '..', `${path.basename(root)}-state`) });
+
+driverCompliance(
+  'oci (runc)',
+  make,
+  async () => ({
+    hello: { ...withDir(sh('echo hello, compliance')), stdout: 'hello, compliance\n' },
+    stderr: { ...withDir(sh('echo to stderr >&2')), stderr: 'to stderr\n' },
+    exitCode: { ...withDir(sh('exit 3')), exitCode: 3 },
+    spin: withDir(sh('while :; do :; done')),
+    memoryBomb: withDir(sh('a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done')),
+    flood: withDir(sh('yes xxxxxxxxxxxxxxx | head -c 1000000')),
+    numbered: (n) => ({ ...withDir(sh(`echo run ${n}`)), stdout: `run ${n}\n` }),
+  }),
+  { skip },
+);
+
+describe('oci driver', { skip }, () => {
+  const root = tempDir('vmesh-oci-');
+  const stateDir = path.join(root.dir, 'state');
+  const sandboxes = path.join(root.dir, 'sandboxes');
+  let driver: OciDriver;
+  before(async () => {
+    driver = new OciDriver({ sandboxRoot: sandboxes, stateDir });
+    assert.equal((await driver.probe()).available, true);
+  });
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+  const run = (c: Case, opts?: Parameters<typeof runCase>[2]) => runCase(driver, withDir(c), opts);
+
+  it('gives the container a read-only root, a writable /tmp, one capability and no network', async () => {
+    const script = 'touch /x 2>/dev/null && echo root-writable; echo ok > /tmp/t && cat /tmp/t; grep CapEff /proc/self/status; ls /sys/class/net; hostname';
+    const { exit, stdout } = await run(sh(script));
+    assert.equal(exit.exitCode, 0);
+    const lines = stdout.text.trim().split('\n');
+    assert.deepEqual(lines.slice(0, 3), ['ok', 'CapEff:\t0000000000000400', 'lo'], 'CAP_NET_BIND_SERVICE (bit 10) only; loopback only');
+    assert.match(lines[3]!, /^compliance\d+$/, 'its own hostname');
+  });
+
+  it('stops a fork bomb at the pids limit', async () => {
+    const { exit, stdout, stderr } = await run(sh('for i in $(seq 1 400); do sleep 30 & done; echo unreachable'), { resources: { timeoutMs: 20_000 } });
+    assert.equal(exit.outcome, 'exited');
+    assert.notEqual(exit.exitCode, 0);
+    assert.match(stderr.text, /can't fork/);
+    assert.equal(stdout.text, '');
+  });
+
+  it('holds a spinning container to its CPU quota', async () => {
+    const { exit } = await run(sh('end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done'), { resources: { vcpus: 0.25, timeoutMs: 20_000 } });
+    assert.equal(exit.exitCode, 0);
+    const cpuMs = exit.usage.cpuMs!;
+    // About 2 s of wall time at a quarter of a CPU is about 500 ms of CPU; well under the 1-2 s it would use unthrottled.
+    assert.ok(cpuMs > 150 && cpuMs < 800, `used ${cpuMs} ms of CPU`);
+  });
+
+  it('feeds stdin, sets env and workdir, and returns files written to /out', async () => {
+    const c = sh('read line; echo "$line $GREETING $(pwd)" > /out/result.txt', { env: { GREETING: 'hi' }, workdir: '/tmp', stdin: 'from stdin\n', outputs: ['result.txt'] });
+    const { exit } = await run(c);
+    assert.equal(exit.exitCode, 0);
+    assert.equal(Buffer.from(exit.outputs[0]!.contentBase64!, 'base64').toString(), 'from stdin hi /tmp\n');
+  });
+
+  it('caps /out at diskMiB', async () => {
+    const { exit } = await run(sh('dd if=/dev/zero of=/out/big bs=1M count=8 2>/dev/null; echo $?', { outputs: ['big'] }), { resources: { diskMiB: 2 } });
+    assert.ok(exit.outputs[0]!.bytes <= 2 * 2 ** 20, `wrote ${exit.outputs[0]!.bytes} bytes`);
+  });
+
+  it('refuses a missing command, a program that does not exist, and a missing root file system', async () => {
+    await assert.rejects(run({ ...sh(''), workload: { kind: 'container', source: { file: 'busybox' } } }), (e: unknown) => e instanceof InvalidInputError && e.field === 'command');
+    await assert.rejects(run({ ...sh(''), workload: { kind: 'container', source: { file: 'busybox' }, command: ['/bin/nope'] } }), /"\/bin\/nope" does not exist/);
+    await assert.rejects(runCase(driver, sh('true')), /needs a root file system/);
+  });
+
+  it('leaves no container, cgroup, mount or directory behind', async () => {
+    await run(sh('echo x > /out/f', { outputs: ['f'] }));
+    await run(sh('while :; do :; done'), { resources: { timeoutMs: 200 } });
+    assert.equal(driver.liveSandboxes(), 0);
+    assert.deepEqual(readdirSync(sandboxes), []);
+    const mounts = (await import('node:fs')).readFileSync('/proc/self/mountinfo', 'utf8');
+    assert.ok(!mounts.includes(sandboxes), 'no mount under the sandbox root');
+    assert.deepEqual(readdirSync(stateDir), [], 'no container in the runtime state');
+    const cgroups = ['/sys/fs/cgroup/memory/vmesh', '/sys/fs/cgroup/vmesh'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-compliance')));
+    assert.deepEqual(cgroups, []);
+  });
+
+  it('recovers after a crash: a new driver on the same state removes the old containers and mounts', async () => {
+    const c = withDir(sh('sleep 60', { outputs: ['x'] }));
+    const prepared = await driver.prepare({ runId: 'crashed1', workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 1, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024 });
+    const running = await driver.start(prepared, { write() {}, total() {} });
+    await new Promise((r) => setTimeout(r, 300));
+    // The "crash": a new driver that knows nothing of it, on the same directories.
+    const after = new OciDriver({ sandboxRoot: sandboxes, stateDir });
+    await after.probe();
+    assert.equal(await after.recover(), 1);
+    assert.deepEqual(readdirSync(stateDir), []);
+    const exit = await driver.wait(running);
+    assert.notEqual(exit.exitCode, 0, 'the container was killed');
+    await driver.cleanup(prepared);
+  });
+});
+
+describe('containers through a node', { skip }, () => {
+  it('runs a container from a root file system under the node\'s file roots and frees everything', async () => {
+    const { startTestNode } = await import('../helpers/node.ts');
+    const { node, home, remove } = await startTestNode({ fileRoots: ['images'] });
+    try {
+      busyboxRootfs(path.join(home, 'images', 'busybox'));
+      const oci = node.registry.list().find((d) => d.name === 'oci');
+      assert.equal(oci?.probe.available, true, oci?.probe.reason);
+      const queued = await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', 'echo from a container; exit 4'] });
+      const run = await node.waitFor(queued.id);
+      assert.equal(run.driver, 'oci');
+      assert.equal(run.state, 'failed');
+      assert.equal(run.result?.exitCode, 4);
+      assert.equal(run.result?.stdout.text, 'from a container\n');
+      await assert.rejects(node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['nope'] }), /"nope" does not exist/);
+      assert.deepEqual(node.ledger.free(), node.ledger.capacity);
+    } finally {
+      await remove();
+    }
+  });
+});
