@@ -60,7 +60,12 @@ function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
   return [
     new WasmDriver(options),
     new QuickJsDriver(options),
-    new OciDriver({ sandboxRoot, stateDir: path.join(config.home, 'oci-state'), inlineOutputBytes: config.limits.inlineOutputBytes }),
+    new OciDriver({
+      sandboxRoot,
+      stateDir: path.join(config.home, 'oci-state'),
+      imageRoot: path.join(config.home, 'images'),
+      inlineOutputBytes: config.limits.inlineOutputBytes,
+    }),
   ];
 }
 

@@ -127,6 +127,40 @@ describe('oci driver', { skip }, () => {
   });
 });
 
+describe('containers from OCI images', { skip }, () => {
+  const root = tempDir('vmesh-oci-image-');
+  const driver = new OciDriver({ sandboxRoot: path.join(root.dir, 'sandboxes'), stateDir: path.join(root.dir, 'state'), imageRoot: path.join(root.dir, 'images') });
+  const layout = path.join(root.dir, 'layout');
+  before(async () => {
+    assert.equal((await driver.probe()).available, true);
+    const { entriesOf, writeOciLayout } = await import('../helpers/oci-image.ts');
+    await writeOciLayout(layout, [entriesOf(rootfs)], { Entrypoint: ['/bin/sh', '-c'], Cmd: ['echo "$GREETING from $(pwd)"'], Env: ['GREETING=hi', 'PATH=/bin'], WorkingDir: '/etc' });
+  });
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+  const image = (extra: Partial<Workload> = {}): Case => ({ workload: { kind: 'container', source: { file: 'layout' }, ...extra }, code: new Uint8Array(0), sourceDir: layout });
+
+  it('runs the image\'s entrypoint and cmd with its env and working directory', async () => {
+    const { exit, stdout } = await runCase(driver, image(), { resources: { diskMiB: 64 } });
+    assert.equal(exit.exitCode, 0);
+    assert.equal(stdout.text, 'hi from /etc\n');
+  });
+
+  it('replaces the cmd with args, and the whole command with command; env adds to the image\'s', async () => {
+    const withArgs = await runCase(driver, image({ args: ['echo "$GREETING $EXTRA"'], env: { EXTRA: 'there' } }), { resources: { diskMiB: 64 } });
+    assert.equal(withArgs.stdout.text, 'hi there\n');
+    const withCommand = await runCase(driver, image({ command: ['echo', 'plain'] }), { resources: { diskMiB: 64 } });
+    assert.equal(withCommand.stdout.text, 'plain\n');
+  });
+
+  it('refuses an image larger than diskMiB before anything runs', async () => {
+    await assert.rejects(runCase(driver, image(), { resources: { diskMiB: 1 } }), /diskMiB/);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+});
+
 describe('containers through a node', { skip }, () => {
   it('runs a container from a root file system under the node\'s file roots and frees everything', async () => {
     const { startTestNode } = await import('../helpers/node.ts');

@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,6 +8,8 @@ import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit,
 import { collectOutputs } from '../outputs.ts';
 import { cgroupVersion, readCgroupStats, type CgroupVersion } from './cgroups.ts';
 import { runtimeConfig } from './config.ts';
+import { ImageCache } from './image/cache.ts';
+import { isImageDir, type ImageConfig } from './image/layout.ts';
 import { resolveCommand } from './rootfs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 
@@ -18,6 +20,8 @@ const CGROUP_PARENT = '/vmesh';
 export interface OciDriverOptions {
   /** Parent of the per-run bundle directories. */
   sandboxRoot?: string;
+  /** Where unpacked images are kept, shared by runs (content-addressed by manifest digest). */
+  imageRoot?: string;
   /** The runtime's own state directory (`--root`): holds only vmesh's containers. */
   stateDir?: string;
   /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
@@ -53,6 +57,7 @@ export class OciDriver implements Driver {
   private readonly sandboxRoot: string;
   private readonly stateDir: string;
   private readonly inlineOutputBytes: number;
+  private readonly images: ImageCache;
   private runtime: OciRuntime | undefined;
   private cgroups: CgroupVersion = cgroupVersion();
   private readonly prepared = new Set<OciPrepared>();
@@ -62,6 +67,7 @@ export class OciDriver implements Driver {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
     this.inlineOutputBytes = options.inlineOutputBytes ?? 2 ** 20;
+    this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
   }
 
   accepts(workload: Workload): boolean {
@@ -79,14 +85,12 @@ export class OciDriver implements Driver {
   }
 
   async validate(request: SandboxRequest): Promise<void> {
-    const rootfs = await this.rootfsOf(request);
-    await resolveCommand(rootfs, this.argsOf(request.workload), request.workload.env ?? {});
+    await this.container(request);
   }
 
   async prepare(request: SandboxRequest): Promise<OciPrepared> {
     this.requireRuntime();
-    const rootfs = await this.rootfsOf(request);
-    const args = await resolveCommand(rootfs, this.argsOf(request.workload), request.workload.env ?? {});
+    const { rootfs, args, env, cwd } = await this.container(request);
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
@@ -103,8 +107,8 @@ export class OciDriver implements Driver {
       const config = runtimeConfig({
         rootfs,
         args,
-        env: request.workload.env ?? {},
-        cwd: request.workload.workdir ?? '/',
+        env,
+        cwd,
         hostname: request.runId.slice(0, 63),
         resources: request.resources,
         cgroupsPath: prepared.cgroupsPath,
@@ -199,6 +203,7 @@ export class OciDriver implements Driver {
       /* no state directory yet: nothing to recover */
     }
     for (const id of ids) await this.runtimeCall(['delete', '--force', id]).catch(() => {});
+    await this.images.removeIncomplete();
     for (const mount of await mountsUnder(this.sandboxRoot)) await exec('umount', ['--lazy', mount]).catch(() => {});
     return ids.length;
   }
@@ -211,21 +216,31 @@ export class OciDriver implements Driver {
     await Promise.all([...this.running].map((r) => this.stop(r, 'cancelled')));
   }
 
-  private argsOf(w: Workload): string[] {
-    const args = [...(w.command ?? []), ...(w.args ?? [])];
-    if (args.length === 0) throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"])', { field: 'command' });
-    return args;
-  }
-
-  private async rootfsOf(request: SandboxRequest): Promise<string> {
+  /**
+   * What the container runs: the root file system (a directory as given, or an image unpacked into the
+   * cache), the command (the workload's, or the image's entrypoint and cmd), its environment and working
+   * directory. Throws typed errors for anything that could not run.
+   */
+  private async container(request: SandboxRequest): Promise<{ rootfs: string; args: string[]; env: Record<string, string>; cwd: string }> {
+    const w = request.workload;
     const dir = request.sourceDir;
     if (dir === undefined) {
-      throw new InvalidSourceError('source: a container needs a root file system: source.file naming a directory under the node\'s file roots', { field: 'source' });
+      throw new InvalidSourceError("source: a container needs a root file system or an image: source.file naming a directory under the node's file roots", { field: 'source' });
     }
-    if (existsSync(path.join(dir, 'oci-layout'))) {
-      throw new InvalidSourceError('source: OCI image layouts are not unpacked yet; give an unpacked root file system directory', { field: 'source' });
+    let rootfs = dir;
+    let image: ImageConfig = { entrypoint: [], cmd: [], env: {} };
+    if (isImageDir(dir)) {
+      const unpacked = await this.images.ensure(dir, request.resources.diskMiB * 2 ** 20);
+      rootfs = unpacked.rootfs;
+      image = unpacked.config;
     }
-    return dir;
+    const args = w.command !== undefined ? [...w.command, ...(w.args ?? [])] : [...image.entrypoint, ...(w.args ?? image.cmd)];
+    if (args.length === 0) {
+      throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"]) when its image names none', { field: 'command' });
+    }
+    const env = { ...image.env, ...w.env };
+    await resolveCommand(rootfs, args, env);
+    return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
   }
 
   private requireRuntime(): OciRuntime {

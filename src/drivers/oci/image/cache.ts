@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { InvalidInputError } from '../../../spec/index.ts';
+import { readImage, type ImageConfig } from './layout.ts';
+import { applyLayer, type UnpackBudget } from './unpack.ts';
+
+export interface UnpackedImage {
+  /** The merged, read-only root file system. */
+  rootfs: string;
+  config: ImageConfig;
+  bytes: number;
+}
+
+interface Meta {
+  bytes: number;
+  config: ImageConfig;
+}
+
+/**
+ * Unpacked images, one directory per manifest digest, shared by every later run of the same image.
+ * An image is unpacked into a temporary directory and renamed into place only when every layer applied
+ * cleanly, so a bad or oversized image leaves nothing behind.
+ */
+export class ImageCache {
+  private readonly inFlight = new Map<string, Promise<UnpackedImage>>();
+
+  constructor(readonly root: string) {}
+
+  async ensure(imageDir: string, maxBytes: number): Promise<UnpackedImage> {
+    const image = await readImage(imageDir);
+    const hex = image.key.replace(/^sha256:/, '');
+    const dir = path.join(this.root, hex);
+    let pending = this.inFlight.get(hex);
+    if (pending === undefined) {
+      pending = this.load(dir).then((cached) => cached ?? this.unpack(dir, image.layers, image.config, maxBytes));
+      this.inFlight.set(hex, pending);
+      pending.finally(() => this.inFlight.delete(hex)).catch(() => {});
+    }
+    const unpacked = await pending;
+    if (unpacked.bytes > maxBytes) {
+      throw new InvalidInputError(
+        `resources.diskMiB: the image unpacks to ${Math.ceil(unpacked.bytes / 2 ** 20)} MiB, more than the ${Math.floor(maxBytes / 2 ** 20)} MiB requested`,
+        { field: 'resources.diskMiB' },
+      );
+    }
+    return unpacked;
+  }
+
+  private async load(dir: string): Promise<UnpackedImage | undefined> {
+    try {
+      const meta = JSON.parse(await fs.readFile(path.join(dir, 'meta.json'), 'utf8')) as Meta;
+      return { rootfs: path.join(dir, 'rootfs'), config: meta.config, bytes: meta.bytes };
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async unpack(dir: string, layers: Awaited<ReturnType<typeof readImage>>['layers'], config: ImageConfig, maxBytes: number): Promise<UnpackedImage> {
+    await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
+    const tmp = path.join(this.root, `.unpacking-${path.basename(dir)}-${randomBytes(4).toString('hex')}`);
+    try {
+      await fs.mkdir(path.join(tmp, 'rootfs'), { recursive: true, mode: 0o755 });
+      const budget: UnpackBudget = { usedBytes: 0, maxBytes };
+      for (const [i, layer] of layers.entries()) {
+        await applyLayer(path.join(tmp, 'rootfs'), layer.file, layer.compression, budget, layer.digest ?? `#${i + 1}`);
+      }
+      const meta: Meta = { bytes: budget.usedBytes, config };
+      await fs.writeFile(path.join(tmp, 'meta.json'), JSON.stringify(meta));
+      if (existsSync(dir)) await fs.rm(tmp, { recursive: true, force: true });
+      else await fs.rename(tmp, dir);
+      return { rootfs: path.join(dir, 'rootfs'), config, bytes: meta.bytes };
+    } catch (err) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Removes unpacks a crashed process left half done. */
+  async removeIncomplete(): Promise<void> {
+    const entries = await fs.readdir(this.root).catch(() => [] as string[]);
+    for (const e of entries.filter((n) => n.startsWith('.unpacking-'))) await fs.rm(path.join(this.root, e), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,167 @@
+import { constants, createReadStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { extract, type Header } from 'tar-stream';
+import { InvalidSourceError } from '../../../spec/index.ts';
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+const MAX_SYMLINK_HOPS = 40;
+
+export type LayerCompression = 'none' | 'gzip';
+
+/** Running total of bytes written into one root file system, against its cap. */
+export interface UnpackBudget {
+  usedBytes: number;
+  maxBytes: number;
+}
+
+/**
+ * Applies one image layer (a tar, maybe gzipped) onto `rootfs`, the OCI way: entries in order, `.wh.`
+ * whiteouts delete what lower layers made, `.wh..wh..opq` empties a directory. Nothing it writes can land
+ * outside `rootfs`: paths with `..` or a leading `/` are refused, and so are symlinks and hard links whose
+ * targets leave the root, and device nodes. Parent directories are resolved inside the root, so a
+ * symlink from an earlier entry cannot carry a later write out of it.
+ */
+export async function applyLayer(rootfs: string, file: string, compression: LayerCompression, budget: UnpackBudget, label: string): Promise<void> {
+  const tar = extract();
+  const source = createReadStream(file);
+  const stages = compression === 'gzip' ? [source, createGunzip(), tar] : [source, tar];
+  const done = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream]);
+  try {
+    for await (const entry of tar) {
+      await applyEntry(rootfs, entry.header, entry, budget, label);
+    }
+    await done;
+  } catch (err) {
+    source.destroy();
+    await done.catch(() => {});
+    if (err instanceof InvalidSourceError) throw err;
+    throw new InvalidSourceError(`source: layer ${label} is not a readable tar: ${(err as Error).message}`, { field: 'source', cause: err });
+  }
+}
+
+async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<unknown> & { resume(): void }, budget: UnpackBudget, label: string): Promise<void> {
+  const fail = (why: string): never => {
+    throw new InvalidSourceError(`source: layer ${label} entry ${JSON.stringify(header.name)}: ${why}`, { field: 'source' });
+  };
+  const rel = normalize(header.name, fail);
+  if (rel === '') {
+    body.resume();
+    return; // the root itself
+  }
+  const dir = await dirInRoot(rootfs, path.posix.dirname(rel), fail);
+  const base = path.posix.basename(rel);
+
+  if (base === OPAQUE) {
+    for (const child of await fs.readdir(dir)) await fs.rm(path.join(dir, child), { recursive: true, force: true });
+    body.resume();
+    return;
+  }
+  if (base.startsWith(WHITEOUT)) {
+    await fs.rm(path.join(dir, base.slice(WHITEOUT.length)), { recursive: true, force: true });
+    body.resume();
+    return;
+  }
+  const target = path.join(dir, base);
+  const mode = (header.mode ?? 0o644) & 0o7777;
+  switch (header.type) {
+    case 'directory': {
+      const existing = await fs.lstat(target).catch(() => undefined);
+      if (existing !== undefined && !existing.isDirectory()) await fs.rm(target, { recursive: true, force: true });
+      if (existing === undefined || !existing.isDirectory()) await fs.mkdir(target, { mode });
+      await fs.chmod(target, mode);
+      body.resume();
+      return;
+    }
+    case 'file':
+    case 'contiguous-file': {
+      const size = header.size ?? 0;
+      budget.usedBytes += size;
+      if (budget.usedBytes > budget.maxBytes) {
+        fail(`the image unpacks to more than ${Math.floor(budget.maxBytes / 2 ** 20)} MiB (resources.diskMiB)`);
+      }
+      await fs.rm(target, { recursive: true, force: true });
+      const handle = await fs.open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+      try {
+        for await (const chunk of body) await handle.write(chunk as Buffer);
+        await handle.chmod(mode); // the umask may have cut the mode at open
+      } finally {
+        await handle.close();
+      }
+      return;
+    }
+    case 'symlink': {
+      const link = header.linkname ?? '';
+      // An absolute target is resolved inside the container's root; a relative one must not climb out of it.
+      if (!link.startsWith('/')) normalize(path.posix.join(path.posix.dirname(rel), link), () => fail(`symlink to ${JSON.stringify(link)} leaves the root file system`));
+      await fs.rm(target, { recursive: true, force: true });
+      await fs.symlink(link, target);
+      body.resume();
+      return;
+    }
+    case 'link': {
+      const linkRel = normalize(header.linkname ?? '', () => fail(`hard link to ${JSON.stringify(header.linkname)} leaves the root file system`));
+      const source = path.join(await dirInRoot(rootfs, path.posix.dirname(linkRel), fail), path.posix.basename(linkRel));
+      const stat = await fs.lstat(source).catch(() => undefined);
+      if (stat === undefined || !stat.isFile()) fail(`hard link to ${JSON.stringify(header.linkname)}, which is not a file of the image`);
+      await fs.rm(target, { recursive: true, force: true });
+      await fs.link(source, target);
+      body.resume();
+      return;
+    }
+    case 'character-device':
+    case 'block-device':
+      return fail('device nodes are not allowed in images');
+    default:
+      return fail(`entries of type ${header.type} are not allowed in images`);
+  }
+}
+
+/** `./a/b/` → `a/b`; refuses absolute paths and any `..` that would leave the root. */
+function normalize(name: string, fail: (why: string) => never): string {
+  if (name.startsWith('/')) fail('absolute paths are not allowed in layers');
+  const out: string[] = [];
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (out.length === 0) fail('the path leaves the root file system');
+      out.pop();
+    } else out.push(part);
+  }
+  return out.join('/');
+}
+
+/**
+ * The host path of directory `rel` inside `rootfs`, creating missing directories, following symlinks
+ * the way the container would (absolute targets from the root, never above it).
+ */
+async function dirInRoot(rootfs: string, rel: string, fail: (why: string) => never): Promise<string> {
+  const pending = rel.split('/').filter((p) => p !== '' && p !== '.');
+  const resolved: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const host = path.join(rootfs, ...resolved, part);
+    const stat = await fs.lstat(host).catch(() => undefined);
+    if (stat === undefined) {
+      await fs.mkdir(host, { mode: 0o755 });
+      resolved.push(part);
+    } else if (stat.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINK_HOPS) fail('too many levels of symlinks');
+      const link = await fs.readlink(host);
+      if (link.startsWith('/')) resolved.length = 0;
+      pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
+    } else if (stat.isDirectory()) {
+      resolved.push(part);
+    } else {
+      fail(`${[...resolved, part].join('/')} is not a directory`);
+    }
+  }
+  return path.join(rootfs, ...resolved);
+}
