@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { OciDriver } from '../../src/drivers/oci/driver.ts';
@@ -182,3 +182,66 @@ describe('containers through a node', { skip }, () => {
     }
   });
 });
+
+describe('containers leave nothing behind', { skip }, () => {
+  it('after 50 sequential and 10 concurrent runs with timeouts and cancels: same processes, mounts, cgroups, namespaces and directories', async () => {
+    const root = tempDir('vmesh-oci-leak-');
+    const sandboxes = path.join(root.dir, 'sandboxes');
+    const stateDir = path.join(root.dir, 'state');
+    const driver = new OciDriver({ sandboxRoot: sandboxes, stateDir });
+    await driver.probe();
+    const { readFileSync } = await import('node:fs');
+    const { execFileSync } = await import('node:child_process');
+    const snapshot = () => ({
+      processes: readdirSync('/proc').filter((p) => /^\d+$/.test(p) && readFileSafe(`/proc/${p}/cmdline`).includes(stateDir)).length,
+      children: execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length,
+      mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(root.dir)).length,
+      cgroups: ['/sys/fs/cgroup/memory/vmesh', '/sys/fs/cgroup/pids/vmesh', '/sys/fs/cgroup/vmesh'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-leak'))).length,
+      netns: new Set(readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => readlinkSafe(`/proc/${p}/ns/net`))).size,
+      sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
+      containers: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
+    });
+    let seq = 0;
+    const once = (kind: number) => {
+      const id = `leak${++seq}`;
+      const c = withDir(kind === 0 ? sh('echo ok > /out/r', { outputs: ['r'] }) : sh('while :; do :; done'));
+      const controller = new AbortController();
+      if (kind === 2) setTimeout(() => controller.abort(), 150);
+      return runCaseWithId(driver, c, id, { resources: { timeoutMs: kind === 1 ? 150 : 10_000 }, signal: controller.signal });
+    };
+    try {
+      await once(0); // first run: the cgroup parent and state directory exist from here on
+      const before = snapshot();
+      for (let i = 0; i < 50; i++) await once(i % 3);
+      await Promise.all(Array.from({ length: 10 }, (_, i) => once(i % 3)));
+      assert.deepEqual(snapshot(), before);
+      assert.equal(driver.liveSandboxes(), 0);
+    } finally {
+      await driver.close();
+      root.remove();
+    }
+  });
+});
+
+function readFileSafe(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function readlinkSafe(file: string): string {
+  try {
+    return readlinkSync(file);
+  } catch {
+    return '';
+  }
+}
+
+/** runCase with a run id of the test's choosing (so its cgroups can be recognised). */
+async function runCaseWithId(driver: OciDriver, c: Case, id: string, opts: Parameters<typeof runCase>[2]) {
+  const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
+  const request = { runId: id, workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 4, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 }, ...opts?.resources }, outputCapBytes: 4096 };
+  return runInSandbox(driver, request, { write() {}, total() {} }, opts?.signal).catch((err: unknown) => err);
+}
