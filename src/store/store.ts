@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import type { LiveState, ResolvedResources, Run, RunResult, RunState, Workload } from '../spec/index.ts';
+import type { LeaseStore } from '../net/address-pool.ts';
 import { migrate } from './migrate.ts';
 
 /** What the store keeps of a run: the public Run plus the spec it was submitted with. */
@@ -52,7 +53,7 @@ const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
  * a dozen per run); every read commits what is queued first, so readers always see every write made
  * before them. Event ids are assigned when the event is queued.
  */
-export class Store {
+export class Store implements LeaseStore {
   readonly db: Database.Database;
   private readonly stmts;
   private readonly updates = new Map<string, Database.Statement>();
@@ -210,6 +211,25 @@ export class Store {
   eventsAfter(runId: string, afterId = 0, limit = 1000): StoredEvent[] {
     this.flush();
     return this.stmts.eventsAfter.all(runId, afterId, limit) as StoredEvent[];
+  }
+
+  /** Claims a subnet at once (not queued): the answer must be final before the address is used. */
+  claimLease(subnet: string, owner: string): boolean {
+    this.flush();
+    return this.db.prepare('INSERT OR IGNORE INTO net_leases (subnet, owner, created_at) VALUES (?, ?, ?)').run(subnet, owner, new Date().toISOString()).changes === 1;
+  }
+
+  releaseLeases(owner: string): void {
+    this.write(() => this.db.prepare('DELETE FROM net_leases WHERE owner = ?').run(owner));
+  }
+
+  releaseAllLeases(): void {
+    this.write(() => this.db.prepare('DELETE FROM net_leases').run());
+  }
+
+  leasedSubnets(): Set<string> {
+    this.flush();
+    return new Set(this.db.prepare('SELECT subnet FROM net_leases').pluck().all() as string[]);
   }
 
   getConfig(key: string): string | undefined {

@@ -45,6 +45,62 @@ export async function readCgroupStats(version: CgroupVersion, cgroupsPath: strin
   return stats;
 }
 
+/** The processes in a container's cgroup (v1: from the pids hierarchy, where runc always puts them). */
+export async function cgroupProcesses(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<number[]> {
+  const rel = cgroupsPath.replace(/^\/+/, '');
+  const file = version === 'v2' ? path.join(root, rel, 'cgroup.procs') : path.join(root, 'pids', rel, 'cgroup.procs');
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map(Number);
+}
+
+/**
+ * Kills every process left in a container's cgroup, until it is empty: the last line of defence against
+ * a container that outlived its runtime (a kill that raced the container's creation, a runtime that died).
+ */
+export async function killCgroup(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<number> {
+  let killed = 0;
+  for (let round = 0; round < 50; round++) {
+    const pids = await cgroupProcesses(version, cgroupsPath, root);
+    if (pids.length === 0) return killed;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      } catch {
+        /* already gone */
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return killed;
+}
+
+/**
+ * Removes a container's cgroup directories in every hierarchy, in case the runtime could not (its
+ * processes were still exiting when it tried). A cgroup can only be removed once empty: retries for a
+ * short while. Returns the directories that are still there.
+ */
+export async function removeCgroup(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<string[]> {
+  const rel = cgroupsPath.replace(/^\/+/, '');
+  const hierarchies = version === 'v2' ? [root] : (await fs.readdir(root).catch(() => [] as string[])).map((h) => path.join(root, h));
+  const left: string[] = [];
+  for (const h of hierarchies) {
+    const dir = path.join(h, rel);
+    for (let attempt = 0; existsSync(dir); attempt++) {
+      try {
+        await fs.rmdir(dir);
+      } catch {
+        if (attempt >= 20) {
+          left.push(dir);
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    }
+  }
+  return left;
+}
+
 /** `name value` lines (memory.events, memory.oom_control, cpu.stat). */
 function field(text: string | undefined, name: string): number | undefined {
   const m = text === undefined ? null : new RegExp(`^${name} (\\d+)$`, 'm').exec(text);

@@ -1,19 +1,18 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { collectOutputs } from '../outputs.ts';
-import { cgroupVersion, readCgroupStats, type CgroupVersion } from './cgroups.ts';
+import { cgroupVersion, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
 import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
 import { isImageDir, type ImageConfig } from './image/layout.ts';
 import { resolveCommand } from './rootfs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 
-const exec = promisify(execFile);
 const CONTAINER_PREFIX = 'vmesh-';
 const CGROUP_PARENT = '/vmesh';
 
@@ -101,7 +100,7 @@ export class OciDriver implements Driver {
         const outputsDir = path.join(bundle, 'out');
         await fs.mkdir(outputsDir);
         // A tmpfs of its own, so that what the container writes for the node is capped at diskMiB.
-        await exec('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
+        await run('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
         Object.assign(prepared, { outputsDir });
       }
       const config = runtimeConfig({
@@ -176,15 +175,29 @@ export class OciDriver implements Driver {
     const r = sandbox as OciRunning;
     if (r.stopReason !== undefined || r.child.exitCode !== null) return;
     r.stopReason = reason;
-    await this.runtimeCall(['kill', r.prepared.containerId, 'KILL']).catch(() => {
-      r.child.kill('SIGKILL'); // the container may not exist yet; then the runtime process is all there is
-    });
+    // Never kill the runtime process itself: the container would live on without it. A kill that comes
+    // before the runtime has registered the container fails; try again until one lands or it has exited.
+    let exited = false;
+    void r.exited.then(() => (exited = true));
+    while (!exited) {
+      try {
+        await this.runtimeCall(['kill', r.prepared.containerId, 'KILL']);
+        return;
+      } catch {
+        await killCgroup(this.cgroups, r.prepared.cgroupsPath);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
   }
 
   async cleanup(prepared: PreparedSandbox): Promise<void> {
     const p = prepared as OciPrepared;
-    if (p.created) await this.runtimeCall(['delete', '--force', p.containerId]).catch(() => {});
-    if (p.outputsDir !== undefined) await exec('umount', ['--lazy', p.outputsDir]).catch(() => {});
+    if (p.created) {
+      await this.runtimeCall(['delete', '--force', p.containerId]).catch(() => {});
+      await killCgroup(this.cgroups, p.cgroupsPath);
+      await removeCgroup(this.cgroups, p.cgroupsPath);
+    }
+    if (p.outputsDir !== undefined) await run('umount', ['--lazy', p.outputsDir]).catch(() => {});
     await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
     this.prepared.delete(p);
   }
@@ -197,14 +210,14 @@ export class OciDriver implements Driver {
     if (this.runtime === undefined) return 0;
     let ids: string[] = [];
     try {
-      const { stdout } = await exec(this.runtime.command, ['--root', this.stateDir, 'list', '--quiet'], { timeout: 30_000 });
+      const { stdout } = await run(this.runtime.command, ['--root', this.stateDir, 'list', '--quiet']);
       ids = stdout.split('\n').filter((id) => id.startsWith(CONTAINER_PREFIX));
     } catch {
       /* no state directory yet: nothing to recover */
     }
     for (const id of ids) await this.runtimeCall(['delete', '--force', id]).catch(() => {});
     await this.images.removeIncomplete();
-    for (const mount of await mountsUnder(this.sandboxRoot)) await exec('umount', ['--lazy', mount]).catch(() => {});
+    for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
     return ids.length;
   }
 
@@ -249,7 +262,7 @@ export class OciDriver implements Driver {
   }
 
   private async runtimeCall(args: string[]): Promise<void> {
-    await exec(this.requireRuntime().command, ['--root', this.stateDir, ...args], { timeout: 30_000 });
+    await run(this.requireRuntime().command, ['--root', this.stateDir, ...args]);
   }
 }
 

@@ -1,0 +1,101 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { run } from '../util/exec.ts';
+import type { AddressPool, Link } from './address-pool.ts';
+
+const NETNS_DIR = '/run/netns';
+const SANDBOX_IF = 'eth0';
+
+export interface SandboxNetworkSpec {
+  /** The run the network belongs to; names the namespace and owns the address lease. */
+  owner: string;
+  /** Bandwidth channel, Mbit/s; 0 leaves the direction unshaped. */
+  egressMbps: number;
+  ingressMbps: number;
+}
+
+/** One sandbox's network: its own namespace, joined to the host by a veth pair with a /30 link. */
+export interface SandboxNetwork {
+  owner: string;
+  netns: string;
+  /** The namespace's path, for a runtime's `linux.namespaces[].path`. */
+  netnsPath: string;
+  /** The host end of the veth pair. */
+  hostInterface: string;
+  /** The sandbox end, inside the namespace. */
+  sandboxInterface: string;
+  link: Link;
+}
+
+/**
+ * Makes and removes sandbox networks with iproute2 and tc. The bandwidth channel is a token bucket on
+ * each end of the pair: the sandbox end shapes what the sandbox sends (egress), the host end what it
+ * receives (ingress).
+ */
+export class NetworkManager {
+  constructor(
+    private readonly pool: AddressPool,
+    readonly prefix = 'vmesh-',
+  ) {}
+
+  async create(spec: SandboxNetworkSpec, signal?: AbortSignal): Promise<SandboxNetwork> {
+    const netns = `${this.prefix}${spec.owner}`;
+    if (existsSync(`${NETNS_DIR}/${netns}`)) throw new Error(`a network for ${spec.owner} exists already (${netns})`);
+    const tag = createHash('sha256').update(netns).digest('hex').slice(0, 10);
+    const link = this.pool.lease(spec.owner);
+    const net: SandboxNetwork = {
+      owner: spec.owner,
+      netns,
+      netnsPath: `${NETNS_DIR}/${netns}`,
+      hostInterface: `vh${tag}`,
+      sandboxInterface: SANDBOX_IF,
+      link,
+    };
+    const o = { signal };
+    try {
+      await run('ip', ['netns', 'add', netns], o);
+      await run('ip', ['link', 'add', net.hostInterface, 'type', 'veth', 'peer', 'name', SANDBOX_IF, 'netns', netns], o);
+      await run('ip', ['addr', 'add', `${link.hostAddress}/${link.prefixLength}`, 'dev', net.hostInterface], o);
+      await run('ip', ['link', 'set', net.hostInterface, 'up'], o);
+      await run('ip', ['-n', netns, 'addr', 'add', `${link.sandboxAddress}/${link.prefixLength}`, 'dev', SANDBOX_IF], o);
+      await run('ip', ['-n', netns, 'link', 'set', SANDBOX_IF, 'up'], o);
+      await run('ip', ['-n', netns, 'link', 'set', 'lo', 'up'], o);
+      if (spec.egressMbps > 0) await run('tc', ['-n', netns, 'qdisc', 'add', 'dev', SANDBOX_IF, 'root', ...tokenBucket(spec.egressMbps)], o);
+      if (spec.ingressMbps > 0) await run('tc', ['qdisc', 'add', 'dev', net.hostInterface, 'root', ...tokenBucket(spec.ingressMbps)], o);
+      return net;
+    } catch (err) {
+      await this.destroy(net);
+      throw err;
+    }
+  }
+
+  /** Removes the namespace (which takes the veth pair with it) and frees the address. Idempotent. */
+  async destroy(net: Pick<SandboxNetwork, 'owner' | 'netns' | 'hostInterface'>): Promise<void> {
+    await run('ip', ['netns', 'del', net.netns]).catch(() => {});
+    await run('ip', ['link', 'del', net.hostInterface]).catch(() => {}); // when the namespace never got the peer
+    this.pool.release(net.owner);
+  }
+
+  /**
+   * Removes every sandbox namespace a previous process left, and frees every address lease: call it at
+   * start, when none of them can be live.
+   */
+  async recover(): Promise<number> {
+    let names: string[] = [];
+    try {
+      names = readdirSync(NETNS_DIR).filter((n) => n.startsWith(this.prefix));
+    } catch {
+      /* no namespaces at all */
+    }
+    for (const netns of names) await run('ip', ['netns', 'del', netns]).catch(() => {});
+    this.pool.releaseAll();
+    return names.length;
+  }
+}
+
+/** tc arguments of a token bucket at `mbps`: a burst of 10 ms of traffic (at least 32 KiB), 50 ms of queue. */
+export function tokenBucket(mbps: number): string[] {
+  const bytesPerSecond = (mbps * 1e6) / 8;
+  const burst = Math.max(32 * 1024, Math.ceil(bytesPerSecond / 100));
+  return ['tbf', 'rate', `${Math.round(mbps * 1000)}kbit`, 'burst', String(burst), 'latency', '50ms'];
+}

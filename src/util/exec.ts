@@ -1,0 +1,28 @@
+import { execFile } from 'node:child_process';
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** A host command that failed: carries the command line and what it printed. */
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super(`${command} failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no output'}`);
+    this.name = 'CommandError';
+  }
+}
+
+/** Runs a host command (no shell), with a time limit; rejects with CommandError when it fails. */
+export function run(command: string, args: readonly string[], options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout: options.timeoutMs ?? 30_000, signal: options.signal, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
+      if (err === null) resolve({ stdout, stderr });
+      else reject(new CommandError([command, ...args].join(' '), typeof err.code === 'number' ? err.code : null, stderr || err.message));
+    });
+  });
+}
