@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { run } from '../util/exec.ts';
 import type { AddressPool, Link } from './address-pool.ts';
+import type { EgressPolicy, Firewall } from './firewall.ts';
 
 const NETNS_DIR = '/run/netns';
 const SANDBOX_IF = 'eth0';
@@ -12,6 +13,8 @@ export interface SandboxNetworkSpec {
   /** Bandwidth channel, Mbit/s; 0 leaves the direction unshaped. */
   egressMbps: number;
   ingressMbps: number;
+  /** Where the sandbox may send traffic (default none: only its own link, and the host drops even that). */
+  egress?: EgressPolicy;
 }
 
 /** One sandbox's network: its own namespace, joined to the host by a veth pair with a /30 link. */
@@ -35,6 +38,7 @@ export interface SandboxNetwork {
 export class NetworkManager {
   constructor(
     private readonly pool: AddressPool,
+    private readonly firewall: Firewall,
     readonly prefix = 'vmesh-',
   ) {}
 
@@ -52,7 +56,9 @@ export class NetworkManager {
       link,
     };
     const o = { signal };
+    const egress = spec.egress ?? 'none';
     try {
+      await this.firewall.init();
       await run('ip', ['netns', 'add', netns], o);
       await run('ip', ['link', 'add', net.hostInterface, 'type', 'veth', 'peer', 'name', SANDBOX_IF, 'netns', netns], o);
       await run('ip', ['addr', 'add', `${link.hostAddress}/${link.prefixLength}`, 'dev', net.hostInterface], o);
@@ -62,6 +68,10 @@ export class NetworkManager {
       await run('ip', ['-n', netns, 'link', 'set', 'lo', 'up'], o);
       if (spec.egressMbps > 0) await run('tc', ['-n', netns, 'qdisc', 'add', 'dev', SANDBOX_IF, 'root', ...tokenBucket(spec.egressMbps)], o);
       if (spec.ingressMbps > 0) await run('tc', ['qdisc', 'add', 'dev', net.hostInterface, 'root', ...tokenBucket(spec.ingressMbps)], o);
+      if (egress !== 'none') {
+        await this.firewall.allow(net.hostInterface, egress);
+        await run('ip', ['-n', netns, 'route', 'add', 'default', 'via', link.hostAddress], o);
+      }
       return net;
     } catch (err) {
       await this.destroy(net);
@@ -73,6 +83,7 @@ export class NetworkManager {
   async destroy(net: Pick<SandboxNetwork, 'owner' | 'netns' | 'hostInterface'>): Promise<void> {
     await run('ip', ['netns', 'del', net.netns]).catch(() => {});
     await run('ip', ['link', 'del', net.hostInterface]).catch(() => {}); // when the namespace never got the peer
+    await this.firewall.revoke(net.hostInterface);
     this.pool.release(net.owner);
   }
 
@@ -88,6 +99,7 @@ export class NetworkManager {
       /* no namespaces at all */
     }
     for (const netns of names) await run('ip', ['netns', 'del', netns]).catch(() => {});
+    await this.firewall.remove(); // re-made, empty, by the next create
     this.pool.releaseAll();
     return names.length;
   }

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { AddressPool } from '../../src/net/address-pool.ts';
-import { NetworkManager } from '../../src/net/sandbox-network.ts';
+import { Firewall } from '../../src/net/firewall.ts';
+import { NetworkManager, type SandboxNetwork } from '../../src/net/sandbox-network.ts';
 import { Store } from '../../src/store/store.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -14,92 +16,164 @@ const exec = promisify(execFile);
 const skip =
   skipUnless('root', process.getuid?.() === 0, 'run the tests as root (network namespaces need it)') ||
   skipUnless('iproute2', hasCommand('ip', ['-V']) && hasCommand('tc', ['-V']), 'apt-get install iproute2') ||
+  skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables') ||
   skipUnless('iperf3', hasCommand('iperf3'), 'apt-get install iperf3');
 
-/** iperf3 from inside the sandbox namespace to a server on the host end of its link; Mbit/s received. */
-async function measure(netns: string, server: string, reverse: boolean): Promise<number> {
-  const port = String(15201 + Math.floor(Math.random() * 1000));
-  const srv = spawn('iperf3', ['-s', '-1', '-B', server, '-p', port], { stdio: 'ignore' });
+const POOL = '10.213.0.0/24';
+/** "The world": a namespace standing in for the internet, joined to the host by its own link. */
+const WORLD = { netns: 'vmtest-world', hostIf: 'vtworld', host: '10.214.0.1', address: '10.214.0.2' };
+const PORT_A = 7101;
+const PORT_B = 7102;
+
+async function ip(...args: string[]): Promise<void> {
+  await exec('ip', args);
+}
+
+/** The TCP reply from `host:port` as seen from inside `netns` (the server answers with the caller's address), or undefined. */
+async function connect(netns: string, host: string, port: number): Promise<string | undefined> {
+  const probe = `const s = require('net').connect(${port}, '${host}'); let d = ''; s.on('data', (c) => (d += c)); s.on('end', () => { console.log(d); process.exit(0); }); s.on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 1000);`;
   try {
-    await new Promise((r) => setTimeout(r, 300));
-    const { stdout } = await exec('ip', ['netns', 'exec', netns, 'iperf3', '-c', server, '-p', port, '-t', '3', '-O', '1', '-J', ...(reverse ? ['-R'] : [])], { timeout: 30_000 });
-    return (JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
-  } finally {
-    srv.kill();
+    const { stdout } = await exec('ip', ['netns', 'exec', netns, process.execPath, '-e', probe]);
+    return stdout.trim();
+  } catch {
+    return undefined;
   }
 }
 
-/** Whether a TCP connection from inside `netns` to a server of ours on `host` gets through. */
-async function connects(netns: string, host: string): Promise<boolean> {
-  const { createServer } = await import('node:net');
-  const server = createServer((s) => s.end());
-  await new Promise<void>((resolve) => server.listen(0, host === '127.0.0.1' ? '127.0.0.1' : host, resolve));
-  const port = (server.address() as { port: number }).port;
-  const probe = `require('net').connect(${port}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(1)); setTimeout(() => process.exit(2), 2000)`;
+/** iperf3 from inside `netns` to a server in the world; Mbit/s received. */
+async function iperf(netns: string, reverse: boolean): Promise<number> {
+  const port = String(5300 + Math.floor(Math.random() * 500));
+  const server = spawn('ip', ['netns', 'exec', WORLD.netns, 'iperf3', '-s', '-1', '-B', WORLD.address, '-p', port], { stdio: 'ignore' });
   try {
-    await exec('ip', ['netns', 'exec', netns, process.execPath, '-e', probe]);
-    return true;
-  } catch {
-    return false;
+    await new Promise((r) => setTimeout(r, 400));
+    const { stdout } = await exec('ip', ['netns', 'exec', netns, 'iperf3', '-c', WORLD.address, '-p', port, '-t', '3', '-O', '1', '-J', ...(reverse ? ['-R'] : [])], { timeout: 30_000 });
+    return (JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
   } finally {
-    server.close();
+    server.kill();
   }
 }
 
 describe('sandbox networks', { skip }, () => {
   const tmp = tempDir();
-  const store = skip ? undefined : new Store(path.join(tmp.dir, 'net.db'));
-  const nets = skip ? undefined : new NetworkManager(new AddressPool('10.213.0.0/24', store!), 'vmesh-test-');
-  after(() => {
+  let store: Store;
+  let nets: NetworkManager;
+  const firewall = new Firewall(POOL, 'vh', 'vmesh_test');
+  let worldServers: ChildProcess;
+  let hostServer: Server;
+  let hostPort = 0;
+
+  before(async () => {
+    store = new Store(path.join(tmp.dir, 'net.db'));
+    nets = new NetworkManager(new AddressPool(POOL, store), firewall, 'vmesh-test-');
+    await exec('ip', ['netns', 'del', WORLD.netns]).catch(() => {});
+    await ip('netns', 'add', WORLD.netns);
+    await ip('link', 'add', WORLD.hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', WORLD.netns);
+    await ip('addr', 'add', `${WORLD.host}/30`, 'dev', WORLD.hostIf);
+    await ip('link', 'set', WORLD.hostIf, 'up');
+    await ip('-n', WORLD.netns, 'addr', 'add', `${WORLD.address}/30`, 'dev', 'eth0');
+    await ip('-n', WORLD.netns, 'link', 'set', 'eth0', 'up');
+    await ip('-n', WORLD.netns, 'link', 'set', 'lo', 'up');
+    const script = `for (const p of [${PORT_A}, ${PORT_B}]) require('net').createServer((s) => s.end(s.remoteAddress)).listen(p, '${WORLD.address}');`;
+    worldServers = spawn('ip', ['netns', 'exec', WORLD.netns, process.execPath, '-e', script], { stdio: 'ignore' });
+    hostServer = createServer((s) => s.end('host'));
+    await new Promise<void>((resolve) => hostServer.listen(0, '0.0.0.0', resolve));
+    hostPort = (hostServer.address() as { port: number }).port;
+    await new Promise((r) => setTimeout(r, 500));
+  });
+
+  after(async () => {
+    worldServers?.kill();
+    hostServer?.close();
+    await exec('ip', ['netns', 'del', WORLD.netns]).catch(() => {});
+    await nets?.recover();
+    await firewall.remove();
     store?.close();
     tmp.remove();
   });
 
-  it('shapes what the sandbox sends and receives to its bandwidth channel (iperf3, within 15%)', async () => {
-    const net = await nets!.create({ owner: 'bw1', egressMbps: 20, ingressMbps: 40 });
+  async function withNetwork<T>(owner: string, spec: Partial<Parameters<NetworkManager['create']>[0]>, body: (net: SandboxNetwork) => Promise<T>): Promise<T> {
+    const net = await nets.create({ owner, egressMbps: 0, ingressMbps: 0, ...spec });
     try {
-      const egress = await measure(net.netns, net.link.hostAddress, false);
-      const ingress = await measure(net.netns, net.link.hostAddress, true);
+      return await body(net);
+    } finally {
+      await nets.destroy(net);
+    }
+  }
+
+  it('egress none: reaches nothing, not the world, not the host on any address, not its own end of the link', async () => {
+    await withNetwork('none1', {}, async (net) => {
+      assert.equal(await connect(net.netns, WORLD.address, PORT_A), undefined);
+      assert.equal(await connect(net.netns, net.link.hostAddress, hostPort), undefined);
+      assert.equal(await connect(net.netns, '127.0.0.1', hostPort), undefined, "the host's loopback is not the sandbox's");
+      const { stdout } = await exec('ip', ['-n', net.netns, 'route']);
+      assert.doesNotMatch(stdout, /default/);
+    });
+  });
+
+  it('egress allowlist: reaches exactly the allowed address and port', async () => {
+    await withNetwork('allow1', { egress: [{ cidr: `${WORLD.address}/32`, ports: [PORT_A] }] }, async (net) => {
+      assert.equal(await connect(net.netns, WORLD.address, PORT_A), WORLD.host, 'allowed, and masqueraded behind the host');
+      assert.equal(await connect(net.netns, WORLD.address, PORT_B), undefined, 'another port of the same address');
+      assert.equal(await connect(net.netns, net.link.hostAddress, hostPort), undefined, 'the host');
+    });
+  });
+
+  it('egress internet: reaches the world but neither the host nor another sandbox', async () => {
+    await withNetwork('other1', { egress: 'internet' }, async (other) => {
+      const inOther = spawn('ip', ['netns', 'exec', other.netns, process.execPath, '-e', `require('net').createServer((s) => s.end('other')).listen(${PORT_A}, '${other.link.sandboxAddress}')`], { stdio: 'ignore' });
+      try {
+        await new Promise((r) => setTimeout(r, 400));
+        await withNetwork('inet1', { egress: 'internet' }, async (net) => {
+          assert.equal(await connect(net.netns, WORLD.address, PORT_A), WORLD.host);
+          assert.equal(await connect(net.netns, WORLD.address, PORT_B), WORLD.host);
+          assert.equal(await connect(net.netns, net.link.hostAddress, hostPort), undefined, 'the host');
+          assert.equal(await connect(net.netns, other.link.sandboxAddress, PORT_A), undefined, 'another sandbox');
+        });
+      } finally {
+        inOther.kill();
+      }
+    });
+  });
+
+  it('shapes what the sandbox sends and receives to its bandwidth channel (iperf3, within 15%)', async () => {
+    await withNetwork('bw1', { egress: 'internet', egressMbps: 20, ingressMbps: 40 }, async (net) => {
+      const egress = await iperf(net.netns, false);
+      const ingress = await iperf(net.netns, true);
       assert.ok(Math.abs(egress - 20) / 20 <= 0.15, `egress ${egress.toFixed(1)} Mbit/s for a 20 Mbit/s channel`);
       assert.ok(Math.abs(ingress - 40) / 40 <= 0.15, `ingress ${ingress.toFixed(1)} Mbit/s for a 40 Mbit/s channel`);
-    } finally {
-      await nets!.destroy(net);
-    }
+    });
   });
 
-  it('gives the sandbox its own namespace with only its link, and removes everything on destroy', async () => {
-    const net = await nets!.create({ owner: 'plain1', egressMbps: 0, ingressMbps: 0 });
-    const { stdout: inside } = await exec('ip', ['-n', net.netns, '-o', 'addr', 'show']);
-    assert.match(inside, new RegExp(`eth0\\s+inet ${net.link.sandboxAddress.replace(/\./g, '\\.')}/30`));
-    assert.equal(await connects(net.netns, net.link.hostAddress), true, 'the sandbox reaches its end of the link');
-    assert.equal(await connects(net.netns, '127.0.0.1'), false, "the host's loopback is not the sandbox's");
-    const { stdout: routes } = await exec('ip', ['-n', net.netns, 'route']);
-    assert.doesNotMatch(routes, /default/, 'no default route: nothing beyond the link');
-    await nets!.destroy(net);
+  it('removes the namespace, the link, the firewall chain and the lease on destroy', async () => {
+    const net = await nets.create({ owner: 'plain1', egressMbps: 0, ingressMbps: 0, egress: 'internet' });
+    await nets.destroy(net);
     assert.equal(existsSync(net.netnsPath), false);
     await assert.rejects(exec('ip', ['link', 'show', net.hostInterface]));
-    assert.equal(store!.leasedSubnets().size, 0);
-  });
-
-  it('recovers after a crash: every namespace with its prefix is removed', async () => {
-    await nets!.create({ owner: 'left1', egressMbps: 0, ingressMbps: 0 });
-    await nets!.create({ owner: 'left2', egressMbps: 5, ingressMbps: 0 });
-    const fresh = new NetworkManager(new AddressPool('10.213.0.0/24', store!), 'vmesh-test-');
-    assert.equal(await fresh.recover(), 2);
-    assert.equal(existsSync('/run/netns/vmesh-test-left1'), false);
+    const { stdout } = await exec('nft', ['list', 'table', 'inet', 'vmesh_test']);
+    assert.doesNotMatch(stdout, new RegExp(net.hostInterface));
+    assert.equal(store.leasedSubnets().size, 0);
   });
 
   it('refuses a second network for the same run without touching the first', async () => {
-    const net = await nets!.create({ owner: 'dup', egressMbps: 0, ingressMbps: 0 });
-    await assert.rejects(nets!.create({ owner: 'dup', egressMbps: 0, ingressMbps: 0 }), /exists already/);
-    assert.equal(await connects(net.netns, net.link.hostAddress), true, 'the first network still works');
-    await nets!.destroy(net);
-    assert.equal(store!.leasedSubnets().size, 0);
+    await withNetwork('dup', { egress: 'internet' }, async (net) => {
+      await assert.rejects(nets.create({ owner: 'dup', egressMbps: 0, ingressMbps: 0 }), /exists already/);
+      assert.equal(await connect(net.netns, WORLD.address, PORT_A), WORLD.host, 'the first network still works');
+    });
+    assert.equal(store.leasedSubnets().size, 0);
   });
 
   it('undoes a half-made network when a step fails', async () => {
-    await assert.rejects(nets!.create({ owner: 'badrate', egressMbps: 1e9, ingressMbps: 0 }), /tc/);
+    await assert.rejects(nets.create({ owner: 'badrate', egressMbps: 1e9, ingressMbps: 0 }), /tc/);
     assert.equal(existsSync('/run/netns/vmesh-test-badrate'), false);
-    assert.equal(store!.leasedSubnets().size, 0);
+    assert.equal(store.leasedSubnets().size, 0);
+  });
+
+  it('recovers after a crash: every namespace with its prefix and every lease is removed', async () => {
+    await nets.create({ owner: 'left1', egressMbps: 0, ingressMbps: 0 });
+    await nets.create({ owner: 'left2', egressMbps: 5, ingressMbps: 0, egress: 'internet' });
+    const fresh = new NetworkManager(new AddressPool(POOL, store), firewall, 'vmesh-test-');
+    assert.equal(await fresh.recover(), 2);
+    assert.equal(existsSync('/run/netns/vmesh-test-left1'), false);
+    assert.equal(store.leasedSubnets().size, 0);
   });
 });
