@@ -2,7 +2,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { Value } from 'typebox/value';
-import { InvalidInputError, describeSchemaError } from '../spec/index.ts';
+import { InvalidInputError, reportSchemaErrors, type SchemaError } from '../spec/index.ts';
 
 const PREFIX: Record<string, string> = { body: '', querystring: 'query', params: 'params', headers: 'headers' };
 
@@ -17,11 +17,7 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   return (data: unknown) => {
     const value = httpPart === 'body' ? data : Value.Convert(schema, data);
     if (compiled.Check(value)) return { value };
-    const errors = [...compiled.Errors(value)] as Parameters<typeof describeSchemaError>[0][];
-    errors.sort((a, b) => b.instancePath.length - a.instancePath.length);
-    const first = errors[0];
-    if (first === undefined) return { error: new InvalidInputError('invalid request') };
-    const { field, message } = describeSchemaError(first, prefix);
+    const { field, message } = reportSchemaErrors([...compiled.Errors(value)] as SchemaError[], prefix);
     return { error: new InvalidInputError(message, { field }) };
   };
 };

@@ -14,7 +14,7 @@ export function fieldName(instancePath: string, prefix = ''): string {
   return name === '' ? '(root)' : name;
 }
 
-interface SchemaError {
+export interface SchemaError {
   instancePath: string;
   message?: string;
   keyword: string;
@@ -28,6 +28,8 @@ export function describeSchemaError(err: SchemaError, prefix = ''): { field: str
   if (err.keyword === 'required' && Array.isArray(err.params.requiredProperties)) {
     path = `${path}/${String(err.params.requiredProperties[0])}`;
     msg = 'is required';
+  } else if (err.keyword === 'boolean') {
+    msg = 'is not a known field'; // TypeBox reports additionalProperties: false as a false schema on the field
   } else if (err.keyword === 'additionalProperties' && Array.isArray(err.params.additionalProperties)) {
     path = `${path}/${String(err.params.additionalProperties[0])}`;
     msg = 'is not a known field';
@@ -36,17 +38,30 @@ export function describeSchemaError(err: SchemaError, prefix = ''): { field: str
   return { field, message: `${field}: ${msg}` };
 }
 
+/**
+ * The one error to report from a list of schema errors: the deepest field, and there, every alternative
+ * the schema would have taken (`must be one of "function", "container", "microvm", "unikernel"`).
+ */
+export function reportSchemaErrors(errors: SchemaError[], prefix = ''): { field: string; message: string } {
+  const deepest = [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length);
+  const first = deepest[0];
+  if (first === undefined) return { field: '(root)', message: 'invalid input' };
+  const here = deepest.filter((e) => e.instancePath === first.instancePath);
+  const allowed = here.filter((e) => e.keyword === 'const').map((e) => JSON.stringify(e.params.allowedValue));
+  if (allowed.length > 0) {
+    const types = here.filter((e) => e.keyword === 'type').map((e) => `a value of type ${String(e.params.type)}`);
+    const field = fieldName(first.instancePath, prefix);
+    return { field, message: `${field}: must be one of ${[...allowed, ...types].join(', ')}` };
+  }
+  return describeSchemaError(here.find((e) => e.keyword !== 'anyOf') ?? first, prefix);
+}
+
 /** A compiled validator that throws InvalidInputError naming the first bad field. */
 export function validator<S extends TSchema>(schema: S, prefix = '') {
   const compiled = Compile(schema);
   return (value: unknown): Static<S> => {
     if (compiled.Check(value)) return value as Static<S>;
-    const errors = [...compiled.Errors(value)] as SchemaError[];
-    // anyOf failures list every branch; the most specific error is the deepest path.
-    errors.sort((a, b) => b.instancePath.length - a.instancePath.length);
-    const first = errors[0];
-    if (first === undefined) throw new InvalidInputError('invalid input');
-    const { field, message } = describeSchemaError(first, prefix);
+    const { field, message } = reportSchemaErrors([...compiled.Errors(value)] as SchemaError[], prefix);
     throw new InvalidInputError(message, { field });
   };
 }

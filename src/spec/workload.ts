@@ -90,6 +90,28 @@ export const PlacementHints = Type.Object(
   { additionalProperties: false },
 );
 
+const IPV4_CIDR = '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$';
+
+export const EgressRule = Type.Object(
+  {
+    cidr: Type.String({ pattern: IPV4_CIDR, description: 'IPv4 destination, e.g. 203.0.113.7/32' }),
+    ports: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 65_535 }), { minItems: 1, maxItems: 64 })),
+    protocol: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('udp')])),
+  },
+  { additionalProperties: false },
+);
+
+export const NetworkPolicy = Type.Object(
+  {
+    egress: Type.Optional(
+      Type.Union([Type.Literal('none'), Type.Literal('internet'), Type.Array(EgressRule, { maxItems: 256 })], {
+        description: 'none (default): no network; internet: anything but other sandboxes and the host, behind NAT; or an allowlist',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 const EnvName = '^[A-Za-z_][A-Za-z0-9_]*$';
 const RelativePath = '^(?!/)(?!.*(^|/)\\.\\.(/|$)).+$';
 
@@ -121,6 +143,7 @@ export const Workload = Type.Object(
     input: Type.Optional(Type.Unknown({ description: 'JSON input passed to a js function' })),
     resources: Type.Optional(Resources),
     isolation: Type.Optional(IsolationLevel),
+    network: Type.Optional(NetworkPolicy),
     driver: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'use exactly this driver' })),
     placement: Type.Optional(PlacementHints),
     outputs: Type.Optional(

@@ -122,7 +122,7 @@ describe('HTTP API', () => {
     assert.match(threw.reason ?? '', /RangeError: out of range/);
     const spin = await client.run(js('export default () => { for (;;) {} }', { resources: { timeoutMs: 300 } }));
     assert.equal(spin.state, 'timeout');
-    const bomb = await client.run(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }', { resources: { memoryMiB: 8 } }));
+    const bomb = await client.run(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }', { resources: { memoryMiB: 8 } }));
     assert.equal(bomb.state, 'oom');
     const flood = await client.run(js('export default () => { for (let i = 0; i < 100; i++) console.log("y".repeat(1000)); }'));
     assert.equal(flood.state, 'succeeded');

@@ -68,7 +68,7 @@ describe('vmesh CLI against a real detached node', () => {
     const spin = await vmesh(home, ['run', SPIN_JS, '--timeout', '300ms']);
     assert.equal(spin.code, 124);
     assert.match(spin.stderr, /timeout: .*300 ms timeout/);
-    const bomb = await vmesh(home, ['run', '-', '--runtime', 'js', '--memory', '8'], { input: 'export default () => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }' });
+    const bomb = await vmesh(home, ['run', '-', '--runtime', 'js', '--memory', '8'], { input: 'export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }' });
     assert.equal(bomb.code, 137, bomb.stderr);
     const threw = await vmesh(home, ['run', '-', '--runtime', 'js'], { input: 'export default () => { throw new Error("no") }' });
     assert.equal(threw.code, 1);

@@ -15,7 +15,7 @@ driverCompliance('quickjs', (root) => new QuickJsDriver({ sandboxRoot: root, wor
   stderr: { workload: fn(), code: js('export default () => { console.error("to stderr"); }'), stderr: 'to stderr\n' },
   exitCode: { workload: fn(), code: js('export default () => { throw new Error("boom"); }'), exitCode: 1 },
   spin: { workload: fn(), code: js('export default () => { for (;;) {} }') },
-  memoryBomb: { workload: fn(), code: js('export default () => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }') },
+  memoryBomb: { workload: fn(), code: js('export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }') },
   flood: { workload: fn(), code: js('export default () => { const s = "x".repeat(65536); for (let i = 0; i < 40; i++) console.log(s); }') },
   numbered: (n) => ({ workload: fn({ input: { n } }), code: js('export default ({ n }) => { console.log(`run ${n}`); }'), stdout: `run ${n}\n` }),
 }));

@@ -84,7 +84,7 @@ describe('node', () => {
   it('ends runs as timeout, oom and failed with reasons', async () => {
     const timeout = await node.waitFor((await node.submit(js(SPIN, { resources: { timeoutMs: 200 } }))).id);
     assert.equal(timeout.state, 'timeout');
-    const oom = await node.waitFor((await node.submit(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }', { resources: { memoryMiB: 8 } }))).id);
+    const oom = await node.waitFor((await node.submit(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }', { resources: { memoryMiB: 8 } }))).id);
     assert.equal(oom.state, 'oom');
     const threw = await node.waitFor((await node.submit(js('export default () => { throw new Error("nope") }'))).id);
     assert.equal(threw.state, 'failed');
