@@ -34,9 +34,13 @@ export class Firewall {
   constructor(
     /** The pool every sandbox address comes from (never a destination of `internet`). */
     readonly sandboxRange: string,
+    /** Host ends of this node's sandbox links are named `<prefix><hash>`; at most 10 characters. */
     readonly interfacePrefix = 'vh',
     readonly table = TABLE,
-  ) {}
+  ) {
+    if (!/^[a-z][a-z0-9]{0,9}$/.test(interfacePrefix)) throw new Error(`interface prefix ${JSON.stringify(interfacePrefix)} must be 1-10 lowercase letters and digits`);
+    if (!/^[a-z][a-z0-9_]{0,30}$/.test(table)) throw new Error(`nftables table name ${JSON.stringify(table)} is not a plain identifier`);
+  }
 
   /** Creates (or re-creates) the table and turns on IPv4 forwarding. Idempotent. */
   init(): Promise<void> {

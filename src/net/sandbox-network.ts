@@ -45,13 +45,15 @@ export class NetworkManager {
   async create(spec: SandboxNetworkSpec, signal?: AbortSignal): Promise<SandboxNetwork> {
     const netns = `${this.prefix}${spec.owner}`;
     if (existsSync(`${NETNS_DIR}/${netns}`)) throw new Error(`a network for ${spec.owner} exists already (${netns})`);
-    const tag = createHash('sha256').update(netns).digest('hex').slice(0, 10);
+    // Interface names are global on the host and at most 15 characters: the firewall's prefix, then a hash.
+    const prefix = this.firewall.interfacePrefix;
+    const tag = createHash('sha256').update(netns).digest('hex').slice(0, 15 - prefix.length);
     const link = this.pool.lease(spec.owner);
     const net: SandboxNetwork = {
       owner: spec.owner,
       netns,
       netnsPath: `${NETNS_DIR}/${netns}`,
-      hostInterface: `vh${tag}`,
+      hostInterface: `${prefix}${tag}`,
       sandboxInterface: SANDBOX_IF,
       link,
     };
@@ -85,6 +87,11 @@ export class NetworkManager {
     await run('ip', ['link', 'del', net.hostInterface]).catch(() => {}); // when the namespace never got the peer
     await this.firewall.revoke(net.hostInterface);
     this.pool.release(net.owner);
+  }
+
+  /** Removes the firewall table when the node stops (its sandboxes are gone by then). */
+  async close(): Promise<void> {
+    await this.firewall.remove();
   }
 
   /**

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Type, { type Static } from 'typebox';
+import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
 import { DEFAULT_PORT, defaultHome } from './home.ts';
 import { InvalidInputError, validator, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
 
@@ -49,6 +50,12 @@ export const ConfigFile = Type.Object(
     workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, description: 'worker threads per function driver' })),
     workerIdleMs: Type.Optional(Type.Integer({ minimum: 1, description: 'an idle worker thread ends after this long' })),
     fileRoots: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+    network: Type.Optional(
+      Type.Object(
+        { range: Type.Optional(Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$', description: 'IPv4 range sandbox links are cut from' })) },
+        { additionalProperties: false },
+      ),
+    ),
     logLevel: Type.Optional(
       Type.Union([
         Type.Literal('fatal'),
@@ -75,6 +82,7 @@ export interface NodeConfig {
   workers: number;
   workerIdleMs: number;
   fileRoots: string[];
+  network: { range: string };
   logLevel: string;
 }
 
@@ -111,6 +119,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     workers: pick('workers') ?? Math.max(2, os.availableParallelism()),
     workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),
+    network: { range: DEFAULT_SANDBOX_RANGE, ...fromFile.network, ...overrides.network },
     logLevel: pick('logLevel') ?? 'info',
   };
 }

@@ -19,6 +19,8 @@ import {
   type Run,
   type Workload,
 } from '../spec/index.ts';
+import { startHostNetworking } from '../net/host.ts';
+import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
 import { defaultResources, type NodeConfig } from './config.ts';
@@ -47,10 +49,10 @@ export interface NodeOptions {
   config: NodeConfig;
   logger?: Logger;
   /** Drivers in preference order; the default set is wasm and quickjs. */
-  drivers?: (sandboxRoot: string, config: NodeConfig) => Driver[];
+  drivers?: (sandboxRoot: string, config: NodeConfig, networks: NetworkManager | undefined) => Driver[];
 }
 
-function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
+function defaultDrivers(sandboxRoot: string, config: NodeConfig, networks: NetworkManager | undefined): Driver[] {
   const options = {
     sandboxRoot,
     workers: config.workers,
@@ -64,6 +66,7 @@ function defaultDrivers(sandboxRoot: string, config: NodeConfig): Driver[] {
       sandboxRoot,
       stateDir: path.join(config.home, 'oci-state'),
       imageRoot: path.join(config.home, 'images'),
+      ...(networks === undefined ? {} : { networks }),
       inlineOutputBytes: config.limits.inlineOutputBytes,
     }),
   ];
@@ -94,6 +97,7 @@ export class VmeshNode {
     readonly events: NodeEvents,
     readonly metrics: NodeMetrics,
     readonly reconciled: ReconcileReport,
+    private readonly networks: NetworkManager | undefined,
   ) {}
 
   static async start(options: NodeOptions): Promise<VmeshNode> {
@@ -109,7 +113,9 @@ export class VmeshNode {
         id = `node-${randomBytes(8).toString('hex')}`;
         store.setConfig('node_id', id);
       }
-      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)(sandboxRoot, config));
+      const host = await startHostNetworking(id, config.network.range, store, logger);
+      if (host.reason !== undefined) logger.info({ reason: host.reason }, 'sandboxes get no network on this node');
+      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)(sandboxRoot, config, host.networks));
       await registry.probeAll();
       // Drivers first (containers hold mounts inside sandbox directories), then the runs and directories.
       const recovered = await registry.recoverAll();
@@ -131,7 +137,7 @@ export class VmeshNode {
         queueTimeoutMs: config.executor.queueTimeoutMs,
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
-      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled);
+      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks);
       node.refreshGauges();
       for (const d of registry.all()) (d as { warm?: () => void }).warm?.();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
@@ -253,6 +259,7 @@ export class VmeshNode {
     if (this.store.db.open === false) return;
     await this.drain();
     await this.registry.close();
+    await this.networks?.close();
     this.store.close();
   }
 

@@ -248,3 +248,32 @@ async function runCaseWithId(driver: OciDriver, c: Case, id: string, opts: Param
   const request = { runId: id, workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 4, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 }, ...opts?.resources }, outputCapBytes: 4096 };
   return runInSandbox(driver, request, { write() {}, total() {} }, opts?.signal).catch((err: unknown) => err);
 }
+
+describe('container networks through a node', { skip: skip || skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables') }, () => {
+  it('gives a container exactly the egress it asks for, and removes its network after the run', async () => {
+    const { startTestNode } = await import('../helpers/node.ts');
+    const { createWorld } = await import('../helpers/world.ts');
+    const world = await createWorld('vmtest-oci-world', { host: '10.215.0.1', address: '10.215.0.2' }, [7201, 7202]);
+    const { node, home, remove } = await startTestNode({ fileRoots: ['images'], network: { range: '10.216.0.0/24' } });
+    try {
+      busyboxRootfs(path.join(home, 'images', 'busybox'));
+      const probe = (port: number) => `nc -w 2 ${world.address} ${port} </dev/null || echo unreachable`;
+      const container = async (egress: unknown, port: number) => {
+        const run = await node.waitFor((await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', probe(port)], network: { egress } })).id);
+        assert.equal(run.state, 'succeeded', run.reason);
+        return run.result!.stdout.text.trim();
+      };
+      assert.equal(await container('none', 7201), 'unreachable');
+      assert.equal(await container('internet', 7201), world.host, 'reached the world, behind the host address');
+      assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7202), world.host);
+      assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7201), 'unreachable');
+      const { readdirSync: ls } = await import('node:fs');
+      const { createHash } = await import('node:crypto');
+      const prefix = `vmesh-${createHash('sha256').update(node.id).digest('hex').slice(0, 4)}-`;
+      assert.deepEqual(ls('/run/netns').filter((n) => n.startsWith(prefix)), [], "none of this node's sandbox namespaces is left");
+    } finally {
+      await remove();
+      await world.remove();
+    }
+  });
+});

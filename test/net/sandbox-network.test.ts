@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { NetworkManager, type SandboxNetwork } from '../../src/net/sandbox-netwo
 import { Store } from '../../src/store/store.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { createWorld, type World } from '../helpers/world.ts';
 
 const exec = promisify(execFile);
 const skip =
@@ -20,14 +21,9 @@ const skip =
   skipUnless('iperf3', hasCommand('iperf3'), 'apt-get install iperf3');
 
 const POOL = '10.213.0.0/24';
-/** "The world": a namespace standing in for the internet, joined to the host by its own link. */
-const WORLD = { netns: 'vmtest-world', hostIf: 'vtworld', host: '10.214.0.1', address: '10.214.0.2' };
+const WORLD = { netns: 'vmtest-world', host: '10.214.0.1', address: '10.214.0.2' };
 const PORT_A = 7101;
 const PORT_B = 7102;
-
-async function ip(...args: string[]): Promise<void> {
-  await exec('ip', args);
-}
 
 /** The TCP reply from `host:port` as seen from inside `netns` (the server answers with the caller's address), or undefined. */
 async function connect(netns: string, host: string, port: number): Promise<string | undefined> {
@@ -58,33 +54,22 @@ describe('sandbox networks', { skip }, () => {
   let store: Store;
   let nets: NetworkManager;
   const firewall = new Firewall(POOL, 'vh', 'vmesh_test');
-  let worldServers: ChildProcess;
+  let world: World;
   let hostServer: Server;
   let hostPort = 0;
 
   before(async () => {
     store = new Store(path.join(tmp.dir, 'net.db'));
     nets = new NetworkManager(new AddressPool(POOL, store), firewall, 'vmesh-test-');
-    await exec('ip', ['netns', 'del', WORLD.netns]).catch(() => {});
-    await ip('netns', 'add', WORLD.netns);
-    await ip('link', 'add', WORLD.hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', WORLD.netns);
-    await ip('addr', 'add', `${WORLD.host}/30`, 'dev', WORLD.hostIf);
-    await ip('link', 'set', WORLD.hostIf, 'up');
-    await ip('-n', WORLD.netns, 'addr', 'add', `${WORLD.address}/30`, 'dev', 'eth0');
-    await ip('-n', WORLD.netns, 'link', 'set', 'eth0', 'up');
-    await ip('-n', WORLD.netns, 'link', 'set', 'lo', 'up');
-    const script = `for (const p of [${PORT_A}, ${PORT_B}]) require('net').createServer((s) => s.end(s.remoteAddress)).listen(p, '${WORLD.address}');`;
-    worldServers = spawn('ip', ['netns', 'exec', WORLD.netns, process.execPath, '-e', script], { stdio: 'ignore' });
+    world = await createWorld(WORLD.netns, WORLD, [PORT_A, PORT_B]);
     hostServer = createServer((s) => s.end('host'));
     await new Promise<void>((resolve) => hostServer.listen(0, '0.0.0.0', resolve));
     hostPort = (hostServer.address() as { port: number }).port;
-    await new Promise((r) => setTimeout(r, 500));
   });
 
   after(async () => {
-    worldServers?.kill();
+    await world?.remove();
     hostServer?.close();
-    await exec('ip', ['netns', 'del', WORLD.netns]).catch(() => {});
     await nets?.recover();
     await firewall.remove();
     store?.close();

@@ -27,7 +27,7 @@ export interface RuntimeConfig {
       cpu: { quota: number; period: number };
       pids: { limit: number };
     };
-    namespaces: Array<{ type: string }>;
+    namespaces: Array<{ type: string; path?: string }>;
     maskedPaths: string[];
     readonlyPaths: string[];
   };
@@ -54,6 +54,8 @@ export interface ContainerSpec {
   cgroupsPath: string;
   /** Host directory mounted read-write at /out: where declared outputs are collected from. */
   outputsDir?: string;
+  /** A network namespace made by src/net to join; without one the container gets an empty one of its own. */
+  netnsPath?: string;
   pidsLimit?: number;
 }
 
@@ -100,8 +102,8 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
         cpu: { quota: Math.max(1000, Math.round(spec.resources.vcpus * CPU_PERIOD_US)), period: CPU_PERIOD_US },
         pids: { limit: spec.pidsLimit ?? DEFAULT_PIDS_LIMIT },
       },
-      // A network namespace of its own with nothing in it: no network until src/net gives it one.
-      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      // Without a network from src/net: a namespace of its own with nothing but loopback in it.
+      namespaces: [{ type: 'pid' }, spec.netnsPath === undefined ? { type: 'network' } : { type: 'network', path: spec.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       maskedPaths: [
         '/proc/acpi',
         '/proc/asound',

@@ -7,6 +7,7 @@ import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { collectOutputs } from '../outputs.ts';
 import { cgroupVersion, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
+import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
 import { isImageDir, type ImageConfig } from './image/layout.ts';
@@ -21,6 +22,8 @@ export interface OciDriverOptions {
   sandboxRoot?: string;
   /** Where unpacked images are kept, shared by runs (content-addressed by manifest digest). */
   imageRoot?: string;
+  /** Sandbox networking; without it, containers that ask for egress are refused. */
+  networks?: NetworkManager;
   /** The runtime's own state directory (`--root`): holds only vmesh's containers. */
   stateDir?: string;
   /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
@@ -33,6 +36,7 @@ interface OciPrepared extends PreparedSandbox {
   readonly containerId: string;
   readonly cgroupsPath: string;
   readonly outputsDir?: string;
+  network?: SandboxNetwork;
   created: boolean;
 }
 
@@ -84,7 +88,15 @@ export class OciDriver implements Driver {
   }
 
   async validate(request: SandboxRequest): Promise<void> {
+    this.checkNetwork(request);
     await this.container(request);
+  }
+
+  private checkNetwork(request: SandboxRequest): void {
+    const egress = request.workload.network?.egress ?? 'none';
+    if (egress !== 'none' && this.options.networks === undefined) {
+      throw new InvalidInputError('network.egress: this node has no sandbox networking (it needs root, iproute2 and nftables)', { field: 'network.egress' });
+    }
   }
 
   async prepare(request: SandboxRequest): Promise<OciPrepared> {
@@ -103,6 +115,12 @@ export class OciDriver implements Driver {
         await run('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
         Object.assign(prepared, { outputsDir });
       }
+      const egress = request.workload.network?.egress ?? 'none';
+      if (egress !== 'none') {
+        this.checkNetwork(request);
+        const { egressMbps, ingressMbps } = request.resources.network;
+        prepared.network = await this.options.networks!.create({ owner: request.runId, egress, egressMbps, ingressMbps });
+      }
       const config = runtimeConfig({
         rootfs,
         args,
@@ -112,6 +130,7 @@ export class OciDriver implements Driver {
         resources: request.resources,
         cgroupsPath: prepared.cgroupsPath,
         ...(prepared.outputsDir === undefined ? {} : { outputsDir: prepared.outputsDir }),
+        ...(prepared.network === undefined ? {} : { netnsPath: prepared.network.netnsPath }),
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
       return prepared;
@@ -198,6 +217,7 @@ export class OciDriver implements Driver {
       await removeCgroup(this.cgroups, p.cgroupsPath);
     }
     if (p.outputsDir !== undefined) await run('umount', ['--lazy', p.outputsDir]).catch(() => {});
+    if (p.network !== undefined) await this.options.networks?.destroy(p.network);
     await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
     this.prepared.delete(p);
   }

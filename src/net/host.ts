@@ -1,0 +1,36 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { run } from '../util/exec.ts';
+import { AddressPool, type LeaseStore } from './address-pool.ts';
+import { Firewall } from './firewall.ts';
+import { NetworkManager } from './sandbox-network.ts';
+
+export const DEFAULT_SANDBOX_RANGE = '10.89.0.0/16';
+
+export interface HostNetworking {
+  networks?: NetworkManager;
+  /** Why sandboxes get no network here, when they do not. */
+  reason?: string;
+}
+
+/**
+ * Sets up sandbox networking for one node, or says why it cannot (not root, no iproute2 or nftables).
+ * Names are scoped by the node id, so that several nodes on one host (tests, development) never touch
+ * each other's namespaces, interfaces or firewall table. Removes what a previous process left.
+ */
+export async function startHostNetworking(nodeId: string, range: string, leases: LeaseStore, logger: Logger): Promise<HostNetworking> {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return { reason: 'sandbox networks need Linux and root' };
+  for (const [tool, args, pkg] of [['ip', ['-V'], 'iproute2'], ['tc', ['-V'], 'iproute2'], ['nft', ['--version'], 'nftables']] as const) {
+    try {
+      await run(tool, args, { timeoutMs: 5000 });
+    } catch {
+      return { reason: `${tool} is missing: apt-get install ${pkg}` };
+    }
+  }
+  const tag = createHash('sha256').update(nodeId).digest('hex').slice(0, 4);
+  const firewall = new Firewall(range, `v${tag}`, `vmesh_${tag}`);
+  const networks = new NetworkManager(new AddressPool(range, leases), firewall, `vmesh-${tag}-`);
+  const left = await networks.recover();
+  if (left > 0) logger.warn({ namespaces: left }, 'removed sandbox networks a previous process left');
+  return { networks };
+}
