@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { run } from '../util/exec.ts';
+import { shortTag } from '../util/names.ts';
 import { AddressPool, type LeaseStore } from './address-pool.ts';
 import { Firewall } from './firewall.ts';
 import { NetworkManager } from './sandbox-network.ts';
@@ -27,7 +27,7 @@ export async function startHostNetworking(nodeId: string, range: string, leases:
       return { reason: `${tool} is missing: apt-get install ${pkg}` };
     }
   }
-  const tag = createHash('sha256').update(nodeId).digest('hex').slice(0, 4);
+  const tag = shortTag(nodeId);
   const firewall = new Firewall(range, `v${tag}`, `vmesh_${tag}`);
   const networks = new NetworkManager(new AddressPool(range, leases), firewall, `vmesh-${tag}-`);
   const left = await networks.recover();

@@ -20,6 +20,7 @@ import {
   type Workload,
 } from '../spec/index.ts';
 import { startHostNetworking } from '../net/host.ts';
+import { shortTag } from '../util/names.ts';
 import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
@@ -49,10 +50,20 @@ export interface NodeOptions {
   config: NodeConfig;
   logger?: Logger;
   /** Drivers in preference order; the default set is wasm and quickjs. */
-  drivers?: (sandboxRoot: string, config: NodeConfig, networks: NetworkManager | undefined) => Driver[];
+  drivers?: (context: DriverContext) => Driver[];
 }
 
-function defaultDrivers(sandboxRoot: string, config: NodeConfig, networks: NetworkManager | undefined): Driver[] {
+/** What the node hands its drivers when it makes them. */
+export interface DriverContext {
+  nodeId: string;
+  config: NodeConfig;
+  /** Parent of per-run sandbox directories. */
+  sandboxRoot: string;
+  /** Sandbox networking, when this host has it. */
+  networks: NetworkManager | undefined;
+}
+
+function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext): Driver[] {
   const options = {
     sandboxRoot,
     workers: config.workers,
@@ -66,6 +77,7 @@ function defaultDrivers(sandboxRoot: string, config: NodeConfig, networks: Netwo
       sandboxRoot,
       stateDir: path.join(config.home, 'oci-state'),
       imageRoot: path.join(config.home, 'images'),
+      cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
       inlineOutputBytes: config.limits.inlineOutputBytes,
     }),
@@ -115,7 +127,7 @@ export class VmeshNode {
       }
       const host = await startHostNetworking(id, config.network.range, store, logger);
       if (host.reason !== undefined) logger.info({ reason: host.reason }, 'sandboxes get no network on this node');
-      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)(sandboxRoot, config, host.networks));
+      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)({ nodeId: id, config, sandboxRoot, networks: host.networks }));
       await registry.probeAll();
       // Drivers first (containers hold mounts inside sandbox directories), then the runs and directories.
       const recovered = await registry.recoverAll();

@@ -191,15 +191,25 @@ describe('containers leave nothing behind', { skip }, () => {
     const root = tempDir('vmesh-oci-leak-');
     const sandboxes = path.join(root.dir, 'sandboxes');
     const stateDir = path.join(root.dir, 'state');
-    const driver = new OciDriver({ sandboxRoot: sandboxes, stateDir });
-    await driver.probe();
-    const { readFileSync } = await import('node:fs');
     const { execFileSync } = await import('node:child_process');
+    const withNetworks = hasCommand('nft', ['--version']);
+    const { Store } = await import('../../src/store/store.ts');
+    const { AddressPool } = await import('../../src/net/address-pool.ts');
+    const { Firewall } = await import('../../src/net/firewall.ts');
+    const { NetworkManager } = await import('../../src/net/sandbox-network.ts');
+    const store = new Store(path.join(root.dir, 'leases.db'));
+    const firewall = new Firewall('10.217.0.0/24', 'vleak', 'vmesh_leak');
+    const networks = new NetworkManager(new AddressPool('10.217.0.0/24', store), firewall, 'vmesh-leak-');
+    const driver = new OciDriver({ sandboxRoot: sandboxes, stateDir, cgroupParent: '/vmesh/leaktest', ...(withNetworks ? { networks } : {}) });
+    await driver.probe();
     const snapshot = () => ({
       processes: readdirSync('/proc').filter((p) => /^\d+$/.test(p) && readFileSafe(`/proc/${p}/cmdline`).includes(stateDir)).length,
       children: execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length,
       mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(root.dir)).length,
-      cgroups: ['/sys/fs/cgroup/memory/vmesh', '/sys/fs/cgroup/pids/vmesh', '/sys/fs/cgroup/vmesh'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-leak'))).length,
+      cgroups: ['/sys/fs/cgroup/memory/vmesh/leaktest', '/sys/fs/cgroup/pids/vmesh/leaktest', '/sys/fs/cgroup/vmesh/leaktest'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-'))).length,
+      interfaces: execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(' vleak')).length,
+      namespaces: existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith('vmesh-leak-')).length : 0,
+      leases: store.leasedSubnets().size,
       netns: new Set(readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => readlinkSafe(`/proc/${p}/ns/net`))).size,
       sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
       containers: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
@@ -207,7 +217,8 @@ describe('containers leave nothing behind', { skip }, () => {
     let seq = 0;
     const once = (kind: number) => {
       const id = `leak${++seq}`;
-      const c = withDir(kind === 0 ? sh('echo ok > /out/r', { outputs: ['r'] }) : sh('while :; do :; done'));
+      const network = withNetworks ? { network: { egress: 'internet' as const } } : {};
+      const c = withDir(kind === 0 ? sh('echo ok > /out/r', { outputs: ['r'], ...network }) : sh('while :; do :; done', kind === 2 ? network : {}));
       const controller = new AbortController();
       if (kind === 2) setTimeout(() => controller.abort(), 150);
       return runCaseWithId(driver, c, id, { resources: { timeoutMs: kind === 1 ? 150 : 10_000 }, signal: controller.signal });
@@ -221,6 +232,8 @@ describe('containers leave nothing behind', { skip }, () => {
       assert.equal(driver.liveSandboxes(), 0);
     } finally {
       await driver.close();
+      await firewall.remove();
+      store.close();
       root.remove();
     }
   });
@@ -268,8 +281,8 @@ describe('container networks through a node', { skip: skip || skipUnless('nftabl
       assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7202), world.host);
       assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7201), 'unreachable');
       const { readdirSync: ls } = await import('node:fs');
-      const { createHash } = await import('node:crypto');
-      const prefix = `vmesh-${createHash('sha256').update(node.id).digest('hex').slice(0, 4)}-`;
+      const { shortTag } = await import('../../src/util/names.ts');
+      const prefix = `vmesh-${shortTag(node.id)}-`;
       assert.deepEqual(ls('/run/netns').filter((n) => n.startsWith(prefix)), [], "none of this node's sandbox namespaces is left");
     } finally {
       await remove();

@@ -45,6 +45,14 @@ export async function readCgroupStats(version: CgroupVersion, cgroupsPath: strin
   return stats;
 }
 
+/** The names of the cgroups directly under `parent` (v1: as the pids hierarchy has them). */
+export async function childCgroups(version: CgroupVersion, parent: string, root = ROOT): Promise<string[]> {
+  const rel = parent.replace(/^\/+/, '');
+  const dir = version === 'v2' ? path.join(root, rel) : path.join(root, 'pids', rel);
+  const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name);
+}
+
 /** The processes in a container's cgroup (v1: from the pids hierarchy, where runc always puts them). */
 export async function cgroupProcesses(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<number[]> {
   const rel = cgroupsPath.replace(/^\/+/, '');

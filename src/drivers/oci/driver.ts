@@ -6,7 +6,7 @@ import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { collectOutputs } from '../outputs.ts';
-import { cgroupVersion, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
+import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
@@ -15,7 +15,6 @@ import { resolveCommand } from './rootfs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 
 const CONTAINER_PREFIX = 'vmesh-';
-const CGROUP_PARENT = '/vmesh';
 
 export interface OciDriverOptions {
   /** Parent of the per-run bundle directories. */
@@ -24,6 +23,8 @@ export interface OciDriverOptions {
   imageRoot?: string;
   /** Sandbox networking; without it, containers that ask for egress are refused. */
   networks?: NetworkManager;
+  /** The cgroup every container of this driver goes under (default `/vmesh`); one per node. */
+  cgroupParent?: string;
   /** The runtime's own state directory (`--root`): holds only vmesh's containers. */
   stateDir?: string;
   /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
@@ -61,6 +62,7 @@ export class OciDriver implements Driver {
   private readonly stateDir: string;
   private readonly inlineOutputBytes: number;
   private readonly images: ImageCache;
+  private readonly cgroupParent: string;
   private runtime: OciRuntime | undefined;
   private cgroups: CgroupVersion = cgroupVersion();
   private readonly prepared = new Set<OciPrepared>();
@@ -71,6 +73,8 @@ export class OciDriver implements Driver {
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
     this.inlineOutputBytes = options.inlineOutputBytes ?? 2 ** 20;
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
+    this.cgroupParent = options.cgroupParent ?? '/vmesh';
+    if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
   }
 
   accepts(workload: Workload): boolean {
@@ -105,7 +109,7 @@ export class OciDriver implements Driver {
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
-    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${CGROUP_PARENT}/${containerId}`, created: false };
+    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false };
     this.prepared.add(prepared);
     try {
       if ((request.workload.outputs ?? []).length > 0) {
@@ -236,6 +240,13 @@ export class OciDriver implements Driver {
       /* no state directory yet: nothing to recover */
     }
     for (const id of ids) await this.runtimeCall(['delete', '--force', id]).catch(() => {});
+    // Containers the runtime lost track of (its state went with the crash) still have their cgroups.
+    for (const id of await childCgroups(this.cgroups, this.cgroupParent)) {
+      if (!id.startsWith(CONTAINER_PREFIX)) continue;
+      await killCgroup(this.cgroups, `${this.cgroupParent}/${id}`);
+      await removeCgroup(this.cgroups, `${this.cgroupParent}/${id}`);
+      if (!ids.includes(id)) ids.push(id);
+    }
     await this.images.removeIncomplete();
     for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
     return ids.length;
