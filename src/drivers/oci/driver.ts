@@ -258,6 +258,8 @@ export class OciDriver implements Driver {
 
   async close(): Promise<void> {
     await Promise.all([...this.running].map((r) => this.stop(r, 'cancelled')));
+    await Promise.all([...this.running].map((r) => r.exited));
+    if (this.runtime !== undefined && this.prepared.size === 0) await removeCgroup(this.cgroups, this.cgroupParent);
   }
 
   /**
