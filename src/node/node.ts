@@ -76,7 +76,7 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
     new OciDriver({
       sandboxRoot,
       stateDir: path.join(config.home, 'oci-state'),
-      imageRoot: path.join(config.home, 'images'),
+      imageRoot: path.join(config.home, 'image-cache'),
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
       inlineOutputBytes: config.limits.inlineOutputBytes,

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { Run } from '../../src/spec/index.ts';
+import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -29,12 +31,18 @@ function vmesh(home: string, args: string[], opts: { input?: string; env?: Recor
 }
 
 const json = <T>(r: Result): T => JSON.parse(r.stdout) as T;
+const containerSkip =
+  skipUnless('root', process.getuid?.() === 0, 'run the tests as root (containers need it)') ||
+  skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static');
 
 describe('vmesh CLI against a real detached node', () => {
   const tmp = tempDir('vmesh-cli-');
   const home = tmp.dir;
 
   before(async () => {
+    writeFileSync(path.join(home, 'config.json'), JSON.stringify({ fileRoots: ['images'] }));
+    if (!containerSkip) busyboxRootfs(path.join(home, 'images', 'busybox'));
     const up = await vmesh(home, ['--json', 'up', '--detach', '--port', '0', '--workers', '2']);
     assert.equal(up.code, 0, up.stderr);
     assert.equal(json<{ status: string }>(up).status, 'started');
@@ -118,6 +126,15 @@ describe('vmesh CLI against a real detached node', () => {
     assert.equal(await exited, 130);
     assert.match(stderr, /cancelling run r[0-9a-z]+/);
     assert.match(stderr, /cancelled: cancelled by request/);
+  });
+
+  it('runs a container from a root file system directory, passing its exit code through', { skip: containerSkip }, async () => {
+    const r = await vmesh(home, ['run', '--kind', 'container', path.join(home, 'images', 'busybox'), '--', 'sh', '-c', 'echo from a container; exit 3']);
+    assert.equal(r.stdout, 'from a container\n');
+    assert.equal(r.code, 3, r.stderr);
+    const outside = await vmesh(home, ['run', '--kind', 'container', ROOT, '--', 'sh']);
+    assert.equal(outside.code, 2);
+    assert.match(outside.stderr, /source\.file: .* is not a file or directory under the node's file roots/);
   });
 
   it('exits 4 for an unknown run and 3 when no node answers', async () => {

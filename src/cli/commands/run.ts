@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
@@ -31,7 +31,7 @@ export function runCommand(program: Command): void {
   program
     .command('run')
     .description('run a workload and print its output (`-` reads the code from stdin)')
-    .argument('<file>', 'the workload: a .wasm module, a .js function, or - for stdin')
+    .argument('<file>', 'a .wasm module, a .js function, - for stdin, or (--kind container) a root file system or OCI image directory')
     .argument('[args...]', 'arguments for the workload (after --)')
     .option('--kind <kind>', 'function, container, microvm or unikernel', 'function')
     .option('--runtime <runtime>', 'wasm or js (default: from the file)')
@@ -66,13 +66,16 @@ export function runCommand(program: Command): void {
 }
 
 export function buildWorkload(file: string, args: string[], opts: RunOptions): Workload {
-  const code = file === '-' ? readFileSync(0) : readFileSync(file);
-  const binary = isWasm(code);
-  const workload: Workload = {
-    kind: opts.kind,
-    source: binary ? { inline: code.toString('base64'), encoding: 'base64' } : { inline: code.toString('utf8') },
-    name: opts.name ?? (file === '-' ? 'stdin' : path.basename(file)),
-  };
+  const name = opts.name ?? (file === '-' ? 'stdin' : path.basename(path.resolve(file)));
+  let source: Workload['source'];
+  if (file !== '-' && statSync(file).isDirectory()) {
+    // A root file system or an image layout: the node reads it in place (it must be under its fileRoots).
+    source = { file: path.resolve(file) };
+  } else {
+    const code = file === '-' ? readFileSync(0) : readFileSync(file);
+    source = isWasm(code) ? { inline: code.toString('base64'), encoding: 'base64' } : { inline: code.toString('utf8') };
+  }
+  const workload: Workload = { kind: opts.kind, source, name };
   if (opts.runtime !== undefined) workload.runtime = opts.runtime;
   const allArgs = [...(opts.arg ?? []), ...args];
   if (allArgs.length > 0) workload.args = allArgs;
