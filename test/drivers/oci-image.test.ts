@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import { ImageCache } from '../../src/drivers/oci/image/cache.ts';
 import { InvalidInputError, InvalidSourceError } from '../../src/spec/index.ts';
@@ -101,8 +102,13 @@ describe('image unpacking', () => {
     const blobs = path.join(dir, 'blobs', 'sha256');
     const manifest = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8')).manifests[0].digest.slice(7);
     const m = JSON.parse(readFileSync(path.join(blobs, manifest), 'utf8'));
-    writeFileSync(path.join(blobs, m.layers[0].digest.slice(7)), 'tampered');
+    const layerFile = path.join(blobs, m.layers[0].digest.slice(7));
+    writeFileSync(layerFile, 'tampered');
     await assert.rejects(cache.ensure(dir, MiB), /does not match its digest/);
+    // A well-formed layer that is not the one the manifest names: caught by its digest after unpacking.
+    writeFileSync(layerFile, gzipSync(await tarOf([{ name: 'other', content: 'other' }])));
+    await assert.rejects(cache.ensure(dir, MiB), /does not match its digest/);
+    assert.ok(!cacheEntries().some((e) => e.startsWith('.unpacking-')));
     writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }));
     await assert.rejects(cache.ensure(dir, MiB), /lists no manifests/);
   });

@@ -63,7 +63,7 @@ export class ImageCache {
       await fs.mkdir(path.join(tmp, 'rootfs'), { recursive: true, mode: 0o755 });
       const budget: UnpackBudget = { usedBytes: 0, maxBytes };
       for (const [i, layer] of layers.entries()) {
-        await applyLayer(path.join(tmp, 'rootfs'), layer.file, layer.compression, budget, layer.digest ?? `#${i + 1}`);
+        await applyLayer(path.join(tmp, 'rootfs'), layer.file, layer.compression, budget, layer.digest ?? `#${i + 1}`, layer.digest);
       }
       const meta: Meta = { bytes: budget.usedBytes, config };
       await fs.writeFile(path.join(tmp, 'meta.json'), JSON.stringify(meta));

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { constants, createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
+import { sha256File } from '../../../blobs/blob-store.ts';
 import { InvalidSourceError } from '../../../spec/index.ts';
 
 const WHITEOUT = '.wh.';
@@ -24,9 +26,11 @@ export interface UnpackBudget {
  * targets leave the root, and device nodes. Parent directories are resolved inside the root, so a
  * symlink from an earlier entry cannot carry a later write out of it.
  */
-export async function applyLayer(rootfs: string, file: string, compression: LayerCompression, budget: UnpackBudget, label: string): Promise<void> {
+export async function applyLayer(rootfs: string, file: string, compression: LayerCompression, budget: UnpackBudget, label: string, digest?: string): Promise<void> {
   const tar = extract();
   const source = createReadStream(file);
+  const hash = createHash('sha256');
+  source.on('data', (chunk) => hash.update(chunk as Buffer)); // the digest is checked as the layer streams
   const stages = compression === 'gzip' ? [source, createGunzip(), tar] : [source, tar];
   const done = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream]);
   try {
@@ -34,10 +38,19 @@ export async function applyLayer(rootfs: string, file: string, compression: Laye
       await applyEntry(rootfs, entry.header, entry, budget, label);
     }
     await done;
+    const actual = `sha256:${hash.digest('hex')}`;
+    if (digest !== undefined && actual !== digest) {
+      throw new InvalidSourceError(`source: layer ${label} does not match its digest (it hashes to ${actual})`, { field: 'source' });
+    }
   } catch (err) {
     source.destroy();
     await done.catch(() => {});
     if (err instanceof InvalidSourceError) throw err;
+    // A layer that cannot be read is most often one that is not what the manifest says: say so.
+    const actual = digest === undefined ? undefined : await sha256File(file).catch(() => undefined);
+    if (actual !== undefined && actual !== digest) {
+      throw new InvalidSourceError(`source: layer ${label} does not match its digest (it hashes to ${actual})`, { field: 'source' });
+    }
     throw new InvalidSourceError(`source: layer ${label} is not a readable tar: ${(err as Error).message}`, { field: 'source', cause: err });
   }
 }
