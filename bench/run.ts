@@ -1,23 +1,26 @@
 // `npm run bench`: runs the benchmarks, prints their results and records them in docs/benchmarks.md.
 //
 // Environment:
-//   BENCH_ONLY         comma-separated benchmark names to run (default: all)
-//   BENCH_DOCS         0 to leave docs/benchmarks.md alone (default: 1)
-//   BENCH_DURATION_S   length of each measured phase (default: 5)
-//   BENCH_WARMUP_S     unmeasured run before each phase (default: 1)
-//   BENCH_CONCURRENCY  loops / connections of the throughput phases (default: 32)
-//   BENCH_WORKERS      worker threads of the wasm driver, in-process and in the node (default: 2)
-//   BENCH_IDLE_S       quiet time before each memory reading of the node (default: 2)
-//   BENCH_SETTLE_S     after the load, how long to wait at most for the node's RSS to settle (default: 60)
+//   BENCH_ONLY              comma-separated benchmark names to run (default: all)
+//   BENCH_DOCS              0 to leave docs/benchmarks.md alone (default: 1)
+//   BENCH_DURATION_S        length of each measured phase (default: 5)
+//   BENCH_WARMUP_S          unmeasured run before each phase (default: 1)
+//   BENCH_CONCURRENCY       loops / connections of the throughput phases (default: 32)
+//   BENCH_WORKERS           worker threads of the wasm driver, in-process and in the node (default: 2)
+//   BENCH_IDLE_S            quiet time before each memory reading of the node (default: 2)
+//   BENCH_SETTLE_S          after the load, how long to wait at most for the node's RSS to settle (default: 60)
+//   BENCH_CONTAINER_RUNS    measured container runs of each way (default: 40)
+//   BENCH_CONTAINER_WARMUP  unmeasured container runs of each way first (default: 5)
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
 import { envFlag } from './lib/env.ts';
 import { describeMachine, type Machine } from './lib/machine.ts';
 import { quietWasiWarning } from './lib/quiet-wasi.ts';
+import { containersBenchmark } from './containers.ts';
 import { functionsBenchmark } from './functions.ts';
 
-const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark];
+const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark];
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const COMMAND = 'npm run bench';
 
@@ -27,6 +30,11 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 log(`${COMMAND} on ${machine.cpu} x ${machine.cores} cores, node ${machine.node}`);
 
 for (const benchmark of selected()) {
+  const unavailable = await benchmark.unavailable?.();
+  if (unavailable !== undefined) {
+    log(`${benchmark.name}: skipped, ${unavailable}`);
+    continue;
+  }
   const report = await benchmark.run(log);
   process.stdout.write(`\n== ${report.heading} ==\n\n${machineText(machine)}\n\n${report.text}\n`);
   if (envFlag('BENCH_DOCS', true)) {

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import type { Workload } from '../../src/spec/index.ts';
 import type { PhaseResult } from '../lib/load.ts';
 
+export { WrongResultError } from '../lib/load.ts';
+
 const HELLO_WASM = fileURLToPath(new URL('../../examples/hello.wasm', import.meta.url));
 const BUILD_EXAMPLES = fileURLToPath(new URL('../../scripts/build-examples.mjs', import.meta.url));
 
@@ -46,9 +48,4 @@ export function loadHelloWasm(): Uint8Array {
 /** The workload as a client submits it: the module inline, in base64. */
 export function helloWorkload(code: Uint8Array): Workload {
   return { kind: 'function', source: { inline: Buffer.from(code).toString('base64'), encoding: 'base64' }, args: [ARG] };
-}
-
-/** A failed check of a run's result; its name is the failure kind counted in the report. */
-export class WrongResultError extends Error {
-  override readonly name = 'wrong result';
 }

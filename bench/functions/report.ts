@@ -1,5 +1,5 @@
 import type { Target } from '../lib/benchmark.ts';
-import { count, markdownTable, mib, ms, rate, ratio, textTable, type Row } from '../lib/format.ts';
+import { count, mib, ms, rate, ratio, tableMarkdown, tableText, type Row, type Table } from '../lib/format.ts';
 import type { PhaseResult } from '../lib/load.ts';
 import type { ApiResult } from './api.ts';
 import { EXPECTED_STDOUT, type Settings, type WayResult } from './common.ts';
@@ -17,19 +17,13 @@ export interface FunctionsResults {
   api: ApiResult;
 }
 
-interface Table {
-  title: string;
-  header: Row;
-  rows: Row[];
-}
-
 export function renderText(r: FunctionsResults): string {
-  const parts = tables(r).map((t) => `${t.title}\n${textTable(t.header, t.rows)}`);
+  const parts = tables(r).map(tableText);
   return [settingsLine(r), sampleLine(r), ...parts, ...failureLines(r), ...leakLines(r)].join('\n\n');
 }
 
 export function renderMarkdown(r: FunctionsResults): string {
-  const parts = tables(r).map((t) => `### ${t.title}\n\n${markdownTable(t.header, t.rows)}`);
+  const parts = tables(r).map(tableMarkdown);
   const failures = failureLines(r);
   const outcome = failures.length > 0 ? failures : ['Every measured run succeeded with the expected output.'];
   return [settingsLine(r), sampleLine(r), ...parts, ...outcome, ...leakLines(r), WAYS].join('\n\n');

@@ -2,6 +2,8 @@
 export interface Benchmark {
   /** Short name, used by BENCH_ONLY to pick benchmarks. */
   readonly name: string;
+  /** Why it cannot run on this machine (a missing tool, not root), or undefined when it can. */
+  unavailable?(): Promise<string | undefined>;
   run(log: (line: string) => void): Promise<BenchReport>;
 }
 

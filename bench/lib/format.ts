@@ -43,3 +43,18 @@ export function markdownTable(header: Row, rows: readonly Row[]): string {
   const line = (cells: Row) => `| ${cells.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
+
+/** A titled table: in the terminal under its title, in Markdown under a level-3 heading. */
+export interface Table {
+  title: string;
+  header: Row;
+  rows: Row[];
+}
+
+export function tableText(t: Table): string {
+  return `${t.title}\n${textTable(t.header, t.rows)}`;
+}
+
+export function tableMarkdown(t: Table): string {
+  return `### ${t.title}\n\n${markdownTable(t.header, t.rows)}`;
+}

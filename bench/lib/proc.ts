@@ -67,3 +67,8 @@ function statCpuMs(file: string): number {
 export function openFds(pid: number | 'self' = 'self'): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
+
+/** The 1-minute load average of the machine (Linux only): how busy it was around a measurement. */
+export function loadAverage(): number {
+  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+}

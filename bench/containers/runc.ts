@@ -1,0 +1,53 @@
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { runtimeConfig } from '../../src/drivers/oci/config.ts';
+import type { OciRuntime } from '../../src/drivers/oci/runtime.ts';
+import { WrongResultError } from '../lib/load.ts';
+import { COMMAND, EXPECTED_STDOUT, NODE_CGROUP_PARENT, NODE_CONTAINER_PREFIX, RESOURCES, type Leftovers } from './common.ts';
+import type { Fixture } from './fixture.ts';
+import { cgroupDirs, listContainers, removeCgroup, removeContainers, runRuntime } from './oci.ts';
+
+/** The baseline: `<runtime> run` of a prepared bundle, which deletes the container when it exits. */
+export interface BareRuntime {
+  once(): Promise<void>;
+  /** What the runs left behind, counted before close() removes it. */
+  leftovers(): Promise<Leftovers>;
+  close(): Promise<void>;
+}
+
+/**
+ * Writes a bundle whose config.json is the one vmesh writes (src/drivers/oci/config.ts), with the busybox
+ * root file system and the node's default container resources.
+ */
+export function openBare(fixture: Fixture, runtime: OciRuntime): BareRuntime {
+  const bundle = path.join(fixture.dir, 'bundle');
+  const stateDir = path.join(fixture.dir, 'runtime-state');
+  // Beside vmesh's own containers (/vmesh/vmesh-<run id>): the kernel shares the CPU out among cgroups, so
+  // a container elsewhere would not compete with the same neighbours.
+  const cgroup = `${NODE_CGROUP_PARENT}/${NODE_CONTAINER_PREFIX}bench-${process.pid}`;
+  mkdirSync(bundle, { recursive: true });
+  const config = runtimeConfig({ rootfs: fixture.rootfs, args: COMMAND, env: {}, cwd: '/', hostname: 'bench', resources: RESOURCES, cgroupsPath: `/${cgroup}` });
+  writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(config));
+  let seq = 0;
+
+  return {
+    async once() {
+      const id = `bench-${process.pid}-${++seq}`;
+      const out = await runRuntime(runtime.command, ['--root', stateDir, 'run', '--bundle', bundle, id]);
+      if (out.code !== 0 || out.stdout !== EXPECTED_STDOUT) {
+        throw new WrongResultError(`${runtime.name} run: exit ${out.code}, stdout ${JSON.stringify(out.stdout)}, stderr ${JSON.stringify(out.stderr.slice(0, 500))}`);
+      }
+    },
+    async leftovers() {
+      return {
+        containers: (await listContainers(runtime.command, stateDir)).length,
+        cgroups: cgroupDirs(cgroup).length,
+        directories: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
+      };
+    },
+    async close() {
+      await removeContainers(runtime.command, stateDir);
+      removeCgroup(cgroup);
+    },
+  };
+}
