@@ -4,6 +4,8 @@ import type { Driver, SandboxExit, SandboxIO, SandboxRequest } from './driver.ts
 export interface LifecycleHooks {
   /** Called once the sandbox has started, just before waiting on it. */
   onRunning?(): void;
+  /** Called with the outcome as soon as the sandbox has ended, before its cleanup runs. */
+  onExit?(exit: SandboxExit): void;
 }
 
 /**
@@ -34,7 +36,9 @@ export async function runInSandbox(
     try {
       if (signal?.aborted) stop('cancelled');
       hooks.onRunning?.();
-      return await driver.wait(sandbox);
+      const exit = await driver.wait(sandbox);
+      hooks.onExit?.(exit);
+      return exit;
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

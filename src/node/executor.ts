@@ -65,6 +65,11 @@ export class Executor {
     return this.active.get(id)?.record ?? this.queue.find((j) => j.record.id === id)?.record;
   }
 
+  /** Resolves once a run is over and everything it held is released (at once for one that is not live). */
+  async settled(id: string): Promise<void> {
+    await (this.active.get(id) ?? this.queue.find((j) => j.record.id === id))?.settled;
+  }
+
   /** 1-based place in the queue, or undefined when the run is not queued. */
   position(id: string): number | undefined {
     const i = this.queue.findIndex((j) => j.record.id === id);
@@ -161,15 +166,20 @@ export class Executor {
         },
         total: (stream: StreamName, bytes: number) => captured[stream].noteTotal(bytes),
       };
-      exit = await runInSandbox(job.driver, job.request, io, job.controller.signal, {
+      // The result goes out as soon as the sandbox has ended; its resources are freed after the cleanup.
+      const publish = (ended: SandboxExit) => {
+        exit = ended;
+        const [state, reason] = terminalOf(ended);
+        const why = state === 'cancelled' ? abortReason(job.controller.signal) : reason;
+        this.finish(job, state, why, this.result(job, ended, captured));
+      };
+      await runInSandbox(job.driver, job.request, io, job.controller.signal, {
         onRunning: () => {
           job.runningAt = performance.now();
           this.transition(job, 'running', { startedAt: new Date().toISOString() });
         },
+        onExit: publish,
       });
-      const [state, reason] = terminalOf(exit);
-      const why = state === 'cancelled' ? abortReason(job.controller.signal) : reason;
-      this.finish(job, state, why, this.result(job, exit, captured));
     } catch (err) {
       const cancelled = err instanceof AbortedError || job.controller.signal.aborted;
       const reason = cancelled ? abortReason(job.controller.signal) : `the driver failed: ${(err as Error).message}`;

@@ -209,11 +209,8 @@ export class VmeshNode {
 
   /** Resolves with the run once it has reached a terminal state. */
   async waitFor(id: string, signal?: AbortSignal): Promise<Run> {
-    const live = this.executor.record(id);
-    if (live === undefined) {
-      const stored = this.getRun(id);
-      if (isTerminal(stored.state)) return stored;
-    }
+    const current = this.executor.record(id) ?? this.getRecord(id);
+    if (isTerminal(current.state)) return this.toPublic(current);
     return new Promise<Run>((resolve, reject) => {
       const onState = (e: StateEvent) => {
         if (e.runId !== id || !isTerminal(e.state)) return;
@@ -231,6 +228,11 @@ export class VmeshNode {
       this.events.on('state', onState);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Resolves once a run is over and every resource it held is released (results come out before that). */
+  settled(id: string): Promise<void> {
+    return this.executor.settled(id);
   }
 
   cancel(id: string): Run {

@@ -174,8 +174,17 @@ describe('HTTP API', () => {
     assert.deepEqual(events.at(-1), { event: 'end', state: 'succeeded' });
   });
 
+  /** Results come out before a run's resources are released: wait until nothing is held. */
+  async function settledNode() {
+    for (;;) {
+      const node = await client.node();
+      if (node.runs.active === 0 && node.runs.queued === 0) return node;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   it('describes the node: capacity, free resources, drivers with versions', async () => {
-    const node = await client.node();
+    const node = await settledNode();
     assert.equal(node.id, daemon.node.id);
     assert.ok(node.capacity.vcpus >= 1);
     assert.deepEqual(node.free, node.capacity);
@@ -203,7 +212,9 @@ describe('HTTP API', () => {
   });
 
   it('stays healthy after all of the above, with its ledger whole', async () => {
-    assert.equal((await client.run(wasm({ args: ['still'] }))).result?.stdout.text, 'hello, still\n');
+    const last = await client.run(wasm({ args: ['still'] }));
+    assert.equal(last.result?.stdout.text, 'hello, still\n');
+    await daemon.node.settled(last.id);
     const node = await client.node();
     assert.deepEqual(node.free, node.capacity);
     assert.equal(node.runs.active, 0);

@@ -179,6 +179,7 @@ describe('containers through a node', { skip }, () => {
       assert.equal(run.result?.exitCode, 4);
       assert.equal(run.result?.stdout.text, 'from a container\n');
       await assert.rejects(node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['nope'] }), /"nope" does not exist/);
+      await node.settled(run.id);
       assert.deepEqual(node.ledger.free(), node.ledger.capacity);
     } finally {
       await remove();
@@ -273,6 +274,7 @@ describe('container networks through a node', { skip: skip || skipUnless('nftabl
       const probe = (port: number) => `nc -w 2 ${world.address} ${port} </dev/null || echo unreachable`;
       const container = async (egress: unknown, port: number) => {
         const run = await node.waitFor((await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', probe(port)], network: { egress } })).id);
+        await node.settled(run.id);
         assert.equal(run.state, 'succeeded', run.reason);
         return run.result!.stdout.text.trim();
       };

@@ -38,6 +38,7 @@ describe('node', () => {
     assert.ok(run.startedAt && run.endedAt);
     const events = node.store.eventsAfter(run.id).filter((e) => e.type === 'state').map((e) => JSON.parse(e.data.toString()).state);
     assert.deepEqual(events, ['queued', 'placed', 'starting', 'running', 'succeeded']);
+    await node.settled(run.id); // the result comes out first; the reservation is released after cleanup
     assert.deepEqual(node.ledger.free(), node.ledger.capacity, 'reservation released');
   });
 
@@ -69,6 +70,7 @@ describe('node', () => {
     assert.equal(ended.state, 'cancelled');
     assert.equal(ended.reason, 'cancelled by request');
     assert.throws(() => node.cancel(running), rejectsWith('run_finished'));
+    await node.settled(running);
     assert.deepEqual(node.ledger.free(), node.ledger.capacity);
   });
 
