@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,7 @@ function vmesh(home: string, args: string[], opts: { input?: string; env?: Recor
 }
 
 const json = <T>(r: Result): T => JSON.parse(r.stdout) as T;
+const execFileAsync = promisify(execFile);
 const containerSkip =
   skipUnless('root', process.getuid?.() === 0, 'run the tests as root (containers need it)') ||
   skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
@@ -184,6 +186,57 @@ describe('vmesh after kill -9 of the node', () => {
       assert.equal(r.stdout, 'hello, again\n');
       assert.equal((await vmesh(home, ['down'])).code, 0);
       assert.equal(existsSync(path.join(home, 'node.json')), false);
+    } finally {
+      await vmesh(home, ['down']);
+      tmp.remove();
+    }
+  });
+});
+
+describe('vmesh after kill -9 of a node running a networked container', { skip: containerSkip || skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables') }, () => {
+  it('the next `vmesh up` kills the container, removes its cgroup, network and mounts, and marks the run lost', async () => {
+    const tmp = tempDir('vmesh-crash-oci-');
+    const home = tmp.dir;
+    try {
+      writeFileSync(path.join(home, 'config.json'), JSON.stringify({ fileRoots: ['images'], network: { range: '10.218.0.0/24' } }));
+      busyboxRootfs(path.join(home, 'images', 'busybox'));
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      const nodeId = json<{ id: string }>(await vmesh(home, ['--json', 'node'])).id;
+      const { shortTag } = await import('../../src/util/names.ts');
+      const tag = shortTag(nodeId);
+      // A container that spins, with a network and an output mount: everything the crash can leave.
+      const submitted = await fetch(`${JSON.parse(readFileSync(path.join(home, 'node.json'), 'utf8')).url}/v1/runs?wait=false`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${readFileSync(path.join(home, 'token'), 'utf8').trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', 'while :; do :; done'], network: { egress: 'internet' }, outputs: ['x'], resources: { timeoutMs: 120_000 } }),
+      });
+      const { id } = (await submitted.json()) as { id: string };
+      for (let i = 0; i < 200; i++) {
+        if (json<Run[]>(await vmesh(home, ['--json', 'ps', '--limit', '1']))[0]?.state === 'running') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const cgroup = `/sys/fs/cgroup/pids/vmesh/${tag}/vmesh-${id}`;
+      const procsIn = () => (existsSync(cgroup) ? readFileSync(path.join(cgroup, 'cgroup.procs'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
+      const netns = () => (existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`vmesh-${tag}-`)).length : 0);
+      const mounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(home)).length;
+      assert.ok(procsIn() > 0, 'the container runs');
+      assert.equal(netns(), 1);
+      assert.equal(mounts(), 1);
+
+      const { pid } = JSON.parse(readFileSync(path.join(home, 'node.json'), 'utf8')) as { pid: number };
+      process.kill(pid, 'SIGKILL');
+      while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(procsIn() > 0, 'the container outlived its node');
+
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      const lost = json<Run[]>(await vmesh(home, ['--json', 'ps'])).find((r) => r.id === id);
+      assert.equal(lost?.state, 'lost');
+      assert.equal(procsIn(), 0, 'no process of the container is left');
+      assert.equal(existsSync(cgroup), false, 'its cgroup is gone');
+      assert.equal(netns(), 0, 'its network namespace is gone');
+      assert.equal(mounts(), 0, 'its output mount is gone');
+      const { stdout: links } = await execFileAsync('ip', ['-o', 'link', 'show']);
+      assert.doesNotMatch(links, new RegExp(`v${tag}`), 'its veth is gone');
     } finally {
       await vmesh(home, ['down']);
       tmp.remove();
