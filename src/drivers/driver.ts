@@ -20,6 +20,8 @@ export interface SandboxRequest {
   codeHash?: string;
   /** When the source is a directory (a container rootfs or image layout): its real path; `code` is empty. */
   sourceDir?: string;
+  /** When the source is a file used in place (a container image archive): its real path; `code` is empty. */
+  sourceFile?: string;
   resources: ResolvedResources;
   /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
   outputCapBytes: number;

@@ -171,12 +171,15 @@ export class VmeshNode {
       const workload = parseWorkload(input);
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
-      const { code, dir } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots });
+      // Containers use their image where it lies (a directory or an archive); functions need the bytes.
+      const inPlace = workload.kind === 'container';
+      const { code, dir, path: file } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
       const driver = this.registry.choose(workload, code);
       const id = newRunId();
       const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
       const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes };
       if (dir !== undefined) request.sourceDir = dir;
+      if (file !== undefined) request.sourceFile = file;
       await driver.validate(request);
       // The store keeps the code once, by hash, not inside every run's spec.
       const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;

@@ -14,11 +14,13 @@ export interface ResolvedSource {
   code: Uint8Array;
   /** The real path of a directory source (a container rootfs or OCI image layout). */
   dir?: string;
+  /** The real path of a file source that is used in place, not read (an image archive). */
+  path?: string;
 }
 
 /** The workload's code: inline text, a file or directory under a file root, or a blob. */
-export async function resolveSource(source: Source, ctx: SourceContext): Promise<ResolvedSource> {
-  if ('file' in source) return readUnderRoots(source.file, ctx.fileRoots);
+export async function resolveSource(source: Source, ctx: SourceContext, opts: { inPlace?: boolean } = {}): Promise<ResolvedSource> {
+  if ('file' in source) return readUnderRoots(source.file, ctx.fileRoots, opts.inPlace ?? false);
   return { code: await resolveBytes(source, ctx) };
 }
 
@@ -46,7 +48,7 @@ function decodeBase64(text: string): Buffer {
  * Reads a file, or names a directory, that must resolve (symlinks included) to a path inside one of
  * `roots`.
  */
-async function readUnderRoots(file: string, roots: readonly string[]): Promise<ResolvedSource> {
+async function readUnderRoots(file: string, roots: readonly string[], inPlace: boolean): Promise<ResolvedSource> {
   if (roots.length === 0) {
     throw new InvalidInputError('source.file: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob', { field: 'source.file' });
   }
@@ -58,6 +60,7 @@ async function readUnderRoots(file: string, roots: readonly string[]): Promise<R
     const stat = await fs.stat(real);
     if (stat.isDirectory()) return { code: new Uint8Array(0), dir: real };
     if (!stat.isFile()) continue;
+    if (inPlace) return { code: new Uint8Array(0), path: real };
     if (stat.size > MAX_INLINE_BYTES) {
       throw new InvalidInputError(`source.file: ${stat.size} bytes is over the ${MAX_INLINE_BYTES}-byte limit`, { field: 'source.file' });
     }

@@ -124,6 +124,24 @@ describe('image unpacking', () => {
     assert.deepEqual(image.config.entrypoint, ['/bin/sh']);
   });
 
+  it('opens an image archive (a layout as a tar, gzipped or not) once, and refuses a hostile one', async () => {
+    const dir = await layout([[{ name: 'from-archive', content: 'archived' }]], { Cmd: ['/x'] });
+    for (const gzip of [false, true]) {
+      const tar = await tarOf(entriesOf(dir));
+      const file = path.join(tmp.dir, `image${gzip ? '.tar.gz' : '.tar'}`);
+      writeFileSync(file, gzip ? gzipSync(tar) : tar);
+      const image = await cache.ensureArchive(file, 10 * MiB);
+      assert.equal(readFileSync(path.join(image.rootfs, 'from-archive'), 'utf8'), 'archived');
+      assert.deepEqual(image.config.cmd, ['/x']);
+      assert.equal((await cache.ensureArchive(file, 10 * MiB)).rootfs, image.rootfs);
+    }
+    assert.ok(!cacheEntries().some((e) => e.startsWith('.archive-')), 'no opened archive is left');
+    const evil = path.join(tmp.dir, 'evil.tar');
+    writeFileSync(evil, await tarOf([{ name: '../../escaped', content: 'x' }]));
+    await assert.rejects(cache.ensureArchive(evil, MiB), /archive evil\.tar entry "..\/..\/escaped": the path leaves the root file system/);
+    assert.ok(!cacheEntries().some((e) => e.startsWith('.archive-')));
+  });
+
   it('unpacks a real root file system (busybox with its applet links)', { skip: skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') }, async () => {
     const rootfs = busyboxRootfs(fresh());
     const image = await cache.ensure(await layout([entriesOf(rootfs)]), 64 * MiB);

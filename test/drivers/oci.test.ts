@@ -180,6 +180,14 @@ describe('containers through a node', { skip }, () => {
       assert.equal(run.result?.stdout.text, 'from a container\n');
       await assert.rejects(node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['nope'] }), /"nope" does not exist/);
       await node.settled(run.id);
+      // The same root file system as an OCI layout in a tar archive (what `skopeo copy … oci-archive:` makes).
+      const { entriesOf, tarOf, writeOciLayout } = await import('../helpers/oci-image.ts');
+      const layoutDir = path.join(home, 'layout');
+      await writeOciLayout(layoutDir, [entriesOf(path.join(home, 'images', 'busybox'))], { Cmd: ['sh', '-c', 'echo from an archive'] });
+      (await import('node:fs')).writeFileSync(path.join(home, 'images', 'busybox.tar'), await tarOf(entriesOf(layoutDir)));
+      const fromArchive = await node.waitFor((await node.submit({ kind: 'container', source: { file: 'busybox.tar' }, resources: { diskMiB: 64 } })).id);
+      assert.equal(fromArchive.result?.stdout.text, 'from an archive\n', fromArchive.reason);
+      await node.settled(fromArchive.id);
       assert.deepEqual(node.ledger.free(), node.ledger.capacity);
     } finally {
       await remove();

@@ -68,8 +68,9 @@ export function runCommand(program: Command): void {
 export function buildWorkload(file: string, args: string[], opts: RunOptions): Workload {
   const name = opts.name ?? (file === '-' ? 'stdin' : path.basename(path.resolve(file)));
   let source: Workload['source'];
-  if (file !== '-' && statSync(file).isDirectory()) {
-    // A root file system or an image layout: the node reads it in place (it must be under its fileRoots).
+  if (file !== '-' && (opts.kind === 'container' || statSync(file).isDirectory())) {
+    // A root file system, an image layout or an image archive: the node reads it in place (it must be
+    // under its fileRoots).
     source = { file: path.resolve(file) };
   } else {
     const code = file === '-' ? readFileSync(0) : readFileSync(file);

@@ -270,15 +270,20 @@ export class OciDriver implements Driver {
   private async container(request: SandboxRequest): Promise<{ rootfs: string; args: string[]; env: Record<string, string>; cwd: string }> {
     const w = request.workload;
     const dir = request.sourceDir;
-    if (dir === undefined) {
-      throw new InvalidSourceError("source: a container needs a root file system or an image: source.file naming a directory under the node's file roots", { field: 'source' });
-    }
-    let rootfs = dir;
+    const diskBytes = request.resources.diskMiB * 2 ** 20;
+    let rootfs: string;
     let image: ImageConfig = { entrypoint: [], cmd: [], env: {} };
-    if (isImageDir(dir)) {
-      const unpacked = await this.images.ensure(dir, request.resources.diskMiB * 2 ** 20);
-      rootfs = unpacked.rootfs;
-      image = unpacked.config;
+    if (request.sourceFile !== undefined) {
+      ({ rootfs, config: image } = await this.images.ensureArchive(request.sourceFile, diskBytes));
+    } else if (dir !== undefined && isImageDir(dir)) {
+      ({ rootfs, config: image } = await this.images.ensure(dir, diskBytes));
+    } else if (dir !== undefined) {
+      rootfs = dir;
+    } else {
+      throw new InvalidSourceError(
+        "source: a container needs a root file system or an image: source.file naming a directory or an image archive under the node's file roots",
+        { field: 'source' },
+      );
     }
     const args = w.command !== undefined ? [...w.command, ...(w.args ?? [])] : [...image.entrypoint, ...(w.args ?? image.cmd)];
     if (args.length === 0) {

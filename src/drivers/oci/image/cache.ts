@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { InvalidInputError } from '../../../spec/index.ts';
+import { openArchive } from './archive.ts';
 import { readImage, type ImageConfig } from './layout.ts';
 import { applyLayer, type UnpackBudget } from './unpack.ts';
 
@@ -24,6 +25,8 @@ interface Meta {
  */
 export class ImageCache {
   private readonly inFlight = new Map<string, Promise<UnpackedImage>>();
+  /** Image archives already opened: `path:size:mtime` → the image's directory in the cache. */
+  private readonly archives = new Map<string, string>();
 
   constructor(readonly root: string) {}
 
@@ -45,6 +48,26 @@ export class ImageCache {
       );
     }
     return unpacked;
+  }
+
+  /**
+   * The image in an archive file. An archive is opened (extracted to a temporary directory) only the
+   * first time it is seen; later runs of the same unchanged file go straight to the cache.
+   */
+  async ensureArchive(file: string, maxBytes: number): Promise<UnpackedImage> {
+    const stat = await fs.stat(file);
+    const id = `${file}:${stat.size}:${stat.mtimeMs}`;
+    const known = this.archives.get(id);
+    const cached = known === undefined ? undefined : await this.load(known);
+    if (cached !== undefined && cached.bytes <= maxBytes) return cached;
+    const archive = await openArchive(file, this.root, maxBytes);
+    try {
+      const image = await this.ensure(archive.dir, maxBytes);
+      this.archives.set(id, path.dirname(image.rootfs));
+      return image;
+    } finally {
+      await archive.remove();
+    }
   }
 
   private async load(dir: string): Promise<UnpackedImage | undefined> {
@@ -79,6 +102,6 @@ export class ImageCache {
   /** Removes unpacks a crashed process left half done. */
   async removeIncomplete(): Promise<void> {
     const entries = await fs.readdir(this.root).catch(() => [] as string[]);
-    for (const e of entries.filter((n) => n.startsWith('.unpacking-'))) await fs.rm(path.join(this.root, e), { recursive: true, force: true });
+    for (const e of entries.filter((n) => n.startsWith('.unpacking-') || n.startsWith('.archive-'))) await fs.rm(path.join(this.root, e), { recursive: true, force: true });
   }
 }

@@ -148,7 +148,7 @@ async function readJson<T>(file: string, digest?: string): Promise<T> {
   }
 }
 
-async function isGzip(file: string): Promise<boolean> {
+export async function isGzip(file: string): Promise<boolean> {
   const handle = await fs.open(file, 'r');
   try {
     const { buffer } = await handle.read(Buffer.alloc(2), 0, 2, 0);
