@@ -34,6 +34,13 @@ export interface SandboxIO {
   write(stream: StreamName, chunk: Uint8Array): void;
   /** The total a stream reached, counting bytes past the cap that were dropped at the source. */
   total(stream: StreamName, bytes: number): void;
+  /** The sandbox's network, once it has one: its address and published ports. */
+  network?(info: SandboxNetworkInfo): void;
+}
+
+export interface SandboxNetworkInfo {
+  address: string;
+  ports: Array<{ guest: number; host: number; protocol: string }>;
 }
 
 /** How a sandbox ended, as the driver saw it. The executor maps this to the run's terminal state. */

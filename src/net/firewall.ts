@@ -4,6 +4,14 @@ import { run } from '../util/exec.ts';
 /** Where a sandbox may send traffic: nowhere, anywhere but other sandboxes, or exactly these. */
 export type EgressPolicy = 'none' | 'internet' | EgressRule[];
 
+/** A published port: `host` on the node's addresses leads to `guest` at the sandbox's address. */
+export interface PortMapping {
+  protocol: 'tcp' | 'udp';
+  host: number;
+  guest: number;
+  sandboxAddress: string;
+}
+
 export interface EgressRule {
   /** IPv4 CIDR, e.g. `203.0.113.0/24` or `198.51.100.7/32`. */
   cidr: string;
@@ -52,6 +60,17 @@ table inet ${this.table} {
   map egress {
     type ifname : verdict
   }
+  map ports {
+    type inet_proto . inet_service : ipv4_addr . inet_service
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    dnat ip to meta l4proto . th dport map @ports
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports
+  }
   chain input {
     type filter hook input priority filter; policy accept;
     iifname ${p} ct state established,related accept
@@ -59,7 +78,9 @@ table inet ${this.table} {
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
+    iifname ${p} ct state established,related accept
     oifname ${p} ct state established,related accept
+    oifname ${p} ct status dnat accept
     oifname ${p} drop
     iifname ${p} iifname vmap @egress
     iifname ${p} drop
@@ -67,6 +88,7 @@ table inet ${this.table} {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr ${this.sandboxRange} oifname != ${p} masquerade
+    oifname ${p} ct status dnat masquerade
   }
 }
 `);
@@ -92,6 +114,19 @@ add element inet ${this.table} egress { "${hostInterface}" : jump ${chain} }
 `);
   }
 
+  /** Publishes ports: new connections to `host` on the node's addresses are sent on to the sandbox. */
+  async publish(mappings: readonly PortMapping[]): Promise<void> {
+    if (mappings.length === 0) return;
+    await this.init();
+    await run('nft', ['add', 'element', 'inet', this.table, 'ports', `{ ${mappings.map(portElement).join(', ')} }`]);
+  }
+
+  async unpublish(mappings: readonly PortMapping[]): Promise<void> {
+    if (mappings.length === 0) return;
+    const keys = mappings.map((m) => `${m.protocol} . ${m.host}`).join(', ');
+    await run('nft', ['delete', 'element', 'inet', this.table, 'ports', `{ ${keys} }`]).catch(() => {});
+  }
+
   /** Removes a sandbox's policy. Idempotent. */
   async revoke(hostInterface: string): Promise<void> {
     const chain = chainOf(hostInterface);
@@ -104,6 +139,12 @@ add element inet ${this.table} egress { "${hostInterface}" : jump ${chain} }
     await run('nft', ['delete', 'table', 'inet', this.table]).catch(() => {});
     this.ready = undefined;
   }
+}
+
+function portElement(m: PortMapping): string {
+  for (const port of [m.host, m.guest]) if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new Error(`port ${port} is out of range`);
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(m.sandboxAddress)) throw new Error(`${JSON.stringify(m.sandboxAddress)} is not an IPv4 address`);
+  return `${m.protocol} . ${m.host} : ${m.sandboxAddress} . ${m.guest}`;
 }
 
 function chainOf(hostInterface: string): string {

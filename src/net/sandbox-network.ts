@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { run } from '../util/exec.ts';
 import type { AddressPool, Link } from './address-pool.ts';
-import type { EgressPolicy, Firewall } from './firewall.ts';
+import type { EgressPolicy, Firewall, PortMapping } from './firewall.ts';
+import { PortAllocator } from './ports.ts';
 
 const NETNS_DIR = '/run/netns';
 const SANDBOX_IF = 'eth0';
@@ -15,6 +16,8 @@ export interface SandboxNetworkSpec {
   ingressMbps: number;
   /** Where the sandbox may send traffic (default none: only its own link, and the host drops even that). */
   egress?: EgressPolicy;
+  /** Ports to publish on the node's addresses; each gets a free host port. */
+  ports?: ReadonlyArray<{ guest: number; protocol?: 'tcp' | 'udp' }>;
 }
 
 /** One sandbox's network: its own namespace, joined to the host by a veth pair with a /30 link. */
@@ -28,6 +31,8 @@ export interface SandboxNetwork {
   /** The sandbox end, inside the namespace. */
   sandboxInterface: string;
   link: Link;
+  /** Published ports: `host` on the node's addresses reaches `guest` in the sandbox. */
+  ports: PortMapping[];
 }
 
 /**
@@ -36,11 +41,16 @@ export interface SandboxNetwork {
  * receives (ingress).
  */
 export class NetworkManager {
+  private readonly hostPorts: PortAllocator;
+
   constructor(
     private readonly pool: AddressPool,
     private readonly firewall: Firewall,
     readonly prefix = 'vmesh-',
-  ) {}
+    hostPorts: { from: number; to: number } = { from: 30_000, to: 32_767 },
+  ) {
+    this.hostPorts = new PortAllocator(hostPorts.from, hostPorts.to);
+  }
 
   async create(spec: SandboxNetworkSpec, signal?: AbortSignal): Promise<SandboxNetwork> {
     const netns = `${this.prefix}${spec.owner}`;
@@ -56,6 +66,7 @@ export class NetworkManager {
       hostInterface: `${prefix}${tag}`,
       sandboxInterface: SANDBOX_IF,
       link,
+      ports: [],
     };
     const o = { signal };
     const egress = spec.egress ?? 'none';
@@ -74,6 +85,11 @@ export class NetworkManager {
         await this.firewall.allow(net.hostInterface, egress);
         await run('ip', ['-n', netns, 'route', 'add', 'default', 'via', link.hostAddress], o);
       }
+      for (const p of spec.ports ?? []) {
+        const protocol = p.protocol ?? 'tcp';
+        net.ports.push({ protocol, guest: p.guest, host: await this.hostPorts.take(protocol), sandboxAddress: link.sandboxAddress });
+      }
+      await this.firewall.publish(net.ports);
       return net;
     } catch (err) {
       await this.destroy(net);
@@ -82,7 +98,9 @@ export class NetworkManager {
   }
 
   /** Removes the namespace (which takes the veth pair with it) and frees the address. Idempotent. */
-  async destroy(net: Pick<SandboxNetwork, 'owner' | 'netns' | 'hostInterface'>): Promise<void> {
+  async destroy(net: Pick<SandboxNetwork, 'owner' | 'netns' | 'hostInterface' | 'ports'>): Promise<void> {
+    await this.firewall.unpublish(net.ports);
+    for (const p of net.ports) this.hostPorts.give(p.host);
     await run('ip', ['netns', 'del', net.netns]).catch(() => {});
     await run('ip', ['link', 'del', net.hostInterface]).catch(() => {}); // when the namespace never got the peer
     await this.firewall.revoke(net.hostInterface);
@@ -112,9 +130,12 @@ export class NetworkManager {
   }
 }
 
-/** tc arguments of a token bucket at `mbps`: a burst of 10 ms of traffic (at least 32 KiB), 50 ms of queue. */
+/**
+ * tc arguments of a token bucket at `mbps`: a burst of 20 ms of traffic (at least 64 KiB), so that a busy
+ * host's timer slack does not cost the channel its rate, and 50 ms of queue.
+ */
 export function tokenBucket(mbps: number): string[] {
   const bytesPerSecond = (mbps * 1e6) / 8;
-  const burst = Math.max(32 * 1024, Math.ceil(bytesPerSecond / 100));
+  const burst = Math.max(64 * 1024, Math.ceil(bytesPerSecond / 50));
   return ['tbf', 'rate', `${Math.round(mbps * 1000)}kbit`, 'burst', String(burst), 'latency', '50ms'];
 }

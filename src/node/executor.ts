@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { CappedStream } from '../drivers/capture.ts';
-import type { Driver, SandboxExit, SandboxRequest, StreamName } from '../drivers/driver.ts';
+import type { Driver, SandboxExit, SandboxNetworkInfo, SandboxRequest, StreamName } from '../drivers/driver.ts';
 import { runInSandbox } from '../drivers/lifecycle.ts';
 import {
   AbortedError,
@@ -165,6 +165,10 @@ export class Executor {
           this.o.events.emit('log', { runId: id, eventId, stream, data: kept, ts });
         },
         total: (stream: StreamName, bytes: number) => captured[stream].noteTotal(bytes),
+        network: (network: SandboxNetworkInfo) => {
+          job.record.network = network;
+          this.o.store.updateRun(id, { network });
+        },
       };
       // The result goes out as soon as the sandbox has ended; its resources are freed after the cleanup.
       const publish = (ended: SandboxExit) => {

@@ -120,6 +120,14 @@ export const Run = Type.Object({
   startedAt: Type.Optional(Type.String({ format: 'date-time' })),
   endedAt: Type.Optional(Type.String({ format: 'date-time' })),
   queuePosition: Type.Optional(Type.Integer({ description: 'present while queued' })),
+  network: Type.Optional(
+    Type.Object({
+      address: Type.String({ description: "the sandbox's address on its link" }),
+      ports: Type.Array(Type.Object({ guest: Type.Integer(), host: Type.Integer(), protocol: Type.String() }), {
+        description: "published ports: reach guest on the node's addresses at host",
+      }),
+    }),
+  ),
   result: Type.Optional(RunResult),
 });
 export type Run = Static<typeof Run>;

@@ -101,8 +101,19 @@ export const EgressRule = Type.Object(
   { additionalProperties: false },
 );
 
+export const PublishedPort = Type.Object(
+  {
+    guest: Type.Integer({ minimum: 1, maximum: 65_535, description: 'the port the workload listens on' }),
+    protocol: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('udp')])),
+  },
+  { additionalProperties: false },
+);
+
 export const NetworkPolicy = Type.Object(
   {
+    ports: Type.Optional(
+      Type.Array(PublishedPort, { maxItems: 16, description: "ports reachable on the node's addresses (not 127.0.0.1) at host ports the run reports" }),
+    ),
     egress: Type.Optional(
       Type.Union([Type.Literal('none'), Type.Literal('internet'), Type.Array(EgressRule, { maxItems: 256 })], {
         description: 'none (default): no network; internet: anything but other sandboxes and the host, behind NAT; or an allowlist',

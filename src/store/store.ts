@@ -8,7 +8,7 @@ export interface RunRecord extends Run {
   spec: Workload;
 }
 
-export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt'>>;
+export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network'>>;
 
 export type EventType = 'state' | 'stdout' | 'stderr';
 
@@ -42,6 +42,7 @@ interface RunRow {
   updated_at: string;
   started_at: string | null;
   ended_at: string | null;
+  network: string | null;
 }
 
 const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
@@ -159,12 +160,13 @@ export class Store implements LeaseStore {
       result: 'result',
       startedAt: 'started_at',
       endedAt: 'ended_at',
+      network: 'network',
     };
     for (const [key, column] of Object.entries(columns) as Array<[keyof RunPatch, string]>) {
       if (!(key in patch)) continue;
       const value = patch[key];
       sets.push(`${column} = @${column}`);
-      params[column] = value === undefined ? null : key === 'result' ? JSON.stringify(value) : value;
+      params[column] = value === undefined ? null : key === 'result' || key === 'network' ? JSON.stringify(value) : value;
     }
     const sql = `UPDATE runs SET ${sets.join(', ')} WHERE id = @id`;
     let stmt = this.updates.get(sql);
@@ -272,5 +274,6 @@ function fromRow(row: RunRow): RunRecord {
   if (row.result !== null) run.result = JSON.parse(row.result) as RunResult;
   if (row.started_at !== null) run.startedAt = row.started_at;
   if (row.ended_at !== null) run.endedAt = row.ended_at;
+  if (row.network !== null) run.network = JSON.parse(row.network) as NonNullable<Run['network']>;
   return run;
 }

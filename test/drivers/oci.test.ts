@@ -300,3 +300,37 @@ describe('container networks through a node', { skip: skip || skipUnless('nftabl
     }
   });
 });
+
+describe('published container ports', { skip: skip || skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables') }, () => {
+  it('reports the host port of a published port while the container runs, and serves through it', async () => {
+    const { startTestNode } = await import('../helpers/node.ts');
+    const { createWorld } = await import('../helpers/world.ts');
+    const world = await createWorld('vmtest-port-world', { host: '10.219.0.1', address: '10.219.0.2' }, [7301, 7302]);
+    const { node, home, remove } = await startTestNode({ fileRoots: ['images'], network: { range: '10.220.0.0/24' } });
+    try {
+      busyboxRootfs(path.join(home, 'images', 'busybox'));
+      const queued = await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', 'echo served | nc -l -p 8080'], network: { ports: [{ guest: 8080 }] } });
+      let published: number | undefined;
+      for (let i = 0; i < 200 && published === undefined; i++) {
+        published = node.getRun(queued.id).network?.ports[0]?.host;
+        if (published === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(published !== undefined, 'the run reports its host port');
+      const { execFile } = await import('node:child_process');
+      const reply = await new Promise<string>((resolve) => {
+        const attempt = (n: number) =>
+          execFile('ip', ['netns', 'exec', world.netns, 'busybox', 'nc', '-w', '2', world.host, String(published)], (err, stdout) =>
+            stdout.includes('served') || n === 0 ? resolve(stdout.trim()) : setTimeout(() => attempt(n - 1), 100),
+          );
+        attempt(20);
+      });
+      assert.equal(reply, 'served');
+      const run = await node.waitFor(queued.id);
+      assert.equal(run.state, 'succeeded', run.reason);
+      assert.deepEqual(run.network?.ports, [{ guest: 8080, host: published, protocol: 'tcp' }]);
+    } finally {
+      await remove();
+      await world.remove();
+    }
+  });
+});

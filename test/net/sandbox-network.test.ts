@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect as tcpConnect, createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -118,6 +118,30 @@ describe('sandbox networks', { skip }, () => {
         inOther.kill();
       }
     });
+  });
+
+  it('publishes a port: reachable on the host\'s addresses from outside and from the host, and unpublished on destroy', async () => {
+    let hostPortSeen = 0;
+    await withNetwork('ports1', { ports: [{ guest: 8080 }] }, async (net) => {
+      const mapping = net.ports[0]!;
+      hostPortSeen = mapping.host;
+      assert.equal(mapping.guest, 8080);
+      assert.ok(mapping.host >= 30_000 && mapping.host <= 32_767);
+      const server = spawn('ip', ['netns', 'exec', net.netns, process.execPath, '-e', `require('net').createServer((s) => s.end('sandbox sees ' + s.remoteAddress)).listen(8080, '0.0.0.0')`], { stdio: 'ignore' });
+      try {
+        await new Promise((r) => setTimeout(r, 400));
+        assert.equal(await connect(WORLD.netns, WORLD.host, mapping.host), `sandbox sees ${net.link.hostAddress}`, 'from the world, through the host');
+        const fromHost = await new Promise<string>((resolve, reject) => {
+          const socket = tcpConnect(mapping.host, WORLD.host);
+          let data = '';
+          socket.on('data', (d) => (data += d)).on('end', () => resolve(data)).on('error', reject);
+        });
+        assert.equal(fromHost, `sandbox sees ${net.link.hostAddress}`, 'from the host itself');
+      } finally {
+        server.kill();
+      }
+    });
+    assert.equal(await connect(WORLD.netns, WORLD.host, hostPortSeen), undefined, 'unpublished with its network');
   });
 
   it('shapes what the sandbox sends and receives to its bandwidth channel (iperf3, within 15%)', async () => {

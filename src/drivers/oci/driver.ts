@@ -96,11 +96,15 @@ export class OciDriver implements Driver {
     await this.container(request);
   }
 
-  private checkNetwork(request: SandboxRequest): void {
-    const egress = request.workload.network?.egress ?? 'none';
-    if (egress !== 'none' && this.options.networks === undefined) {
-      throw new InvalidInputError('network.egress: this node has no sandbox networking (it needs root, iproute2 and nftables)', { field: 'network.egress' });
+  /** Whether the container needs a sandbox network; throws when it does and this node has none. */
+  private checkNetwork(request: SandboxRequest): boolean {
+    const policy = request.workload.network;
+    const wants = (policy?.egress ?? 'none') !== 'none' || (policy?.ports?.length ?? 0) > 0;
+    if (wants && this.options.networks === undefined) {
+      const field = (policy?.ports?.length ?? 0) > 0 ? 'network.ports' : 'network.egress';
+      throw new InvalidInputError(`${field}: this node has no sandbox networking (it needs root, iproute2 and nftables)`, { field });
     }
+    return wants;
   }
 
   async prepare(request: SandboxRequest): Promise<OciPrepared> {
@@ -119,11 +123,16 @@ export class OciDriver implements Driver {
         await run('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
         Object.assign(prepared, { outputsDir });
       }
-      const egress = request.workload.network?.egress ?? 'none';
-      if (egress !== 'none') {
-        this.checkNetwork(request);
+      if (this.checkNetwork(request)) {
         const { egressMbps, ingressMbps } = request.resources.network;
-        prepared.network = await this.options.networks!.create({ owner: request.runId, egress, egressMbps, ingressMbps });
+        const policy = request.workload.network ?? {};
+        prepared.network = await this.options.networks!.create({
+          owner: request.runId,
+          egress: policy.egress ?? 'none',
+          egressMbps,
+          ingressMbps,
+          ...(policy.ports === undefined ? {} : { ports: policy.ports }),
+        });
       }
       const config = runtimeConfig({
         rootfs,
@@ -166,6 +175,9 @@ export class OciDriver implements Driver {
     });
     const running: OciRunning = { prepared: p, child, exited };
     this.running.add(running);
+    if (p.network !== undefined) {
+      io.network?.({ address: p.network.link.sandboxAddress, ports: p.network.ports.map(({ guest, host, protocol }) => ({ guest, host, protocol })) });
+    }
     return running;
   }
 
