@@ -1,6 +1,6 @@
 import type { Target } from '../lib/benchmark.ts';
 import { count, mib, ms, ratio, tableMarkdown, tableText, type Row, type Table } from '../lib/format.ts';
-import type { PhaseResult } from '../lib/load.ts';
+import { failureWarnings, type PhaseResult } from '../lib/load.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
 import { COMMAND, EXPECTED_STDOUT, NODE_CGROUP_PARENT, type ContainersResults, type Leftovers, type NodeTimings } from './common.ts';
 
@@ -147,15 +147,10 @@ function outcomeLines(r: ContainersResults): string[] {
 }
 
 function failureLines({ runc, vmesh }: ContainersResults): string[] {
-  const lines: string[] = [];
-  for (const [name, p] of [['bare', runc.phase], ['vmesh', vmesh.phase]] as const) {
-    if (p.failed === 0) continue;
-    const kinds = Object.entries(p.failures)
-      .map(([kind, n]) => `${kind} x${count(n)}`)
-      .join(', ');
-    lines.push(`WARNING ${name}: ${count(p.failed)} failed (${kinds}); first: ${p.firstFailure ?? 'n/a'}`);
-  }
-  return lines;
+  return failureWarnings([
+    ['bare', runc.phase],
+    ['vmesh', vmesh.phase],
+  ]);
 }
 
 function leftoverLines({ runc, vmesh }: ContainersResults): string[] {

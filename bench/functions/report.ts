@@ -1,6 +1,6 @@
 import type { Target } from '../lib/benchmark.ts';
 import { count, mib, ms, rate, ratio, tableMarkdown, tableText, type Row, type Table } from '../lib/format.ts';
-import type { PhaseResult } from '../lib/load.ts';
+import { failureWarnings, type PhaseResult } from '../lib/load.ts';
 import type { ApiResult } from './api.ts';
 import { EXPECTED_STDOUT, type Settings, type WayResult } from './common.ts';
 import type { DriverResult } from './driver.ts';
@@ -176,21 +176,12 @@ function leakLines({ driver, api }: FunctionsResults): string[] {
 }
 
 function failureLines({ bare, driver, api }: FunctionsResults): string[] {
-  const lines: string[] = [];
-  const phases: Array<[string, PhaseResult]> = [
+  return failureWarnings([
     ['bare, c=1', bare.single],
     ['bare, loop', bare.loaded],
     ['driver, c=1', driver.single],
     [`driver, c=${driver.loaded.concurrency}`, driver.loaded],
     ['API, c=1', api.single],
     [`API, c=${api.loaded.concurrency}`, api.loaded],
-  ];
-  for (const [name, p] of phases) {
-    if (p.failed === 0) continue;
-    const kinds = Object.entries(p.failures)
-      .map(([kind, n]) => `${kind} x${count(n)}`)
-      .join(', ');
-    lines.push(`WARNING ${name}: ${count(p.failed)} failed (${kinds}); first: ${p.firstFailure ?? 'n/a'}`);
-  }
-  return lines;
+  ]);
 }

@@ -82,3 +82,15 @@ export async function closedLoop(op: () => Promise<void>, { concurrency, duratio
   await Promise.all(Array.from({ length: concurrency }, loop));
   return samples.result(concurrency, performance.now() - started);
 }
+
+/** One WARNING line per phase that had failures, with their kinds and the first failure's text. */
+export function failureWarnings(phases: ReadonlyArray<readonly [string, PhaseResult]>): string[] {
+  return phases
+    .filter(([, p]) => p.failed > 0)
+    .map(([name, p]) => {
+      const kinds = Object.entries(p.failures)
+        .map(([kind, n]) => `${kind} x${n.toLocaleString('en-US')}`)
+        .join(', ');
+      return `WARNING ${name}: ${p.failed.toLocaleString('en-US')} failed (${kinds}); first: ${p.firstFailure ?? 'n/a'}`;
+    });
+}

@@ -1,39 +1,12 @@
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
 import { InvalidInputError } from '../../spec/index.ts';
+import { resolveInRoot } from './in-root.ts';
 
 const DEFAULT_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-const MAX_SYMLINKS = 40;
 
-/**
- * Resolves a path as the container will see it: inside `rootfs`, following symlinks with absolute
- * targets relative to the rootfs, never leaving it. Returns the host path of a regular file, or
- * undefined when there is none.
- */
+/** The host path of a regular file as the container will see it (see resolveInRoot), or undefined. */
 export async function fileInRoot(rootfs: string, inside: string): Promise<string | undefined> {
-  const parts = inside.split('/').filter((p) => p !== '' && p !== '.');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (parts.length > 0) {
-    const part = parts.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const host = path.join(rootfs, ...resolved, part);
-    const stat = await fs.lstat(host).catch(() => undefined);
-    if (stat === undefined) return undefined;
-    if (stat.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINKS) return undefined;
-      const target = await fs.readlink(host);
-      if (target.startsWith('/')) resolved.length = 0;
-      parts.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
-      continue;
-    }
-    resolved.push(part);
-    if (parts.length === 0) return stat.isFile() ? host : undefined;
-  }
-  return undefined;
+  const found = await resolveInRoot(rootfs, inside);
+  return 'host' in found && found.kind === 'file' ? found.host : undefined;
 }
 
 /**

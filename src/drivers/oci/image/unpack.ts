@@ -6,10 +6,10 @@ import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import { sha256File } from '../../../blobs/blob-store.ts';
 import { InvalidSourceError } from '../../../spec/index.ts';
+import { resolveInRoot } from '../in-root.ts';
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
-const MAX_SYMLINK_HOPS = 40;
 
 export type LayerCompression = 'none' | 'gzip';
 
@@ -146,35 +146,10 @@ function normalize(name: string, fail: (why: string) => never): string {
   return out.join('/');
 }
 
-/**
- * The host path of directory `rel` inside `rootfs`, creating missing directories, following symlinks
- * the way the container would (absolute targets from the root, never above it).
- */
+/** The host path of directory `rel` inside `rootfs`, made if missing (see resolveInRoot). */
 async function dirInRoot(rootfs: string, rel: string, fail: (why: string) => never): Promise<string> {
-  const pending = rel.split('/').filter((p) => p !== '' && p !== '.');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const host = path.join(rootfs, ...resolved, part);
-    const stat = await fs.lstat(host).catch(() => undefined);
-    if (stat === undefined) {
-      await fs.mkdir(host, { mode: 0o755 });
-      resolved.push(part);
-    } else if (stat.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) fail('too many levels of symlinks');
-      const link = await fs.readlink(host);
-      if (link.startsWith('/')) resolved.length = 0;
-      pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
-    } else if (stat.isDirectory()) {
-      resolved.push(part);
-    } else {
-      fail(`${[...resolved, part].join('/')} is not a directory`);
-    }
-  }
-  return path.join(rootfs, ...resolved);
+  const found = await resolveInRoot(rootfs, rel, { createDirectories: true });
+  if ('problem' in found) return fail(`${found.at}: ${found.problem}`);
+  if (found.kind !== 'directory') return fail(`${rel} is not a directory`);
+  return found.host;
 }
