@@ -54,7 +54,9 @@ export function inspectCommands(program: Command): void {
         if (global.json) return printJson(drivers);
         const rows = [['DRIVER', 'KINDS', 'ISOLATION', 'AVAILABLE', 'VERSION / WHY NOT']];
         for (const d of drivers) {
-          rows.push([d.name, d.kinds.join(','), d.isolation, d.probe.available ? 'yes' : 'no', (d.probe.available ? d.probe.version : d.probe.reason) ?? '']);
+          const details = Object.entries(d.probe.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
+          const about = (d.probe.available ? d.probe.version : d.probe.reason) ?? '';
+          rows.push([d.name, d.kinds.join(','), d.isolation, d.probe.available ? 'yes' : 'no', details ? `${about} (${details})` : about]);
         }
         process.stdout.write(`${table(rows)}\n`);
       }),
