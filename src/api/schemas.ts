@@ -35,6 +35,7 @@ export const NodeInfoSchema = Type.Object({
   reserved: CapacitySchema,
   runs: Type.Object({ queued: Type.Integer(), active: Type.Integer() }),
   drivers: Type.Array(DriverStatusSchema),
+  network: Type.Object({ available: Type.Boolean(), range: Type.String(), reason: Type.Optional(Type.String()) }),
 });
 
 export const RunIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });

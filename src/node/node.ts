@@ -44,6 +44,8 @@ export interface NodeInfo {
   reserved: Capacity;
   runs: { queued: number; active: number };
   drivers: DriverStatus[];
+  /** Sandbox networking: whether this node has it, its address range, and if not, why not. */
+  network: { available: boolean; range: string; reason?: string };
 }
 
 export interface NodeOptions {
@@ -110,6 +112,7 @@ export class VmeshNode {
     readonly metrics: NodeMetrics,
     readonly reconciled: ReconcileReport,
     private readonly networks: NetworkManager | undefined,
+    private readonly networkReason: string | undefined,
   ) {}
 
   static async start(options: NodeOptions): Promise<VmeshNode> {
@@ -149,7 +152,7 @@ export class VmeshNode {
         queueTimeoutMs: config.executor.queueTimeoutMs,
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
-      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks);
+      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
       for (const d of registry.all()) (d as { warm?: () => void }).warm?.();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
@@ -256,6 +259,11 @@ export class VmeshNode {
       reserved: this.ledger.reserved(),
       runs: { queued: this.executor.queued, active: this.executor.running },
       drivers: this.registry.list(),
+      network: {
+        available: this.networks !== undefined,
+        range: this.config.network.range,
+        ...(this.networkReason === undefined ? {} : { reason: this.networkReason }),
+      },
     };
   }
 

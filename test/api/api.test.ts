@@ -192,6 +192,8 @@ describe('HTTP API', () => {
     assert.deepEqual(names, ['wasm', 'quickjs', 'oci']);
     for (const d of node.drivers) assert.ok(d.probe.available ? d.probe.version : d.probe.reason, `${d.name} says its version or why not`);
     assert.ok(node.drivers.filter((d) => d.name !== 'oci').every((d) => d.probe.available));
+    assert.equal(node.network.range, '10.89.0.0/16');
+    assert.ok(node.network.available || node.network.reason, 'says whether sandboxes get networks, and why not');
     assert.deepEqual((await client.drivers()).map((d) => d.name), names);
   });
 

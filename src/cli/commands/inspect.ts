@@ -40,6 +40,7 @@ export function inspectCommands(program: Command): void {
             `free      ${line(n.free)}`,
             `runs      ${n.runs.active} active, ${n.runs.queued} queued`,
             `drivers   ${n.drivers.map((d) => `${d.name}${d.probe.available ? '' : ' (unavailable)'}`).join(', ')}`,
+            `network   ${n.network.available ? `sandbox networks from ${n.network.range}` : `none for sandboxes: ${n.network.reason ?? 'unavailable'}`}`,
           ].join('\n') + '\n',
         );
       }),
