@@ -65,6 +65,13 @@ describe('oci driver', { skip }, () => {
     assert.match(lines[3]!, /^compliance\d+$/, 'its own hostname');
   });
 
+  it('cannot make user namespaces or reach other kernel surfaces an unprivileged process could (seccomp)', async () => {
+    const { exit, stdout, stderr } = await run(sh('unshare -U true && echo userns-made; unshare -n true && echo netns-made; echo done'));
+    assert.equal(exit.exitCode, 0);
+    assert.equal(stdout.text, 'done\n', 'neither namespace was made');
+    assert.match(stderr.text, /unshare\(0x10000000\): Operation not permitted/);
+  });
+
   it('stops a fork bomb at the pids limit', async () => {
     const { exit, stdout, stderr } = await run(sh('for i in $(seq 1 400); do sleep 30 & done; echo unreachable'), { resources: { timeoutMs: 20_000 } });
     assert.equal(exit.outcome, 'exited');

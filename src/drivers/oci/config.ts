@@ -1,4 +1,5 @@
 import type { ResolvedResources } from '../../spec/index.ts';
+import { CONTAINER_SECCOMP, type SeccompProfile } from './seccomp.ts';
 
 /**
  * The OCI runtime configuration (config.json of a bundle) that vmesh writes for every container, after
@@ -28,6 +29,7 @@ export interface RuntimeConfig {
       pids: { limit: number };
     };
     namespaces: Array<{ type: string; path?: string }>;
+    seccomp: SeccompProfile;
     maskedPaths: string[];
     readonlyPaths: string[];
   };
@@ -103,6 +105,7 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
         pids: { limit: spec.pidsLimit ?? DEFAULT_PIDS_LIMIT },
       },
       // Without a network from src/net: a namespace of its own with nothing but loopback in it.
+      seccomp: CONTAINER_SECCOMP,
       namespaces: [{ type: 'pid' }, spec.netnsPath === undefined ? { type: 'network' } : { type: 'network', path: spec.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       maskedPaths: [
         '/proc/acpi',
