@@ -3,7 +3,7 @@ import { tokenPath } from '../api/auth.ts';
 import { readDaemonInfo } from '../daemon/info.ts';
 import { DEFAULT_PORT, defaultHome } from '../node/home.ts';
 import type { Command } from 'commander';
-import { VmeshClient } from '../sdk/client.ts';
+import type { VmeshClient } from '../sdk/client.ts';
 
 export interface GlobalOptions {
   home?: string;
@@ -13,7 +13,12 @@ export interface GlobalOptions {
 }
 
 /** A client for the node this CLI talks to: --api/VMESH_API, else the one running in $VMESH_HOME. */
-export function connect(opts: GlobalOptions): VmeshClient {
+/**
+ * A client for the node this CLI talks to. The HTTP client is loaded here, on first use, so that
+ * `vmesh up` (which never talks to a node through it) keeps it out of the node's memory.
+ */
+export async function connect(opts: GlobalOptions): Promise<VmeshClient> {
+  const { VmeshClient } = await import('../sdk/client.ts');
   const home = opts.home ?? defaultHome();
   const url = opts.api ?? process.env.VMESH_API ?? readDaemonInfo(home)?.url ?? `http://127.0.0.1:${DEFAULT_PORT}`;
   let token = opts.token ?? process.env.VMESH_TOKEN;
@@ -30,7 +35,7 @@ export function connect(opts: GlobalOptions): VmeshClient {
 /** Runs a command's body with a client for the node and the command's global options; closes the client after. */
 export async function withClient<T>(cmd: Command, body: (client: VmeshClient, global: GlobalOptions) => Promise<T>): Promise<T> {
   const global = cmd.optsWithGlobals<GlobalOptions>();
-  const client = connect(global);
+  const client = await connect(global);
   try {
     return await body(client, global);
   } finally {

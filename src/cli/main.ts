@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { ApiError, NodeUnreachableError } from '../sdk/client.ts';
+import { ApiError, NodeUnreachableError } from '../sdk/errors.ts';
 import { isVmeshError } from '../spec/errors.ts';
 import { VMESH_VERSION } from '../version.ts';
 import { controlCommands } from './commands/control.ts';

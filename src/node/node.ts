@@ -154,7 +154,6 @@ export class VmeshNode {
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
       const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
-      for (const d of registry.all()) (d as { warm?: () => void }).warm?.();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
       return node;
     } catch (err) {
@@ -169,9 +168,20 @@ export class VmeshNode {
    * the source, and whether any driver can run it.
    */
   async submit(input: unknown): Promise<Run> {
+    let workload: Workload;
+    try {
+      workload = parseWorkload(input);
+    } catch (err) {
+      this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
+      throw err;
+    }
+    return this.submitValid(workload);
+  }
+
+  /** `submit` for a workload already checked against the Workload schema (the API validates bodies with it). */
+  async submitValid(workload: Workload): Promise<Run> {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
     try {
-      const workload = parseWorkload(input);
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
       // Containers use their image where it lies (a directory or an archive); functions need the bytes.

@@ -2,30 +2,9 @@ import { Agent, fetch, type Dispatcher } from 'undici';
 import type { NodeInfo } from '../node/node.ts';
 import type { DriverStatus } from '../drivers/registry.ts';
 import type { Run, RunState, Workload } from '../spec/index.ts';
+import { ApiError, NodeUnreachableError } from './errors.ts';
 
-/** The API refused a request; `code` and `field` come from its error body. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly field?: string,
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
-
-/** Nothing answered at the node's address. */
-export class NodeUnreachableError extends Error {
-  constructor(
-    readonly url: string,
-    cause: unknown,
-  ) {
-    super(`no vmesh node answers at ${url} (is it running? start one with \`vmesh up\`)`, { cause });
-    this.name = 'NodeUnreachableError';
-  }
-}
+export { ApiError, NodeUnreachableError } from './errors.ts';
 
 export type LogEvent =
   | { event: 'stdout' | 'stderr'; id: number; text: string }

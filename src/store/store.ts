@@ -86,6 +86,10 @@ export class Store implements LeaseStore {
       insertEvent: this.db.prepare('INSERT INTO events (id, run_id, ts, type, data) VALUES (?, ?, ?, ?, ?)'),
       eventsAfter: this.db.prepare('SELECT id, run_id AS runId, ts, type, data FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?'),
       getConfig: this.db.prepare('SELECT value FROM config WHERE key = ?'),
+      claimLease: this.db.prepare('INSERT OR IGNORE INTO net_leases (subnet, owner, created_at) VALUES (?, ?, ?)'),
+      releaseLeases: this.db.prepare('DELETE FROM net_leases WHERE owner = ?'),
+      releaseAllLeases: this.db.prepare('DELETE FROM net_leases'),
+      leasedSubnets: this.db.prepare('SELECT subnet FROM net_leases').pluck(),
       setConfig: this.db.prepare('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
     };
     this.nextEventId = ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0) + 1;
@@ -218,20 +222,20 @@ export class Store implements LeaseStore {
   /** Claims a subnet at once (not queued): the answer must be final before the address is used. */
   claimLease(subnet: string, owner: string): boolean {
     this.flush();
-    return this.db.prepare('INSERT OR IGNORE INTO net_leases (subnet, owner, created_at) VALUES (?, ?, ?)').run(subnet, owner, new Date().toISOString()).changes === 1;
+    return this.stmts.claimLease.run(subnet, owner, new Date().toISOString()).changes === 1;
   }
 
   releaseLeases(owner: string): void {
-    this.write(() => this.db.prepare('DELETE FROM net_leases WHERE owner = ?').run(owner));
+    this.write(() => this.stmts.releaseLeases.run(owner));
   }
 
   releaseAllLeases(): void {
-    this.write(() => this.db.prepare('DELETE FROM net_leases').run());
+    this.write(() => this.stmts.releaseAllLeases.run());
   }
 
   leasedSubnets(): Set<string> {
     this.flush();
-    return new Set(this.db.prepare('SELECT subnet FROM net_leases').pluck().all() as string[]);
+    return new Set(this.stmts.leasedSubnets.all() as string[]);
   }
 
   getConfig(key: string): string | undefined {

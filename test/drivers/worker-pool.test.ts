@@ -27,7 +27,6 @@ describe('worker pool', () => {
   it('keeps `idle` workers however long they sit', async () => {
     const pool = new WorkerPool({ entry: ENTRY, size: 2, idle: 1, idleTimeoutMs: 100 });
     try {
-      pool.warm();
       const w = await pool.acquire();
       pool.release(w);
       await sleep(300);

@@ -27,7 +27,7 @@ export function runRoutes(app: FastifyInstance, node: VmeshNode): void {
       },
     },
     async (req, reply) => {
-      const run = await node.submit(req.body);
+      const run = await node.submitValid(req.body); // the route's schema is the Workload schema
       if (req.query.wait === false) return reply.status(202).send(run);
       const gone = new AbortController();
       const onClose = () => gone.abort(new Error('client went away'));

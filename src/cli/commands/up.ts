@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { readDaemonInfo } from '../../daemon/info.ts';
 import type { ConfigFile } from '../../node/config.ts';
 import { defaultHome } from '../../node/home.ts';
-import { VmeshClient } from '../../sdk/client.ts';
+import http from 'node:http';
 import { tokenPath } from '../../api/auth.ts';
 import { EXIT } from '../exit-codes.ts';
 import { parseInteger, parseMiB, parseNumber } from '../parse.ts';
@@ -83,15 +83,19 @@ export function upCommand(program: Command): void {
 async function runningNode(home: string): Promise<{ nodeId: string; url: string; pid: number } | undefined> {
   const info = readDaemonInfo(home);
   if (info === undefined || !alive(info.pid)) return undefined;
-  const client = new VmeshClient({ url: info.url, token: '' });
-  try {
-    await client.health(AbortSignal.timeout(2000));
-    return { nodeId: info.nodeId, url: info.url, pid: info.pid };
-  } catch {
-    return undefined;
-  } finally {
-    await client.close();
-  }
+  return (await healthy(info.url)) ? { nodeId: info.nodeId, url: info.url, pid: info.pid } : undefined;
+}
+
+/** Whether `GET /healthz` answers 200 within 2 s (plain node:http: `up` keeps the HTTP client out of the node). */
+function healthy(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get(`${url}/healthz`, { timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
 }
 
 export function alive(pid: number): boolean {

@@ -41,6 +41,13 @@ interface OciPrepared extends PreparedSandbox {
   created: boolean;
 }
 
+interface ContainerPlan {
+  rootfs: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+}
+
 interface OciRunning extends RunningSandbox {
   readonly prepared: OciPrepared;
   readonly child: ChildProcess;
@@ -67,6 +74,7 @@ export class OciDriver implements Driver {
   private cgroups: CgroupVersion = cgroupVersion();
   private readonly prepared = new Set<OciPrepared>();
   private readonly running = new Set<OciRunning>();
+  private readonly plans = new WeakMap<SandboxRequest, Promise<ContainerPlan>>();
 
   constructor(private readonly options: OciDriverOptions = {}) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
@@ -277,9 +285,19 @@ export class OciDriver implements Driver {
   /**
    * What the container runs: the root file system (a directory as given, or an image unpacked into the
    * cache), the command (the workload's, or the image's entrypoint and cmd), its environment and working
-   * directory. Throws typed errors for anything that could not run.
+   * directory. Throws typed errors for anything that could not run. Worked out once per request: the
+   * node validates at submission and prepares later with the same request.
    */
-  private async container(request: SandboxRequest): Promise<{ rootfs: string; args: string[]; env: Record<string, string>; cwd: string }> {
+  private container(request: SandboxRequest): Promise<ContainerPlan> {
+    let plan = this.plans.get(request);
+    if (plan === undefined) {
+      plan = this.planContainer(request);
+      this.plans.set(request, plan);
+    }
+    return plan;
+  }
+
+  private async planContainer(request: SandboxRequest): Promise<ContainerPlan> {
     const w = request.workload;
     const dir = request.sourceDir;
     const diskBytes = request.resources.diskMiB * 2 ** 20;

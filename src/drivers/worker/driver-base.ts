@@ -77,11 +77,6 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
   /** Maps the worker's own account of the run (or its death) to the sandbox exit. */
   protected abstract verdict(prepared: P, result: WorkerResult): Pick<SandboxExit, 'outcome' | 'exitCode' | 'reason' | 'output'>;
 
-  /** Boots idle workers ahead of the first run. */
-  warm(): void {
-    this.pool.warm();
-  }
-
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<P> {
     this.rootReady ??= fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 }).then(() => undefined);
     await this.rootReady;

@@ -68,18 +68,6 @@ export class WorkerPool {
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
-  /** Starts idle workers in the background so the first runs do not pay the boot. */
-  warm(): void {
-    const want = Math.min(this.options.idle ?? 0, this.options.size);
-    while (!this.closed && this.all.size < want) {
-      const w = this.spawn();
-      w.ready.then(
-        () => this.giveBack(w),
-        () => this.forget(w),
-      );
-    }
-  }
-
   get busy(): number {
     return this.busyCount;
   }
