@@ -23,18 +23,19 @@ serve<QuickJsTask>(async (task) => {
   let interrupted = false;
   runtime.setInterruptHandler(() => (interrupted ||= Date.now() > task.deadline));
   const ctx = runtime.newContext();
+  installConsole(ctx, streams);
+  let result = run(ctx, task);
+  if (interrupted) result = { outcome: 'timeout', exitCode: null };
+  result.streamBytes = { ...streams.totals };
+  // Freeing a runtime that ran out of memory or was interrupted mid-allocation can abort the whole wasm
+  // module, and with it this thread: such a worker is retired (ended by the pool) instead of reused.
+  if (result.outcome !== 'exited') return { ...result, retire: true };
   try {
-    installConsole(ctx, streams);
-    const result = run(ctx, task);
-    if (interrupted) return { outcome: 'timeout', exitCode: null, streamBytes: { ...streams.totals } };
-    return { ...result, streamBytes: { ...streams.totals } };
-  } finally {
-    try {
-      ctx.dispose();
-      runtime.dispose();
-    } catch {
-      /* a runtime that ran out of memory may not free cleanly; the worker is still usable */
-    }
+    ctx.dispose();
+    runtime.dispose();
+    return result;
+  } catch {
+    return { ...result, retire: true };
   }
 });
 

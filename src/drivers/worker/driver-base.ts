@@ -132,17 +132,17 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
 
     const onMessage = (msg: WorkerMessage) => {
       if (msg.type === 'stream') io.write(msg.stream, msg.data);
-      else if (msg.type === 'done') void finish(msg.result, true);
+      else if (msg.type === 'done') void finish(msg.result, msg.result.retire !== true);
     };
     const onError = (err: Error & { code?: string }) => {
       const oom = err.code === 'ERR_WORKER_OUT_OF_MEMORY';
       void finish({ outcome: oom ? 'oom' : 'crashed', exitCode: null, reason: err.message }, false);
     };
-    const onExit = () => {
+    const onExit = (code: number) => {
       const reason = running.stopReason;
       void finish(
         reason === undefined
-          ? { outcome: 'crashed', exitCode: null, reason: 'the sandbox worker exited unexpectedly' }
+          ? { outcome: 'crashed', exitCode: null, reason: `the sandbox worker exited unexpectedly (code ${code})` }
           : { outcome: reason === 'timeout' ? 'timeout' : 'crashed', exitCode: null, reason: reason },
         false,
       );

@@ -17,6 +17,8 @@ export interface WorkerResult {
   diskBytes?: number;
   /** Bytes written to each stream, including those past the cap that were not sent. */
   streamBytes?: Record<StreamName, number>;
+  /** The worker should not serve another run (its state may be damaged): the pool ends it. */
+  retire?: boolean;
 }
 
 /**
@@ -48,7 +50,7 @@ export function serve<T>(handler: (task: T) => Promise<WorkerResult>): void {
     handler(task).then(
       (result) => post({ type: 'done', result }),
       (err: unknown) =>
-        post({ type: 'done', result: { outcome: 'crashed', exitCode: null, reason: err instanceof Error ? err.message : String(err) } }),
+        post({ type: 'done', result: { outcome: 'crashed', exitCode: null, reason: err instanceof Error ? err.message : String(err), retire: true } }),
     );
   });
   post({ type: 'ready' });
