@@ -49,6 +49,22 @@ async function iperf(netns: string, reverse: boolean): Promise<number> {
   }
 }
 
+/**
+ * A channel never carries more than its rate + 15% (every measurement), and carries at least rate - 15%
+ * in one of three measurements: other test files share the two cores, and a starved iperf3 reads low,
+ * never high.
+ */
+async function assertChannel(direction: string, mbps: number, measure: () => Promise<number>): Promise<void> {
+  const seen: number[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const got = await measure();
+    seen.push(got);
+    assert.ok(got <= mbps * 1.15, `${direction} ${got.toFixed(1)} Mbit/s is over a ${mbps} Mbit/s channel`);
+    if (got >= mbps * 0.85) return;
+  }
+  assert.fail(`${direction} ${seen.map((m) => m.toFixed(1)).join(', ')} Mbit/s: under a ${mbps} Mbit/s channel by more than 15% every time`);
+}
+
 describe('sandbox networks', { skip }, () => {
   const tmp = tempDir();
   let store: Store;
@@ -146,10 +162,8 @@ describe('sandbox networks', { skip }, () => {
 
   it('shapes what the sandbox sends and receives to its bandwidth channel (iperf3, within 15%)', async () => {
     await withNetwork('bw1', { egress: 'internet', egressMbps: 20, ingressMbps: 40 }, async (net) => {
-      const egress = await iperf(net.netns, false);
-      const ingress = await iperf(net.netns, true);
-      assert.ok(Math.abs(egress - 20) / 20 <= 0.15, `egress ${egress.toFixed(1)} Mbit/s for a 20 Mbit/s channel`);
-      assert.ok(Math.abs(ingress - 40) / 40 <= 0.15, `ingress ${ingress.toFixed(1)} Mbit/s for a 40 Mbit/s channel`);
+      await assertChannel('egress', 20, () => iperf(net.netns, false));
+      await assertChannel('ingress', 40, () => iperf(net.netns, true));
     });
   });
 
