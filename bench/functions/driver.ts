@@ -4,6 +4,9 @@ import path from 'node:path';
 import type { SandboxIO, SandboxRequest } from '../../src/drivers/driver.ts';
 import { runInSandbox } from '../../src/drivers/lifecycle.ts';
 import { WasmDriver } from '../../src/drivers/wasm/driver.ts';
+import { BlobStore } from '../../src/blobs/blob-store.ts';
+import type { OutputSink } from '../../src/outputs/pack.ts';
+import { blobSink } from '../../src/outputs/sink.ts';
 import type { ResolvedResources } from '../../src/spec/index.ts';
 import { closedLoop } from '../lib/load.ts';
 import { openFds } from '../lib/proc.ts';
@@ -25,7 +28,9 @@ export async function measureDriver(code: Uint8Array, settings: Settings): Promi
   const fdsBefore = openFds();
   let runs = 0;
   try {
-    const requests = requestFactory(code);
+    const blobs = new BlobStore(path.join(sandboxRoot, '.blobs'));
+    await blobs.ready();
+    const requests = requestFactory(code, blobSink(blobs, { maxBytes: 2 ** 20, inlineBytes: 2 ** 20 }));
     const run = () => {
       runs++;
       return runOnce(driver, requests());
@@ -41,10 +46,10 @@ export async function measureDriver(code: Uint8Array, settings: Settings): Promi
   }
 }
 
-function requestFactory(code: Uint8Array): () => SandboxRequest {
+function requestFactory(code: Uint8Array, outputs: OutputSink): () => SandboxRequest {
   const workload = helloWorkload(code);
   let seq = 0;
-  return () => ({ runId: `bench${++seq}`, workload, code, resources: RESOURCES, outputCapBytes: OUTPUT_CAP_BYTES });
+  return () => ({ runId: `bench${++seq}`, workload, code, resources: RESOURCES, outputCapBytes: OUTPUT_CAP_BYTES, outputs });
 }
 
 /** One run, checked: it must exit 0 having printed exactly the expected line. */

@@ -57,6 +57,37 @@ export class BlobStore {
     return hash;
   }
 
+  /** A fresh path in this store's filesystem for a blob being written; pass it to `adopt` when done. */
+  tempPath(): string {
+    return path.join(this.root, 'incoming', `${randomBytes(8).toString('hex')}.tmp`);
+  }
+
+  /** Prepares `tempPath`'s directory, dropping what a crashed process left half-written; call once at start. */
+  async ready(): Promise<void> {
+    await fs.rm(path.join(this.root, 'incoming'), { recursive: true, force: true });
+    await fs.mkdir(path.join(this.root, 'incoming'), { recursive: true });
+    await fs.mkdir(path.join(this.root, 'sha256'), { recursive: true });
+  }
+
+  /** Moves a finished file (from `tempPath`) into the store under `hash`, which the caller computed while writing it. */
+  async adopt(file: string, hash: string): Promise<string> {
+    const target = this.pathOf(hash);
+    if (this.known.has(hash) || (await this.has(hash))) {
+      await fs.rm(file, { force: true });
+    } else {
+      await fs.chmod(file, 0o600);
+      await fs.rename(file, target);
+    }
+    this.known.add(hash);
+    return hash;
+  }
+
+  /** The path of a blob this store holds (for streaming it out), or undefined. */
+  async fileOf(hash: string): Promise<string | undefined> {
+    const file = this.pathOf(hash);
+    return (await this.has(hash)) ? file : undefined;
+  }
+
   /** The blob's bytes, or undefined when this store does not hold it (or holds a corrupted copy). */
   async get(hash: string): Promise<Buffer | undefined> {
     const file = this.pathOf(hash);

@@ -4,6 +4,7 @@ import { isVmeshError } from '../spec/errors.ts';
 import { VMESH_VERSION } from '../version.ts';
 import { controlCommands } from './commands/control.ts';
 import { inspectCommands } from './commands/inspect.ts';
+import { outputsCommand } from './commands/outputs.ts';
 import { runCommand } from './commands/run.ts';
 import { upCommand } from './commands/up.ts';
 import { EXIT } from './exit-codes.ts';
@@ -22,6 +23,7 @@ upCommand(program);
 runCommand(program);
 inspectCommands(program);
 controlCommands(program);
+outputsCommand(program);
 
 function statusToExit(status: number): number {
   if (status === 404) return EXIT.notFound;

@@ -1,4 +1,5 @@
-import type { IsolationLevel, OutputFile, ResolvedResources, Usage, Workload, WorkloadKind } from '../spec/index.ts';
+import type { OutputSink, CollectedOutputs } from '../outputs/pack.ts';
+import type { IsolationLevel, ResolvedResources, Usage, Workload, WorkloadKind } from '../spec/index.ts';
 
 /** What a driver found on this host: whether it can run, its version, and if not, why not. */
 export interface DriverProbe {
@@ -25,6 +26,8 @@ export interface SandboxRequest {
   resources: ResolvedResources;
   /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
   outputCapBytes: number;
+  /** Where the declared outputs are archived when the sandbox ends. */
+  outputs: OutputSink;
 }
 
 export type StreamName = 'stdout' | 'stderr';
@@ -54,7 +57,7 @@ export interface SandboxExit {
   reason?: string;
   /** The JSON value returned by a function workload (js). */
   output?: unknown;
-  outputs: OutputFile[];
+  outputs: CollectedOutputs;
   usage: Usage;
 }
 

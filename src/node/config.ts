@@ -40,8 +40,13 @@ export const ConfigFile = Type.Object(
     limits: Type.Optional(
       Type.Object(
         {
-          outputBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 * 2 ** 20 })),
-          inlineOutputBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 * 2 ** 20 })),
+          outputBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 * 2 ** 20, description: 'bytes kept of each of stdout and stderr' })),
+          inlineOutputBytes: Type.Optional(
+            Type.Integer({ minimum: 0, maximum: 64 * 2 ** 20, description: 'output files returned inline in the result, in total' }),
+          ),
+          outputsArchiveBytes: Type.Optional(
+            Type.Integer({ minimum: 1024, maximum: 4 * 2 ** 30, description: 'cap on the tar of a run\'s declared outputs' }),
+          ),
           requestBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 2 ** 20 })),
         },
         { additionalProperties: false },
@@ -78,7 +83,7 @@ export interface NodeConfig {
   api: { host: string; port: number };
   capacity: Static<typeof CapacityOverrides>;
   executor: { maxConcurrent: number; queueLimit: number; queueTimeoutMs: number };
-  limits: { outputBytes: number; inlineOutputBytes: number; requestBytes: number };
+  limits: { outputBytes: number; inlineOutputBytes: number; outputsArchiveBytes: number; requestBytes: number };
   workers: number;
   workerIdleMs: number;
   fileRoots: string[];
@@ -115,7 +120,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     api: { host: '127.0.0.1', port: DEFAULT_PORT, ...fromFile.api, ...overrides.api },
     capacity: { ...fromFile.capacity, ...overrides.capacity },
     executor: { maxConcurrent: 256, queueLimit: 10_000, queueTimeoutMs: 60_000, ...fromFile.executor, ...overrides.executor },
-    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, requestBytes: 48 * 2 ** 20, ...fromFile.limits, ...overrides.limits },
+    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, outputsArchiveBytes: 256 * 2 ** 20, requestBytes: 48 * 2 ** 20, ...fromFile.limits, ...overrides.limits },
     workers: pick('workers') ?? Math.max(2, os.availableParallelism()),
     workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),

@@ -206,7 +206,7 @@ export class Executor {
       exitCode: exit?.exitCode ?? null,
       stdout: captured.stdout.toJSON(),
       stderr: captured.stderr.toJSON(),
-      outputs: exit?.outputs ?? [],
+      outputs: exit?.outputs.files ?? [],
       timings: {
         queuedMs: ms(job.submittedAt, placed),
         startMs: ms(placed, running),
@@ -216,6 +216,8 @@ export class Executor {
       usage: exit?.usage ?? {},
     };
     if (exit?.output !== undefined) result.output = exit.output;
+    if (exit?.outputs.archive !== undefined) result.outputsArchive = exit.outputs.archive;
+    if (exit !== undefined && exit.outputs.skipped.length > 0) result.outputsSkipped = exit.outputs.skipped;
     return result;
   }
 

@@ -3,6 +3,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { BlobStore, sha256 } from '../blobs/blob-store.ts';
+import type { OutputSink } from '../outputs/pack.ts';
+import { blobSink } from '../outputs/sink.ts';
 import type { Driver, SandboxRequest } from '../drivers/driver.ts';
 import { OciDriver } from '../drivers/oci/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
@@ -11,6 +13,7 @@ import { WasmDriver } from '../drivers/wasm/driver.ts';
 import {
   isTerminal,
   NodeStoppingError,
+  OutputsNotFoundError,
   parseWorkload,
   RunFinishedError,
   RunNotFoundError,
@@ -70,7 +73,6 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
     sandboxRoot,
     workers: config.workers,
     workerIdleTimeoutMs: config.workerIdleMs,
-    inlineOutputBytes: config.limits.inlineOutputBytes,
   };
   return [
     new WasmDriver(options),
@@ -81,7 +83,6 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
       imageRoot: path.join(config.home, 'image-cache'),
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
-      inlineOutputBytes: config.limits.inlineOutputBytes,
     }),
   ];
 }
@@ -98,6 +99,7 @@ export function newRunId(now = Date.now()): string {
 export class VmeshNode {
   readonly startedAt = new Date().toISOString();
   private stopping = false;
+  private readonly outputSink: OutputSink;
 
   private constructor(
     readonly id: string,
@@ -113,7 +115,9 @@ export class VmeshNode {
     readonly reconciled: ReconcileReport,
     private readonly networks: NetworkManager | undefined,
     private readonly networkReason: string | undefined,
-  ) {}
+  ) {
+    this.outputSink = blobSink(blobs, { maxBytes: config.limits.outputsArchiveBytes, inlineBytes: config.limits.inlineOutputBytes });
+  }
 
   static async start(options: NodeOptions): Promise<VmeshNode> {
     const { config } = options;
@@ -152,6 +156,7 @@ export class VmeshNode {
         queueTimeoutMs: config.executor.queueTimeoutMs,
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
+      await blobs.ready();
       const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
@@ -190,7 +195,7 @@ export class VmeshNode {
       const driver = this.registry.choose(workload, code);
       const id = newRunId();
       const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
-      const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes };
+      const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes, outputs: this.outputSink };
       if (dir !== undefined) request.sourceDir = dir;
       if (file !== undefined) request.sourceFile = file;
       await driver.validate(request);
@@ -205,6 +210,20 @@ export class VmeshNode {
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
       throw err;
     }
+  }
+
+  /** Where the tar of a run's declared outputs lies in the blob store, once the run has ended. */
+  async outputsArchive(id: string): Promise<{ file: string; blob: string; bytes: number }> {
+    const run = this.store.getRun(id);
+    if (run === undefined) throw new RunNotFoundError(id);
+    const archive = run.result?.outputsArchive;
+    if (archive === undefined) {
+      const why = !isTerminal(run.state) ? `it is ${run.state}` : run.spec.outputs?.length ? 'its sandbox ended before they were collected' : 'it declared no outputs';
+      throw new OutputsNotFoundError(`run ${id} has no outputs archive: ${why}`, { field: 'id' });
+    }
+    const file = await this.blobs.fileOf(archive.blob);
+    if (file === undefined) throw new OutputsNotFoundError(`run ${id}: this node no longer holds its outputs archive ${archive.blob}`, { field: 'id' });
+    return { file, blob: archive.blob, bytes: archive.bytes };
   }
 
   getRun(id: string): Run {

@@ -1,3 +1,4 @@
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Agent, fetch, type Dispatcher } from 'undici';
 import type { NodeInfo } from '../node/node.ts';
 import type { DriverStatus } from '../drivers/registry.ts';
@@ -69,6 +70,13 @@ export class VmeshClient {
 
   health(signal?: AbortSignal): Promise<{ status: string; node: string }> {
     return this.request('GET', '/healthz', undefined, signal);
+  }
+
+  /** The tar of a run's declared outputs, as a stream of bytes (see `result.outputsArchive`). */
+  async outputs(id: string, signal?: AbortSignal): Promise<WebReadableStream<Uint8Array>> {
+    const res = await this.send('GET', `/v1/runs/${encodeURIComponent(id)}/outputs`, undefined, signal, { accept: 'application/x-tar' });
+    if (res.body === null) throw new Error(`GET /v1/runs/${id}/outputs returned no body`);
+    return res.body as WebReadableStream<Uint8Array>;
   }
 
   /** A run's output and state changes: the stored ones first, then live ones until the run ends. */

@@ -58,6 +58,12 @@ export class RunNotFoundError extends VmeshError {
   }
 }
 
+/** The run declared no outputs, has not ended yet, or its archive is no longer held by this node. */
+export class OutputsNotFoundError extends VmeshError {
+  readonly code = 'outputs_not_found';
+  readonly status = 404;
+}
+
 /** The run is already in a terminal state, so it cannot be cancelled. */
 export class RunFinishedError extends VmeshError {
   readonly code = 'run_finished';

@@ -72,6 +72,20 @@ export const OutputFile = Type.Object({
 });
 export type OutputFile = Static<typeof OutputFile>;
 
+export const SkippedOutput = Type.Object({
+  path: Type.String(),
+  reason: Type.String({ description: 'why it is not in the archive: a symlink, not a regular file, missing, over the cap' }),
+});
+export type SkippedOutput = Static<typeof SkippedOutput>;
+
+export const OutputsArchive = Type.Object({
+  blob: Type.String({ description: '`sha256:<hex>` of the tar; fetch it with GET /v1/runs/{id}/outputs' }),
+  bytes: Type.Integer(),
+  entries: Type.Integer({ description: 'files and directories in the tar' }),
+  truncated: Type.Boolean({ description: 'true when the size or entry cap left files out (they are listed in `outputsSkipped`)' }),
+});
+export type OutputsArchive = Static<typeof OutputsArchive>;
+
 export const Timings = Type.Object({
   queuedMs: Type.Number({ description: 'submitted → placed' }),
   startMs: Type.Number({ description: 'placed → running (prepare + start)' }),
@@ -92,7 +106,9 @@ export const RunResult = Type.Object({
   stdout: CapturedStream,
   stderr: CapturedStream,
   output: Type.Optional(Type.Unknown({ description: 'the JSON value a js function returned' })),
-  outputs: Type.Array(OutputFile),
+  outputs: Type.Array(OutputFile, { description: 'every file in the outputs archive; small ones inline' }),
+  outputsArchive: Type.Optional(OutputsArchive),
+  outputsSkipped: Type.Optional(Type.Array(SkippedOutput)),
   timings: Timings,
   usage: Usage,
 });

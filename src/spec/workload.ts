@@ -160,7 +160,7 @@ export const Workload = Type.Object(
     outputs: Type.Optional(
       Type.Array(Type.String({ pattern: RelativePath, maxLength: 1024 }), {
         maxItems: 64,
-        description: 'files (relative to the sandbox scratch directory) returned with the result',
+        description: 'files or directories (relative to the sandbox scratch directory) returned as a tar with the result',
       }),
     ),
   },

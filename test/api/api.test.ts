@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,7 +8,9 @@ import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
 import { loadConfig } from '../../src/node/config.ts';
 import { ApiError, VmeshClient, type LogEvent } from '../../src/sdk/client.ts';
 import type { Workload } from '../../src/spec/index.ts';
+import { tarEntries } from '../helpers/outputs.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { watFixture } from '../helpers/wat.ts';
 
 const hello = readFileSync(new URL('../../examples/hello.wasm', import.meta.url));
 const helloJs = readFileSync(new URL('../../examples/hello.js', import.meta.url), 'utf8');
@@ -129,6 +132,33 @@ describe('HTTP API', () => {
     assert.equal(flood.result?.stdout.truncated, true);
     assert.equal(Buffer.byteLength(flood.result!.stdout.text), 8192);
     assert.equal(flood.result?.stdout.bytes, 100 * 1001);
+  });
+
+  it('returns declared outputs as a tar, whose ETag is the blob in the result', async () => {
+    const code = await watFixture('write-file');
+    const run = await client.run({ kind: 'function', source: { inline: Buffer.from(code).toString('base64'), encoding: 'base64' }, outputs: ['out.txt', 'nothing-here'] });
+    assert.equal(run.state, 'succeeded', run.reason);
+    const archive = run.result!.outputsArchive!;
+    assert.deepEqual(run.result!.outputsSkipped, [{ path: 'nothing-here', reason: 'missing' }]);
+    const res = await fetch(`${daemon.url}/v1/runs/${run.id}/outputs`, { headers: { authorization: `Bearer ${daemon.token}` } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/x-tar');
+    assert.equal(res.headers.get('etag'), `"${archive.blob}"`);
+    const tar = Buffer.from(await res.arrayBuffer());
+    assert.equal(tar.byteLength, archive.bytes);
+    assert.equal(`sha256:${createHash('sha256').update(tar).digest('hex')}`, archive.blob);
+    assert.deepEqual((await tarEntries(tar)).map((e) => [e.name, e.body.toString()]), [['out.txt', 'result\n']]);
+    // Through the SDK too.
+    const chunks: Uint8Array[] = [];
+    for await (const c of await client.outputs(run.id)) chunks.push(c);
+    assert.deepEqual(Buffer.concat(chunks), tar);
+  });
+
+  it('answers 404 outputs_not_found for a run without outputs, and 401 without the token', async () => {
+    const run = await client.run(wasm({ args: ['x'] }));
+    await rejects(client.outputs(run.id), 404, 'outputs_not_found', 'id');
+    await rejects(client.outputs('rnope'), 404, 'run_not_found');
+    assert.equal((await raw('GET', `/v1/runs/${run.id}/outputs`, { token: null })).status, 401);
   });
 
   it('answers an unknown run id with 404 on every run route', async () => {

@@ -139,6 +139,25 @@ describe('vmesh CLI against a real detached node', () => {
     assert.match(outside.stderr, /source\.file: .* is not a file or directory under the node's file roots/);
   });
 
+  it('returns a container\'s output directory as a tar that `vmesh outputs` downloads', { skip: containerSkip }, async () => {
+    const script = 'mkdir -p /out/report && echo one > /out/report/a.txt && echo two > /out/report/b.txt && ln -s /etc/passwd /out/report/pw';
+    const r = await vmesh(home, ['--json', 'run', '--kind', 'container', path.join(home, 'images', 'busybox'), '--output', 'report', '--', 'sh', '-c', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const run = json<Run>(r);
+    assert.deepEqual(run.result!.outputsSkipped, [{ path: 'report/pw', reason: 'a symlink (never followed)' }]);
+    const file = path.join(home, 'report.tar');
+    const got = await vmesh(home, ['--json', 'outputs', run.id, '-o', file]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.deepEqual(json(got), { file, bytes: run.result!.outputsArchive!.bytes, blob: run.result!.outputsArchive!.blob });
+    const { stdout } = await execFileAsync('tar', ['-tvf', file]);
+    assert.deepEqual(stdout.trim().split('\n').map((l) => l.split(/\s+/).at(-1)), ['report/', 'report/a.txt', 'report/b.txt']);
+    const again = await vmesh(home, ['outputs', run.id, '-o', file]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /exists; pass --force/);
+    const none = await vmesh(home, ['outputs', 'rnope', '-o', '-']);
+    assert.equal(none.code, 4, none.stderr);
+  });
+
   it('exits 4 for an unknown run and 3 when no node answers', async () => {
     assert.equal((await vmesh(home, ['logs', 'rnothing'])).code, 4);
     const away = await vmesh(home, ['node', '--api', 'http://127.0.0.1:9']);

@@ -6,6 +6,7 @@ import { CappedStream } from '../../src/drivers/capture.ts';
 import type { Driver, SandboxExit, SandboxIO, SandboxRequest, StreamName } from '../../src/drivers/driver.ts';
 import { runInSandbox } from '../../src/drivers/lifecycle.ts';
 import { AbortedError, type ResolvedResources, type Workload } from '../../src/spec/index.ts';
+import { testOutputs } from '../helpers/outputs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 /** A workload for the driver under test, with its code already as bytes. */
@@ -42,6 +43,7 @@ interface Outcome {
 }
 
 let seq = 0;
+const outputs = testOutputs();
 
 /** Runs one case through the common lifecycle, capturing output the way the node does. */
 export async function runCase(
@@ -61,6 +63,7 @@ export async function runCase(
     code: c.code,
     resources: { ...BASE, ...opts.resources },
     outputCapBytes: cap,
+    outputs: outputs.sink,
   };
   if (c.sourceDir !== undefined) request.sourceDir = c.sourceDir;
   await driver.validate(request);

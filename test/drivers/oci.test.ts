@@ -6,6 +6,7 @@ import { OciDriver } from '../../src/drivers/oci/driver.ts';
 import { InvalidInputError, type Workload } from '../../src/spec/index.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
+import { testOutputs } from '../helpers/outputs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { driverCompliance, runCase, type Case } from './compliance.ts';
 
@@ -95,12 +96,12 @@ describe('oci driver', { skip }, () => {
     const c = sh('read line; echo "$line $GREETING $(pwd)" > /out/result.txt', { env: { GREETING: 'hi' }, workdir: '/tmp', stdin: 'from stdin\n', outputs: ['result.txt'] });
     const { exit } = await run(c);
     assert.equal(exit.exitCode, 0);
-    assert.equal(Buffer.from(exit.outputs[0]!.contentBase64!, 'base64').toString(), 'from stdin hi /tmp\n');
+    assert.equal(Buffer.from(exit.outputs.files[0]!.contentBase64!, 'base64').toString(), 'from stdin hi /tmp\n');
   });
 
   it('caps /out at diskMiB', async () => {
     const { exit } = await run(sh('dd if=/dev/zero of=/out/big bs=1M count=8 2>/dev/null; echo $?', { outputs: ['big'] }), { resources: { diskMiB: 2 } });
-    assert.ok(exit.outputs[0]!.bytes <= 2 * 2 ** 20, `wrote ${exit.outputs[0]!.bytes} bytes`);
+    assert.ok(exit.outputs.files[0]!.bytes <= 2 * 2 ** 20, `wrote ${exit.outputs.files[0]!.bytes} bytes`);
   });
 
   it('refuses a missing command, a program that does not exist, and a missing root file system', async () => {
@@ -123,7 +124,7 @@ describe('oci driver', { skip }, () => {
 
   it('recovers after a crash: a new driver on the same state removes the old containers and mounts', async () => {
     const c = withDir(sh('sleep 60', { outputs: ['x'] }));
-    const prepared = await driver.prepare({ runId: 'crashed1', workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 1, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024 });
+    const prepared = await driver.prepare({ runId: 'crashed1', workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 1, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024, outputs: testOutputs().sink });
     const running = await driver.start(prepared, { write() {}, total() {} });
     await new Promise((r) => setTimeout(r, 300));
     // The "crash": a new driver that knows nothing of it, on the same directories.
@@ -265,7 +266,7 @@ function readFileSafe(file: string): string {
 /** runCase with a run id of the test's choosing (so its cgroups can be recognised). */
 async function runCaseWithId(driver: OciDriver, c: Case, id: string, opts: Parameters<typeof runCase>[2]) {
   const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
-  const request = { runId: id, workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 4, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 }, ...opts?.resources }, outputCapBytes: 4096 };
+  const request = { runId: id, workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 4, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 }, ...opts?.resources }, outputCapBytes: 4096, outputs: testOutputs().sink };
   return runInSandbox(driver, request, { write() {}, total() {} }, opts?.signal).catch((err: unknown) => err);
 }
 

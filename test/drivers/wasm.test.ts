@@ -39,16 +39,16 @@ describe('wasm driver', () => {
   it('returns declared output files from the scratch directory', async () => {
     const { exit } = await run({ workload: fn({ outputs: ['out.txt', 'missing.txt'] }), code: await watFixture('write-file') });
     assert.equal(exit.exitCode, 0, exit.reason);
-    assert.equal(exit.outputs.length, 1);
-    assert.equal(exit.outputs[0]!.path, 'out.txt');
-    assert.equal(Buffer.from(exit.outputs[0]!.contentBase64!, 'base64').toString(), 'result\n');
-    assert.match(exit.outputs[0]!.sha256, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(exit.outputs.files.length, 1);
+    assert.equal(exit.outputs.files[0]!.path, 'out.txt');
+    assert.equal(Buffer.from(exit.outputs.files[0]!.contentBase64!, 'base64').toString(), 'result\n');
+    assert.match(exit.outputs.files[0]!.sha256, /^sha256:[0-9a-f]{64}$/);
   });
 
   it('caps scratch writes at diskMiB (ENOSPC inside the guest)', async () => {
     // diskMiB 0: the 7-byte write fails, so the file stays empty.
     const { exit } = await run({ workload: fn({ outputs: ['out.txt'] }), code: await watFixture('write-file') }, { resources: { diskMiB: 0 } });
-    assert.equal(exit.outputs[0]?.bytes, 0);
+    assert.equal(exit.outputs.files[0]?.bytes, 0);
   });
 
   it('refuses bytes that are not a wasm module', async () => {

@@ -1,3 +1,4 @@
+import { createReadStream, type ReadStream } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -56,6 +57,31 @@ export function runRoutes(app: FastifyInstance, node: VmeshNode): void {
     '/v1/runs/:id',
     { schema: { summary: 'One run, with its result once ended', tags: ['runs'], params: RunIdParams, response: { 200: Run, ...errors } } },
     async (req) => node.getRun(req.params.id),
+  );
+
+  api.get(
+    '/v1/runs/:id/outputs',
+    {
+      schema: {
+        summary: "Download a run's declared outputs as one tar",
+        description:
+          'The archive is deterministic (walk order, epoch times, modes 0644/0755), so its `ETag` is the blob hash in `result.outputsArchive.blob`. ' +
+          'Symlinks, devices and files over the cap are never in it; `result.outputsSkipped` says why each was left out.',
+        tags: ['runs'],
+        params: RunIdParams,
+        produces: ['application/x-tar'],
+        response: { 200: Type.Unsafe<ReadStream>({ type: 'string', format: 'binary', description: 'a POSIX tar' }), ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { file, blob, bytes } = await node.outputsArchive(req.params.id);
+      return reply
+        .header('content-type', 'application/x-tar')
+        .header('content-length', bytes)
+        .header('etag', `"${blob}"`)
+        .header('content-disposition', `attachment; filename="${req.params.id}-outputs.tar"`)
+        .send(createReadStream(file));
+    },
   );
 
   api.post(

@@ -46,7 +46,7 @@ export function runCommand(program: Command): void {
     .option('--driver <name>', 'use exactly this driver')
     .option('--isolation <level>', 'least isolation acceptable: language, process, container or vm')
     .option('--name <name>', 'a label shown by `vmesh ps`')
-    .option('--output <path>', 'a file the workload writes, returned with the result (repeatable)', collect)
+    .option('--output <path>', 'a file or directory the workload writes (under /out in a container), returned as a tar with the result (repeatable)', collect)
     .option('--detach', 'print the run id and return at once')
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
       const workload = buildWorkload(file, args, opts);
@@ -126,6 +126,10 @@ function printResult(run: Run): void {
       if (s.truncated) process.stderr.write(`vmesh: ${name} truncated: the run wrote ${s.bytes} bytes, ${Buffer.byteLength(s.text)} kept\n`);
     }
     for (const f of r.outputs) process.stderr.write(`vmesh: output ${f.path}: ${f.bytes} bytes ${f.sha256}\n`);
+    for (const s of r.outputsSkipped ?? []) process.stderr.write(`vmesh: output ${s.path} left out: ${s.reason}\n`);
+    if (r.outputsArchive !== undefined) {
+      process.stderr.write(`vmesh: outputs archive ${r.outputsArchive.bytes} bytes ${r.outputsArchive.blob}: vmesh outputs ${run.id}\n`);
+    }
   }
   if (run.state !== 'succeeded') {
     process.stderr.write(`vmesh: run ${run.id} ${run.state}${run.reason ? `: ${run.reason}` : ''}\n`);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
-import { collectOutputs } from '../outputs.ts';
+import { NO_OUTPUTS, packOutputs } from '../../outputs/pack.ts';
 import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { runtimeConfig } from './config.ts';
@@ -29,7 +29,6 @@ export interface OciDriverOptions {
   stateDir?: string;
   /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
   runtime?: RuntimeName;
-  inlineOutputBytes?: number;
 }
 
 interface OciPrepared extends PreparedSandbox {
@@ -67,7 +66,6 @@ export class OciDriver implements Driver {
   readonly isolation = 'container' as const;
   private readonly sandboxRoot: string;
   private readonly stateDir: string;
-  private readonly inlineOutputBytes: number;
   private readonly images: ImageCache;
   private readonly cgroupParent: string;
   private runtime: OciRuntime | undefined;
@@ -79,7 +77,6 @@ export class OciDriver implements Driver {
   constructor(private readonly options: OciDriverOptions = {}) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
-    this.inlineOutputBytes = options.inlineOutputBytes ?? 2 ** 20;
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
     if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
@@ -195,7 +192,7 @@ export class OciDriver implements Driver {
     try {
       const code = await r.exited;
       const stats = await readCgroupStats(this.cgroups, p.cgroupsPath);
-      const outputs = p.outputsDir === undefined ? [] : await collectOutputs(p.outputsDir, p.request.workload.outputs ?? [], { inlineBytes: this.inlineOutputBytes });
+      const outputs = p.outputsDir === undefined ? NO_OUTPUTS : await packOutputs(p.outputsDir, p.request.workload.outputs ?? [], p.request.outputs);
       const usage: SandboxExit['usage'] = {};
       if (stats.memoryPeakBytes !== undefined) usage.memoryPeakBytes = stats.memoryPeakBytes;
       if (stats.cpuMs !== undefined) usage.cpuMs = Math.round(stats.cpuMs * 1000) / 1000;

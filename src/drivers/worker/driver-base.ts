@@ -13,7 +13,7 @@ import type {
   SandboxRequest,
   StopReason,
 } from '../driver.ts';
-import { collectOutputs } from '../outputs.ts';
+import { packOutputs } from '../../outputs/pack.ts';
 import { WorkerPool, type PooledWorker, type WorkerPoolOptions } from './pool.ts';
 import type { WorkerMessage, WorkerResult } from './protocol.ts';
 
@@ -26,8 +26,6 @@ export interface WorkerDriverOptions {
   idleWorkers?: number;
   /** An idle thread beyond `idleWorkers` ends after this long (default 30 s). */
   workerIdleTimeoutMs?: number;
-  /** Output files up to this size come back inline. */
-  inlineOutputBytes?: number;
 }
 
 export interface WorkerPrepared extends PreparedSandbox {
@@ -53,7 +51,6 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
   abstract readonly kinds: readonly WorkloadKind[];
   abstract readonly isolation: IsolationLevel;
   protected readonly sandboxRoot: string;
-  protected readonly inlineOutputBytes: number;
   private readonly pool: WorkerPool;
   private readonly live = new Set<WorkerRunning>();
   private readonly prepared = new Set<WorkerPrepared>();
@@ -61,7 +58,6 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
 
   constructor(entry: URL, options: WorkerDriverOptions, resourceLimits: ResourceLimits) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
-    this.inlineOutputBytes = options.inlineOutputBytes ?? 1024 * 1024;
     const size = options.workers ?? Math.max(2, os.availableParallelism());
     const pool: WorkerPoolOptions = { entry, size, idle: Math.min(options.idleWorkers ?? 0, size), resourceLimits };
     if (options.workerIdleTimeoutMs !== undefined) pool.idleTimeoutMs = options.workerIdleTimeoutMs;
@@ -121,9 +117,7 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
         io.total('stderr', result.streamBytes.stderr);
       }
       const verdict = this.verdict(p, result);
-      const outputs = await collectOutputs(p.scratch, p.request.workload.outputs ?? [], {
-        inlineBytes: this.inlineOutputBytes,
-      }).catch(() => []);
+      const outputs = await packOutputs(p.scratch, p.request.workload.outputs ?? [], p.request.outputs);
       const usage: SandboxExit['usage'] = {};
       if (result.memoryPeakBytes !== undefined) usage.memoryPeakBytes = result.memoryPeakBytes;
       if (result.diskBytes !== undefined) usage.diskBytes = result.diskBytes;
