@@ -37,7 +37,11 @@ export async function runInSandbox(
       if (signal?.aborted) stop('cancelled');
       hooks.onRunning?.();
       const exit = await driver.wait(sandbox);
-      hooks.onExit?.(exit);
+      if (hooks.onExit !== undefined) {
+        hooks.onExit(exit);
+        // Let whoever waits on the result (an HTTP response) go out before the cleanup takes the thread.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       return exit;
     } finally {
       clearTimeout(timer);

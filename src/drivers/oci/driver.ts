@@ -37,7 +37,10 @@ interface OciPrepared extends PreparedSandbox {
   readonly cgroupsPath: string;
   readonly outputsDir?: string;
   network?: SandboxNetwork;
+  /** The runtime was started: there is a container (and a cgroup) to remove. */
   created: boolean;
+  /** The runtime process ended by itself after running the container (exit code known). */
+  runtimeExited?: boolean;
 }
 
 interface ContainerPlan {
@@ -68,6 +71,8 @@ export class OciDriver implements Driver {
   private readonly stateDir: string;
   private readonly images: ImageCache;
   private readonly cgroupParent: string;
+  /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
+  private readonly foundCommands = new Set<string>();
   private runtime: OciRuntime | undefined;
   private cgroups: CgroupVersion = cgroupVersion();
   private readonly prepared = new Set<OciPrepared>();
@@ -176,7 +181,10 @@ export class OciDriver implements Driver {
     }
     const exited = new Promise<number | null>((resolve) => {
       child.once('error', () => resolve(null));
-      child.once('close', (code) => resolve(code));
+      child.once('close', (code) => {
+        p.runtimeExited = code !== null;
+        resolve(code);
+      });
     });
     const running: OciRunning = { prepared: p, child, exited };
     this.running.add(running);
@@ -233,8 +241,15 @@ export class OciDriver implements Driver {
   async cleanup(prepared: PreparedSandbox): Promise<void> {
     const p = prepared as OciPrepared;
     if (p.created) {
-      await this.runtimeCall(['delete', '--force', p.containerId]).catch(() => {});
-      await killCgroup(this.cgroups, p.cgroupsPath);
+      // A container that ran to its end under `run --keep` is stopped: all that is left of it is its state
+      // directory and its cgroup. Removing both here is what `delete` would do, without starting a runtime
+      // process per run. Anything else (a runtime that died, a start that failed) goes through `delete --force`.
+      if (p.runtimeExited && (await killCgroup(this.cgroups, p.cgroupsPath)) === 0) {
+        await fs.rm(path.join(this.stateDir, p.containerId), { recursive: true, force: true });
+      } else {
+        await this.runtimeCall(['delete', '--force', p.containerId]).catch(() => {});
+        await killCgroup(this.cgroups, p.cgroupsPath);
+      }
       await removeCgroup(this.cgroups, p.cgroupsPath);
     }
     if (p.outputsDir !== undefined) await run('umount', ['--lazy', p.outputsDir]).catch(() => {});
@@ -317,7 +332,15 @@ export class OciDriver implements Driver {
       throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"]) when its image names none', { field: 'command' });
     }
     const env = { ...image.env, ...w.env };
-    await resolveCommand(rootfs, args, env);
+    // An unpacked image never changes, so a program found in it once is there for every later run.
+    const key = `${rootfs}\0${args[0]}\0${env.PATH ?? ''}`;
+    if (rootfs === dir || !this.foundCommands.has(key)) {
+      await resolveCommand(rootfs, args, env);
+      if (rootfs !== dir) {
+        if (this.foundCommands.size >= 4096) this.foundCommands.clear();
+        this.foundCommands.add(key);
+      }
+    }
     return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
   }
 

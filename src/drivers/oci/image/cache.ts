@@ -18,6 +18,27 @@ interface Meta {
   config: ImageConfig;
 }
 
+const MAX_RESOLVED = 1024;
+
+/** inode:size:mtime of the file that names an image's manifest (OCI index.json or docker manifest.json). */
+async function indexIdentity(imageDir: string): Promise<string | undefined> {
+  for (const name of ['index.json', 'manifest.json']) {
+    const st = await fs.stat(path.join(imageDir, name)).catch(() => undefined);
+    if (st !== undefined) return `${name}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  }
+  return undefined;
+}
+
+function checkSize(unpacked: UnpackedImage, maxBytes: number): UnpackedImage {
+  if (unpacked.bytes > maxBytes) {
+    throw new InvalidInputError(
+      `resources.diskMiB: the image unpacks to ${Math.ceil(unpacked.bytes / 2 ** 20)} MiB, more than the ${Math.floor(maxBytes / 2 ** 20)} MiB requested`,
+      { field: 'resources.diskMiB' },
+    );
+  }
+  return unpacked;
+}
+
 /**
  * Unpacked images, one directory per manifest digest, shared by every later run of the same image.
  * An image is unpacked into a temporary directory and renamed into place only when every layer applied
@@ -27,10 +48,18 @@ export class ImageCache {
   private readonly inFlight = new Map<string, Promise<UnpackedImage>>();
   /** Image archives already opened: `path:size:mtime` → the image's directory in the cache. */
   private readonly archives = new Map<string, string>();
+  /**
+   * Image directories already resolved, by their index file's identity (inode, size, mtime): a warm run
+   * of an unchanged layout costs one stat instead of reading and hashing its manifest and config again.
+   */
+  private readonly resolved = new Map<string, { identity: string; image: UnpackedImage }>();
 
   constructor(readonly root: string) {}
 
   async ensure(imageDir: string, maxBytes: number): Promise<UnpackedImage> {
+    const identity = await indexIdentity(imageDir);
+    const known = identity === undefined ? undefined : this.resolved.get(imageDir);
+    if (known !== undefined && known.identity === identity) return checkSize(known.image, maxBytes);
     const image = await readImage(imageDir);
     const hex = image.key.replace(/^sha256:/, '');
     const dir = path.join(this.root, hex);
@@ -41,13 +70,11 @@ export class ImageCache {
       pending.finally(() => this.inFlight.delete(hex)).catch(() => {});
     }
     const unpacked = await pending;
-    if (unpacked.bytes > maxBytes) {
-      throw new InvalidInputError(
-        `resources.diskMiB: the image unpacks to ${Math.ceil(unpacked.bytes / 2 ** 20)} MiB, more than the ${Math.floor(maxBytes / 2 ** 20)} MiB requested`,
-        { field: 'resources.diskMiB' },
-      );
+    if (identity !== undefined) {
+      if (this.resolved.size >= MAX_RESOLVED) this.resolved.clear();
+      this.resolved.set(imageDir, { identity, image: unpacked });
     }
-    return unpacked;
+    return checkSize(unpacked, maxBytes);
   }
 
   /**
