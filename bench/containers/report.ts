@@ -26,8 +26,9 @@ function ways({ runc }: ContainersResults): string {
 - **vmesh**: \`POST /v1/runs?wait=true\` of
   \`{ kind: 'container', source: { file: 'busybox' }, command, resources: { diskMiB: 64 } }\` against \`vmesh up\` in a child
   process, image already unpacked: HTTP, auth, validation, the store, the ledger, the executor and the oci driver (image
-  cache lookup, command check, a bundle and config.json per run, \`${runc.runtime} run --keep\`, cgroup statistics,
-  \`${runc.runtime} delete\`, bundle removal). Latency is per request, client side.
+  cache lookup, command check, a bundle and config.json per run, \`${runc.runtime} run --keep\`, cgroup statistics;
+  after the response, the stopped container's state and cgroup and the bundle are removed in-process). Latency is per
+  request, client side.
 - **first run**: the first vmesh run, which also unpacks the OCI image layout into the node's image cache (while the node
   validates the request, before the run is queued: the run's own timings do not include it).
 
