@@ -18,9 +18,9 @@ export class CommandError extends Error {
 }
 
 /** Runs a host command (no shell), with a time limit; rejects with CommandError when it fails. */
-export function run(command: string, args: readonly string[], options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<CommandResult> {
+export function run(command: string, args: readonly string[], options: { timeoutMs?: number; signal?: AbortSignal; cwd?: string } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: options.timeoutMs ?? 30_000, signal: options.signal, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
+    execFile(command, args, { timeout: options.timeoutMs ?? 30_000, signal: options.signal, maxBuffer: 16 * 2 ** 20, ...(options.cwd === undefined ? {} : { cwd: options.cwd }) }, (err, stdout, stderr) => {
       if (err === null) resolve({ stdout, stderr });
       else reject(new CommandError([command, ...args].join(' '), typeof err.code === 'number' ? err.code : null, stderr || err.message));
     });

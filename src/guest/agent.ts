@@ -1,0 +1,77 @@
+import { cpioArchive, type CpioEntry } from './cpio.ts';
+
+/**
+ * The in-guest agent: the initramfs's /init, a busybox shell script. It loads the virtio modules, runs the
+ * command described by /vmesh (added per run as a second cpio archive), streams its stdout and stderr to
+ * the console base64-encoded in `@vmesh:` frames, writes the declared outputs as a tar onto the outputs
+ * disk (/dev/vda), reports the exit code and powers the VM off.
+ *
+ * Framing: the program's bytes only ever reach the console encoded, so nothing it prints can pass for a
+ * frame. Frames are lines `@vmesh:<kind>:<payload>`: `o` and `e` (a base64 chunk of stdout / stderr),
+ * `ready`, `exit:<code>`, `outputs` (the tar is on the disk), `log:<text>`. Anything else on the console (the kernel's
+ * own lines) is not part of the run.
+ */
+export const AGENT_SCRIPT = `#!/bin/busybox sh
+/bin/busybox mkdir -p /bin /sbin /proc /sys /dev /tmp /run /out
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin HOME=/tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+say() { echo "@vmesh:$1"; }
+for m in $(cat /vmesh/modules); do insmod "/lib/modules/$m.ko" 2>/dev/null || say "log:insmod $m failed"; done
+say ready
+enc() { while :; do c=$(dd bs=3072 count=1 2>/dev/null | base64 -w 0); [ -z "$c" ] && break; say "$1:$c"; done; }
+mkfifo /run/o /run/e
+enc o < /run/o & po=$!
+enc e < /run/e & pe=$!
+(. /vmesh/env; cd "$(cat /vmesh/workdir)" && . /vmesh/command) < /vmesh/stdin > /run/o 2> /run/e
+code=$?
+wait $po $pe
+if [ -s /vmesh/outputs ]; then
+  if [ -b /dev/vda ]; then
+    (cd /out && . /vmesh/outputs) && say outputs || say "log:the outputs did not fit on their disk"
+  else
+    say "log:no outputs disk"
+  fi
+fi
+say "exit:$code"
+sync
+reboot -f
+`;
+
+/** A word for /bin/sh that stays exactly `s`: single-quoted, with each ' written as '\\''. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export interface RunInputs {
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  workdir: string;
+  stdin?: string;
+  /** Paths relative to /out, packed into the outputs tar. */
+  outputs: readonly string[];
+  /** Module names, in load order. */
+  modules: readonly string[];
+}
+
+/**
+ * The per-run archive that rides on top of the guest image: /vmesh/{command,env,workdir,stdin,outputs,modules}.
+ * Every argument, variable and path is single-quoted for the agent's shell, so none is ever interpreted.
+ */
+export function runArchive(inputs: RunInputs): Buffer {
+  const env = Object.entries(inputs.env).map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join('');
+  const outputs =
+    inputs.outputs.length === 0 ? '' : `tar -cf /dev/vda -- ${inputs.outputs.map(shellQuote).join(' ')} 2>/dev/null; sync\n`;
+  const entries: CpioEntry[] = [
+    { type: 'dir', name: 'vmesh' },
+    { type: 'file', name: 'vmesh/command', data: `exec ${inputs.args.map(shellQuote).join(' ')}\n` },
+    { type: 'file', name: 'vmesh/env', data: env },
+    { type: 'file', name: 'vmesh/workdir', data: inputs.workdir },
+    { type: 'file', name: 'vmesh/stdin', data: inputs.stdin ?? '' },
+    { type: 'file', name: 'vmesh/outputs', data: outputs },
+    { type: 'file', name: 'vmesh/modules', data: inputs.modules.join('\n') },
+  ];
+  return cpioArchive(entries);
+}

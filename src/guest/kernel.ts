@@ -1,0 +1,125 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { extract } from 'tar-stream';
+import { sha256File } from '../blobs/blob-store.ts';
+import { run } from '../util/exec.ts';
+import { GUEST_MODULES, loadOrder } from './modules.ts';
+
+/** A guest kernel and the modules the agent loads, unpacked in the guest cache. */
+export interface GuestKernel {
+  /** `sha256:` of the package (or file) it came from: part of every image key built on it. */
+  id: string;
+  vmlinuz: string;
+  modulesDir: string;
+  /** Module names in load order. */
+  modules: string[];
+  release: string;
+}
+
+interface KernelMeta {
+  id: string;
+  release: string;
+  deb: string;
+  modules: string[];
+}
+
+export type Progress = (message: string) => void;
+
+/**
+ * Debian's `linux-image-amd64`: fetched once with `apt-get download`, its vmlinuz and the virtio modules
+ * kept under `<cache>/kernels/<package sha256>/`. Later calls use the cached copy without asking apt.
+ */
+export async function debianKernel(cacheDir: string, opts: { signal?: AbortSignal; progress?: Progress } = {}): Promise<GuestKernel> {
+  const root = path.join(cacheDir, 'kernels');
+  const pointer = path.join(root, 'debian-current.json');
+  const current = await readMeta(pointer);
+  if (current !== undefined) {
+    const cached = await loadKernel(root, current.id);
+    if (cached !== undefined) return cached;
+  }
+  await fs.mkdir(root, { recursive: true });
+  const work = path.join(root, `.download-${randomBytes(4).toString('hex')}`);
+  await fs.mkdir(work);
+  try {
+    const say = opts.progress ?? (() => {});
+    say('guest kernel: asking apt for linux-image-amd64');
+    const common = { cwd: work, timeoutMs: 10 * 60_000, ...(opts.signal ? { signal: opts.signal } : {}) };
+    await run('apt-get', ['download', 'linux-image-amd64'], common);
+    const meta = (await fs.readdir(work)).find((f) => f.startsWith('linux-image-amd64_') && f.endsWith('.deb'));
+    if (meta === undefined) throw new Error('guest kernel: apt-get download linux-image-amd64 produced no package');
+    const { stdout: depends } = await run('dpkg-deb', ['-f', path.join(work, meta), 'Depends'], common);
+    const pkg = /linux-image-\d[^\s,()]*/.exec(depends)?.[0];
+    if (pkg === undefined) throw new Error(`guest kernel: linux-image-amd64 depends on no kernel package (${depends.trim()})`);
+    say(`guest kernel: downloading ${pkg}`);
+    await run('apt-get', ['download', pkg], common);
+    const deb = (await fs.readdir(work)).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+    if (deb === undefined) throw new Error(`guest kernel: apt-get download ${pkg} produced no package`);
+    const id = await sha256File(path.join(work, deb));
+    say(`guest kernel: extracting ${deb}`);
+    const out = path.join(work, 'out');
+    const release = await extractKernel(path.join(work, deb), out, opts.signal);
+    const modules = await loadOrder(path.join(out, 'modules'), GUEST_MODULES);
+    const kernelMeta: KernelMeta = { id, release, deb, modules };
+    await fs.writeFile(path.join(out, 'meta.json'), JSON.stringify(kernelMeta));
+    const target = path.join(root, id.replace('sha256:', ''));
+    await fs.rename(out, target).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err; // another process got there first
+    });
+    await fs.writeFile(`${pointer}.tmp`, JSON.stringify(kernelMeta));
+    await fs.rename(`${pointer}.tmp`, pointer);
+    say(`guest kernel: ${release} ready`);
+    return (await loadKernel(root, id))!;
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+async function readMeta(file: string): Promise<KernelMeta | undefined> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as KernelMeta;
+  } catch {
+    return undefined;
+  }
+}
+
+async function loadKernel(root: string, id: string): Promise<GuestKernel | undefined> {
+  const dir = path.join(root, id.replace('sha256:', ''));
+  const meta = await readMeta(path.join(dir, 'meta.json'));
+  if (meta === undefined) return undefined;
+  return { id: meta.id, vmlinuz: path.join(dir, 'vmlinuz'), modulesDir: path.join(dir, 'modules'), modules: meta.modules, release: meta.release };
+}
+
+/** Streams the package's file tree and keeps boot/vmlinuz-* and the wanted modules; returns the kernel release. */
+async function extractKernel(deb: string, out: string, signal?: AbortSignal): Promise<string> {
+  await fs.mkdir(path.join(out, 'modules'), { recursive: true });
+  const wanted = new Set<string>(GUEST_MODULES);
+  const child = spawn('dpkg-deb', ['--fsys-tarfile', deb], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+  const tar = extract();
+  const feeding = pipeline(child.stdout, tar);
+  let release: string | undefined;
+  for await (const entry of tar) {
+    const name = entry.header.name.replace(/^\.\//, '');
+    const vmlinuz = /^boot\/vmlinuz-(.+)$/.exec(name);
+    const module = /^(?:usr\/)?lib\/modules\/[^/]+\/kernel\/.*\/([A-Za-z0-9_-]+)\.ko$/.exec(name);
+    let target: string | undefined;
+    if (vmlinuz !== null && entry.header.type === 'file') {
+      release = vmlinuz[1];
+      target = path.join(out, 'vmlinuz');
+    } else if (module !== null && wanted.has(module[1]!.replace(/-/g, '_')) && entry.header.type === 'file') {
+      target = path.join(out, 'modules', `${module[1]!.replace(/-/g, '_')}.ko`);
+    }
+    if (target === undefined) entry.resume();
+    else await pipeline(entry, createWriteStream(target, { mode: 0o644 }));
+  }
+  await feeding;
+  const code = await exited;
+  if (code !== 0) throw new Error(`guest kernel: dpkg-deb --fsys-tarfile ${deb} failed (exit ${code}): ${stderr.trim()}`);
+  if (release === undefined) throw new Error(`guest kernel: ${deb} holds no boot/vmlinuz-*`);
+  return release;
+}

@@ -1,0 +1,36 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Kernel modules the guest agent loads, in an order that satisfies their dependencies. The Debian kernel
+ * builds virtio and its devices as modules; `-M microvm` describes its virtio-mmio devices through ACPI,
+ * which virtio_mmio reads once loaded.
+ */
+export const GUEST_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk', 'failover', 'net_failover', 'virtio_net', 'virtio_console'] as const;
+
+/** The `depends=` list of a module file, read from its .modinfo strings (no depmod needed). */
+export function moduleDepends(ko: Uint8Array): string[] {
+  const text = Buffer.from(ko.buffer, ko.byteOffset, ko.byteLength).toString('latin1');
+  const m = /\0depends=([A-Za-z0-9_,-]*)\0/.exec(text);
+  return m === null || m[1] === '' ? [] : m[1]!.split(',');
+}
+
+/**
+ * Orders the modules found in `dir` (`<name>.ko`) so that each comes after what it depends on; throws if a
+ * dependency is missing, naming it.
+ */
+export async function loadOrder(dir: string, wanted: readonly string[]): Promise<string[]> {
+  const order: string[] = [];
+  const visiting = new Set<string>();
+  const visit = async (name: string, by?: string): Promise<void> => {
+    const canonical = name.replace(/-/g, '_');
+    if (order.includes(canonical) || visiting.has(canonical)) return;
+    visiting.add(canonical);
+    const bytes = await fs.readFile(path.join(dir, `${canonical}.ko`)).catch(() => undefined);
+    if (bytes === undefined) throw new Error(`guest kernel: module ${canonical}${by ? ` (needed by ${by})` : ''} is missing`);
+    for (const dep of moduleDepends(bytes)) await visit(dep, canonical);
+    order.push(canonical);
+  };
+  for (const name of wanted) await visit(name);
+  return order;
+}
