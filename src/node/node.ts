@@ -7,6 +7,7 @@ import type { OutputSink } from '../outputs/pack.ts';
 import { blobSink } from '../outputs/sink.ts';
 import type { Driver, SandboxRequest } from '../drivers/driver.ts';
 import { OciDriver } from '../drivers/oci/driver.ts';
+import { QemuDriver } from '../drivers/qemu/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
 import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
 import { WasmDriver } from '../drivers/wasm/driver.ts';
@@ -84,6 +85,7 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
     }),
+    new QemuDriver({ sandboxRoot }),
   ];
 }
 

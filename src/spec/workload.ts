@@ -40,6 +40,10 @@ export const Source = Type.Union(
       { blob: Type.String({ pattern: SHA256_PATTERN }) },
       { additionalProperties: false, description: 'a content hash in the blob store' },
     ),
+    Type.Object(
+      { guest: Type.Literal('default') },
+      { additionalProperties: false, description: "microvm: run `command` inside the node's default vmesh guest (kernel + busybox initramfs)" },
+    ),
   ],
   { description: 'where the workload code comes from' },
 );

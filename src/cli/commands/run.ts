@@ -31,7 +31,7 @@ export function runCommand(program: Command): void {
   program
     .command('run')
     .description('run a workload and print its output (`-` reads the code from stdin)')
-    .argument('<file>', 'a .wasm module, a .js function, - for stdin, or (--kind container) a root file system or OCI image directory')
+    .argument('<file>', 'a .wasm module, a .js function, - for stdin, (--kind container) a root file system or OCI image directory, or (--kind microvm) guest for the default guest')
     .argument('[args...]', 'arguments for the workload (after --)')
     .option('--kind <kind>', 'function, container, microvm or unikernel', 'function')
     .option('--runtime <runtime>', 'wasm or js (default: from the file)')
@@ -68,7 +68,9 @@ export function runCommand(program: Command): void {
 export function buildWorkload(file: string, args: string[], opts: RunOptions): Workload {
   const name = opts.name ?? (file === '-' ? 'stdin' : path.basename(path.resolve(file)));
   let source: Workload['source'];
-  if (file !== '-' && (opts.kind === 'container' || statSync(file).isDirectory())) {
+  if (opts.kind === 'microvm' && file === 'guest') {
+    source = { guest: 'default' }; // the command (after --) runs inside the node's default guest
+  } else if (file !== '-' && (opts.kind === 'container' || statSync(file).isDirectory())) {
     // A root file system, an image layout or an image archive: the node reads it in place (it must be
     // under its fileRoots).
     source = { file: path.resolve(file) };

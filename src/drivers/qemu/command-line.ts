@@ -1,0 +1,46 @@
+/** What one microVM is started with. */
+export interface MicroVmSpec {
+  accel: 'kvm' | 'tcg';
+  vcpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  /** Extra kernel arguments after vmesh's own. */
+  append?: string;
+  /** A raw disk the agent writes the outputs tar onto (virtio-blk). */
+  outputsDisk?: string;
+  /** QMP's Unix socket: status, pause/resume, quit. */
+  qmpSocket: string;
+  pidFile: string;
+}
+
+/**
+ * The qemu-system-x86_64 command line of a microVM: `-M microvm` (its virtio-mmio devices described by
+ * ACPI), no default devices, the serial console on stdout (the agent's channel), no reboot (the agent's
+ * `reboot -f` with `reboot=t` ends QEMU), QMP on a Unix socket.
+ */
+export function microVmArgs(spec: MicroVmSpec): string[] {
+  const append = ['console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'loglevel=1', spec.append ?? ''].filter(Boolean).join(' ');
+  const args = [
+    '-M', `microvm,accel=${spec.accel}`,
+    '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(Math.max(1, Math.ceil(spec.vcpus))),
+    '-m', `${Math.max(1, Math.round(spec.memoryMiB))}M`,
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-serial', 'stdio',
+    '-kernel', spec.kernel,
+    '-initrd', spec.initrd,
+    '-append', append,
+    '-qmp', `unix:${qemuOption(spec.qmpSocket)},server=on,wait=off`,
+    '-pidfile', spec.pidFile,
+  ];
+  if (spec.outputsDisk !== undefined) {
+    args.push('-drive', `id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, '-device', 'virtio-blk-device,drive=outputs');
+  }
+  return args;
+}
+
+/** A value inside a QEMU `key=value,...` option: a comma is written twice. */
+export function qemuOption(value: string): string {
+  return value.replace(/,/g, ',,');
+}

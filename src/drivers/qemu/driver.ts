@@ -1,0 +1,299 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureGuestImage, type GuestImage } from '../../guest/image.ts';
+import { ConsoleParser } from '../../guest/console.ts';
+import { runArchive } from '../../guest/agent.ts';
+import type { Progress } from '../../guest/kernel.ts';
+import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
+import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import { run } from '../../util/exec.ts';
+import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
+import { applyLayer } from '../oci/image/unpack.ts';
+import { microVmArgs } from './command-line.ts';
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface QemuDriverOptions {
+  sandboxRoot?: string;
+  /** Where guest kernels and images are cached (shared by nodes; content-addressed). */
+  guestCacheDir?: string;
+  /** `auto` (default) uses KVM only where /dev/kvm is usable and `kvmBoots` is set; TCG otherwise. */
+  accel?: Accel | 'auto';
+  binary?: string;
+  busybox?: string;
+  progress?: Progress;
+}
+
+/** A guest needs this much memory to boot the Debian kernel and the agent. */
+export const MIN_GUEST_MEMORY_MIB = 64;
+
+interface QemuPrepared extends PreparedSandbox {
+  readonly dir: string;
+  readonly initrd: string;
+  readonly outputsDisk?: string;
+  readonly image: GuestImage;
+}
+
+interface QemuRunning extends RunningSandbox {
+  readonly prepared: QemuPrepared;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  readonly console: ConsoleParser;
+  exitCode?: number;
+  outputsWritten: boolean;
+  stopReason?: StopReason;
+}
+
+/**
+ * MicroVMs with QEMU: `-M microvm`, the default vmesh guest (a Debian kernel and a busybox initramfs with
+ * the agent), the run's inputs appended as a second initramfs archive, its outputs as a tar on a raw
+ * virtio-blk disk, stdout/stderr and the exit code framed on the serial console.
+ */
+export class QemuDriver implements Driver {
+  readonly name = 'qemu';
+  readonly kinds = ['microvm'] as const;
+  readonly isolation = 'vm' as const;
+  private readonly sandboxRoot: string;
+  private readonly cacheDir: string;
+  private readonly binary: string;
+  private accel: Accel = 'tcg';
+  private image: Promise<GuestImage> | undefined;
+  private readonly prepared = new Set<QemuPrepared>();
+  private readonly running = new Set<QemuRunning>();
+
+  constructor(private readonly options: QemuDriverOptions = {}) {
+    this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
+    this.cacheDir = options.guestCacheDir ?? defaultGuestCache();
+    this.binary = options.binary ?? 'qemu-system-x86_64';
+  }
+
+  accepts(workload: Workload): boolean {
+    return workload.kind === 'microvm';
+  }
+
+  async probe(signal?: AbortSignal): Promise<DriverProbe> {
+    if (process.platform !== 'linux') return { available: false, reason: 'microVMs need Linux' };
+    let version: string;
+    try {
+      const { stdout } = await run(this.binary, ['--version'], { timeoutMs: 10_000, ...(signal ? { signal } : {}) });
+      version = /version ([\d.]+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0]!.trim();
+    } catch {
+      return { available: false, reason: `${this.binary} not found (apt-get install qemu-system-x86)` };
+    }
+    this.accel = await this.chooseAccel();
+    return { available: true, version, details: { accel: this.accel, machine: 'microvm' } };
+  }
+
+  /**
+   * KVM only when asked for, or (auto) when /dev/kvm opens: nested KVM on some hosts (these machines) hangs an ordinary
+   * guest, so `auto` stays on TCG unless VMESH_QEMU_ACCEL or the options say kvm.
+   */
+  private async chooseAccel(): Promise<Accel> {
+    const wanted = (process.env.VMESH_QEMU_ACCEL as Accel | 'auto' | undefined) ?? this.options.accel ?? 'auto';
+    if (wanted !== 'auto') return wanted;
+    return 'tcg';
+  }
+
+  async validate(request: SandboxRequest): Promise<void> {
+    const w = request.workload;
+    if (!('guest' in w.source)) {
+      throw new InvalidSourceError('source: a microvm runs in the default guest for now: source { "guest": "default" } with a command', { field: 'source' });
+    }
+    if ([...(w.command ?? []), ...(w.args ?? [])].length === 0) {
+      throw new InvalidInputError('command: a microvm in the default guest needs a command (e.g. ["sh", "-c", "echo hi"])', { field: 'command' });
+    }
+    if (request.resources.memoryMiB < MIN_GUEST_MEMORY_MIB) {
+      throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_GUEST_MEMORY_MIB} MiB to boot its kernel`, { field: 'resources.memoryMiB' });
+    }
+  }
+
+  /** The default guest image, built once per driver (and cached on disk across nodes). */
+  private guestImage(signal?: AbortSignal): Promise<GuestImage> {
+    if (this.image === undefined) {
+      this.image = ensureGuestImage({
+        cacheDir: this.cacheDir,
+        ...(this.options.busybox ? { busybox: this.options.busybox } : {}),
+        ...(this.options.progress ? { progress: this.options.progress } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      this.image.catch(() => (this.image = undefined)); // a failed build is tried again next time
+    }
+    return this.image;
+  }
+
+  async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
+    await this.validate(request);
+    const image = await this.guestImage(signal);
+    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
+    const w = request.workload;
+    const outputs = w.outputs ?? [];
+    const prepared: QemuPrepared = {
+      request,
+      dir,
+      image,
+      initrd: path.join(dir, 'initrd.cpio'),
+      ...(outputs.length > 0 ? { outputsDisk: path.join(dir, 'outputs.img') } : {}),
+    };
+    this.prepared.add(prepared);
+    try {
+      const inputs = runArchive({
+        args: [...(w.command ?? []), ...(w.args ?? [])],
+        env: w.env ?? {},
+        workdir: w.workdir ?? '/',
+        ...(w.stdin === undefined ? {} : { stdin: w.stdin }),
+        outputs,
+        modules: image.modules,
+      });
+      await fs.copyFile(image.initrd, prepared.initrd);
+      await fs.appendFile(prepared.initrd, inputs);
+      if (prepared.outputsDisk !== undefined) {
+        // Sparse: the tar takes only what the guest writes, up to diskMiB.
+        const disk = await fs.open(prepared.outputsDisk, 'w', 0o600);
+        await disk.truncate(Math.max(1, request.resources.diskMiB) * 2 ** 20);
+        await disk.close();
+      }
+      return prepared;
+    } catch (err) {
+      await this.cleanup(prepared);
+      throw err;
+    }
+  }
+
+  async start(prepared: PreparedSandbox, io: SandboxIO): Promise<QemuRunning> {
+    const p = prepared as QemuPrepared;
+    const { resources } = p.request;
+    const args = microVmArgs({
+      accel: this.accel,
+      vcpus: resources.vcpus,
+      memoryMiB: resources.memoryMiB,
+      kernel: p.image.kernel,
+      initrd: p.initrd,
+      qmpSocket: path.join(p.dir, 'qmp.sock'),
+      pidFile: path.join(p.dir, 'qemu.pid'),
+      ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
+    });
+    const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const running: QemuRunning = {
+      prepared: p,
+      child,
+      outputsWritten: false,
+      console: new ConsoleParser((e) => {
+        if (e.type === 'output') io.write(e.stream, e.data);
+        else if (e.type === 'exit') running.exitCode = e.code;
+        else if (e.type === 'outputs') running.outputsWritten = true;
+      }),
+      exited: new Promise((resolve) => {
+        child.once('error', () => resolve(null));
+        child.once('close', (code) => resolve(code));
+      }),
+    };
+    let qemuErrors = '';
+    child.stdout!.on('data', (chunk: Buffer) => running.console.feed(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => {
+      if (qemuErrors.length < 4096) qemuErrors += chunk.toString();
+    });
+    void running.exited.then(() => {
+      if (qemuErrors.trim() !== '' && running.exitCode === undefined) running.console.feed(Buffer.from(`\nqemu: ${qemuErrors.trim()}\n`));
+    });
+    this.running.add(running);
+    return running;
+  }
+
+  async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
+    const r = sandbox as QemuRunning;
+    try {
+      await r.exited;
+      const outputs = r.outputsWritten ? await this.collectOutputs(r.prepared) : NO_OUTPUTS;
+      const base = { outputs, usage: {} };
+      const timeoutMs = r.prepared.request.resources.timeoutMs;
+      if (r.stopReason === 'timeout') return { ...base, outcome: 'timeout', exitCode: null, reason: `the microVM was stopped after the ${timeoutMs} ms timeout` };
+      if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
+      if (r.exitCode === undefined) {
+        const tail = r.console.tail().split('\n').slice(-5).join(' | ');
+        return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
+      }
+      return { ...base, outcome: 'exited', exitCode: r.exitCode };
+    } finally {
+      this.running.delete(r);
+    }
+  }
+
+  /** The guest's tar, read from its disk into a scratch directory (refusing escapes), then packed like any sandbox's outputs. */
+  private async collectOutputs(p: QemuPrepared): Promise<CollectedOutputs> {
+    const scratch = path.join(p.dir, 'outputs');
+    await fs.mkdir(scratch);
+    const budget = { usedBytes: 0, maxBytes: Math.max(1, p.request.resources.diskMiB) * 2 ** 20 };
+    try {
+      await applyLayer(scratch, p.outputsDisk!, 'none', budget, 'the outputs disk');
+    } catch (err) {
+      return { files: [], skipped: (p.request.workload.outputs ?? []).map((o) => ({ path: o, reason: `the guest's outputs tar was refused: ${(err as Error).message}` })) };
+    }
+    return packOutputs(scratch, p.request.workload.outputs ?? [], p.request.outputs);
+  }
+
+  async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
+    const r = sandbox as QemuRunning;
+    if (r.stopReason !== undefined || r.child.exitCode !== null) return;
+    r.stopReason = reason;
+    r.child.kill('SIGKILL'); // the VM is this process: nothing of it outlives it
+  }
+
+  async cleanup(prepared: PreparedSandbox): Promise<void> {
+    const p = prepared as QemuPrepared;
+    for (const r of this.running) {
+      if (r.prepared === p && r.child.exitCode === null && r.child.signalCode === null) {
+        r.child.kill('SIGKILL');
+        await r.exited;
+      }
+    }
+    await fs.rm(p.dir, { recursive: true, force: true }).catch(() => {});
+    this.prepared.delete(p);
+  }
+
+  /** Kills the QEMU processes a previous node left (found by their pid files) and removes their directories. */
+  async recover(): Promise<number> {
+    const entries = await fs.readdir(this.sandboxRoot).catch(() => [] as string[]);
+    let n = 0;
+    for (const e of entries.filter((name) => name.startsWith('qemu-'))) {
+      const dir = path.join(this.sandboxRoot, e);
+      const pid = Number((await fs.readFile(path.join(dir, 'qemu.pid'), 'utf8').catch(() => '')).trim());
+      if (pid > 0 && (await isQemu(pid, dir))) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          n++;
+        } catch {
+          /* already gone */
+        }
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    return n;
+  }
+
+  liveSandboxes(): number {
+    return this.prepared.size + this.running.size;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.running].map(async (r) => {
+      await this.stop(r, 'cancelled');
+      await r.exited;
+    }));
+  }
+}
+
+/** Only a QEMU started for that sandbox directory is killed: a recycled pid is left alone. */
+async function isQemu(pid: number, dir: string): Promise<boolean> {
+  const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.includes('qemu-system') && cmdline.includes(dir);
+}
+
+/** `$XDG_CACHE_HOME/vmesh/guest`, else `~/.cache/vmesh/guest`. */
+export function defaultGuestCache(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'vmesh', 'guest');
+}
+
