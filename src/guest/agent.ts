@@ -8,7 +8,7 @@ import { cpioArchive, type CpioEntry } from './cpio.ts';
  *
  * Framing: the program's bytes only ever reach the console encoded, so nothing it prints can pass for a
  * frame. Frames are lines `@vmesh:<kind>:<payload>`: `o` and `e` (a base64 chunk of stdout / stderr),
- * `ready`, `exit:<code>`, `outputs` (the tar is on the disk), `log:<text>`. Anything else on the console (the kernel's
+ * `ready`, `exit:<code>`, `oom:<processes the guest kernel killed>`, `outputs` (the tar is on the disk), `log:<text>`. Anything else on the console (the kernel's
  * own lines) is not part of the run.
  */
 export const AGENT_SCRIPT = `#!/bin/busybox sh
@@ -25,9 +25,13 @@ enc() { while :; do c=$(dd bs=3072 count=1 2>/dev/null | base64 -w 0); [ -z "$c"
 mkfifo /run/o /run/e
 enc o < /run/o & po=$!
 enc e < /run/e & pe=$!
+oom() { sed -n 's/^oom_kill //p' /proc/vmstat; }
+k0=$(oom)
 (. /vmesh/env; cd "$(cat /vmesh/workdir)" && . /vmesh/command) < /vmesh/stdin > /run/o 2> /run/e
 code=$?
 wait $po $pe
+k1=$(oom)
+[ "\${k1:-0}" -gt "\${k0:-0}" ] && say "oom:$((k1 - k0))"
 if [ -s /vmesh/outputs ]; then
   if [ -b /dev/vda ]; then
     (cd /out && . /vmesh/outputs) && say outputs || say "log:the outputs did not fit on their disk"

@@ -6,6 +6,7 @@ export type AgentEvent =
   | { type: 'output'; stream: StreamName; data: Buffer }
   | { type: 'outputs' }
   | { type: 'exit'; code: number }
+  | { type: 'oom'; kills: number }
   | { type: 'log'; text: string };
 
 const MARK = '@vmesh:';
@@ -59,6 +60,8 @@ export class ConsoleParser {
       this.onEvent({ type: 'output', stream: kind === 'o' ? 'stdout' : 'stderr', data: Buffer.from(payload, 'base64') });
     } else if (kind === 'exit' && /^\d{1,3}$/.test(payload)) {
       this.onEvent({ type: 'exit', code: Number(payload) });
+    } else if (kind === 'oom' && /^\d{1,9}$/.test(payload)) {
+      this.onEvent({ type: 'oom', kills: Number(payload) });
     } else if (kind === 'ready' || kind === 'outputs') {
       this.onEvent({ type: kind });
     } else if (kind === 'log') {

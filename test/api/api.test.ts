@@ -116,7 +116,7 @@ describe('HTTP API', () => {
   it('refuses what can never run here with 422 and a reason', async () => {
     await rejects(client.run(js('x', { resources: { memoryMiB: 4_000_000 } })), 422, 'capacity_exceeded', 'resources.memoryMiB');
     await rejects(client.run(js('not wasm at all', { runtime: 'wasm' })), 422, 'invalid_source', 'source');
-    await rejects(client.run({ kind: 'microvm', source: { inline: 'x' } }), 422, 'no_driver', 'kind');
+    await rejects(client.run({ kind: 'unikernel', source: { inline: 'x' } }), 422, 'no_driver', 'kind');
   });
 
   it('ends a throwing function as failed, an endless loop as timeout, a memory bomb as oom, a flood truncated', async () => {
@@ -219,7 +219,7 @@ describe('HTTP API', () => {
     assert.ok(node.capacity.vcpus >= 1);
     assert.deepEqual(node.free, node.capacity);
     const names = node.drivers.map((d) => d.name);
-    assert.deepEqual(names, ['wasm', 'quickjs', 'oci']);
+    assert.deepEqual(names, ['wasm', 'quickjs', 'oci', 'qemu']);
     for (const d of node.drivers) assert.ok(d.probe.available ? d.probe.version : d.probe.reason, `${d.name} says its version or why not`);
     assert.ok(node.drivers.filter((d) => d.name !== 'oci').every((d) => d.probe.available));
     assert.equal(node.network.range, '10.89.0.0/16');

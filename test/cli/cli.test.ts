@@ -169,7 +169,7 @@ describe('vmesh CLI against a real detached node', () => {
     const node = await vmesh(home, ['node']);
     assert.match(node.stdout, /^capacity\s+\d+ vcpus/m);
     const drivers = json<Array<{ name: string; probe: { available: boolean } }>>(await vmesh(home, ['--json', 'drivers']));
-    assert.deepEqual(drivers.map((d) => d.name), ['wasm', 'quickjs', 'oci']);
+    assert.deepEqual(drivers.map((d) => d.name), ['wasm', 'quickjs', 'oci', 'qemu']);
     assert.deepEqual(drivers.slice(0, 2).map((d) => d.probe.available), [true, true]);
     const table = await vmesh(home, ['drivers']);
     assert.match(table.stdout, /^wasm\s+function\s+language\s+yes/m);

@@ -84,11 +84,18 @@ describe('node', () => {
   });
 
   it('ends runs as timeout, oom and failed with reasons', async () => {
-    const timeout = await node.waitFor((await node.submit(js(SPIN, { resources: { timeoutMs: 200 } }))).id);
+    // Results come out before cleanup: wait for each run to be settled so that the next test starts clean.
+    const finish = async (w: Parameters<typeof node.submit>[0]) => {
+      const { id } = await node.submit(w);
+      const run = await node.waitFor(id);
+      await node.settled(id);
+      return run;
+    };
+    const timeout = await finish(js(SPIN, { resources: { timeoutMs: 200 } }));
     assert.equal(timeout.state, 'timeout');
-    const oom = await node.waitFor((await node.submit(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }', { resources: { memoryMiB: 8 } }))).id);
+    const oom = await finish(js('export default () => { const a = []; for (;;) a.push(new Uint8Array(4 << 20)); }', { resources: { memoryMiB: 8 } }));
     assert.equal(oom.state, 'oom');
-    const threw = await node.waitFor((await node.submit(js('export default () => { throw new Error("nope") }'))).id);
+    const threw = await finish(js('export default () => { throw new Error("nope") }'));
     assert.equal(threw.state, 'failed');
     assert.match(threw.reason ?? '', /Error: nope/);
   });
@@ -102,7 +109,7 @@ describe('node', () => {
     await assert.rejects(node.submit(js('export default 1', { surprise: true })), rejectsWith('invalid_input', 'surprise'));
     await assert.rejects(node.submit({ kind: 'function' }), rejectsWith('invalid_input', 'source'));
     await assert.rejects(node.submit(js('not wasm', { runtime: 'wasm' })), rejectsWith('invalid_source', 'source'));
-    await assert.rejects(node.submit({ kind: 'microvm', source: { inline: 'x' } }), rejectsWith('no_driver', 'kind'));
+    await assert.rejects(node.submit({ kind: 'unikernel', source: { inline: 'x' } }), rejectsWith('no_driver', 'kind'));
     await assert.rejects(node.submit(js('x', { isolation: 'vm' })), rejectsWith('no_driver'));
     await assert.rejects(node.submit(js('x', { driver: 'firecracker' })), rejectsWith('no_driver', 'driver'));
     await assert.rejects(node.submit({ kind: 'function', source: { inline: '!!', encoding: 'base64' } }), rejectsWith('invalid_input', 'source.inline'));

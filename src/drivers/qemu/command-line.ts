@@ -7,6 +7,12 @@ export interface MicroVmSpec {
   initrd: string;
   /** Extra kernel arguments after vmesh's own. */
   append?: string;
+  /**
+   * TCG: the host's TSC rate in kHz, handed to the guest kernel. Without it the kernel calibrates its TSC
+   * against the emulated PIT, which fails when the host is busy (three guests at once on two cores), and
+   * the guest then hangs in early boot.
+   */
+  tscKhz?: number;
   /** A raw disk the agent writes the outputs tar onto (virtio-blk). */
   outputsDisk?: string;
   /** QMP's Unix socket: status, pause/resume, quit. */
@@ -20,7 +26,8 @@ export interface MicroVmSpec {
  * `reboot -f` with `reboot=t` ends QEMU), QMP on a Unix socket.
  */
 export function microVmArgs(spec: MicroVmSpec): string[] {
-  const append = ['console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'loglevel=1', spec.append ?? ''].filter(Boolean).join(' ');
+  const tsc = spec.accel === 'tcg' && spec.tscKhz !== undefined ? `tsc_early_khz=${Math.round(spec.tscKhz)}` : '';
+  const append = ['console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'loglevel=1', tsc, spec.append ?? ''].filter(Boolean).join(' ');
   const args = [
     '-M', `microvm,accel=${spec.accel}`,
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',

@@ -27,8 +27,8 @@ export interface QemuDriverOptions {
   progress?: Progress;
 }
 
-/** A guest needs this much memory to boot the Debian kernel and the agent. */
-export const MIN_GUEST_MEMORY_MIB = 64;
+/** A guest needs this much memory to boot the Debian kernel and the agent (64 MiB died in early boot). */
+export const MIN_GUEST_MEMORY_MIB = 96;
 
 interface QemuPrepared extends PreparedSandbox {
   readonly dir: string;
@@ -43,6 +43,8 @@ interface QemuRunning extends RunningSandbox {
   readonly exited: Promise<number | null>;
   readonly console: ConsoleParser;
   exitCode?: number;
+  /** Processes the guest kernel's OOM killer ended during the run. */
+  oomKills: number;
   outputsWritten: boolean;
   stopReason?: StopReason;
 }
@@ -60,6 +62,7 @@ export class QemuDriver implements Driver {
   private readonly cacheDir: string;
   private readonly binary: string;
   private accel: Accel = 'tcg';
+  private tscKhz: number | undefined;
   private image: Promise<GuestImage> | undefined;
   private readonly prepared = new Set<QemuPrepared>();
   private readonly running = new Set<QemuRunning>();
@@ -84,6 +87,7 @@ export class QemuDriver implements Driver {
       return { available: false, reason: `${this.binary} not found (apt-get install qemu-system-x86)` };
     }
     this.accel = await this.chooseAccel();
+    this.tscKhz = await hostTscKhz();
     return { available: true, version, details: { accel: this.accel, machine: 'microvm' } };
   }
 
@@ -174,6 +178,7 @@ export class QemuDriver implements Driver {
       initrd: p.initrd,
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
+      ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
     });
     const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -181,10 +186,12 @@ export class QemuDriver implements Driver {
       prepared: p,
       child,
       outputsWritten: false,
+      oomKills: 0,
       console: new ConsoleParser((e) => {
         if (e.type === 'output') io.write(e.stream, e.data);
         else if (e.type === 'exit') running.exitCode = e.code;
         else if (e.type === 'outputs') running.outputsWritten = true;
+        else if (e.type === 'oom') running.oomKills += e.kills;
       }),
       exited: new Promise((resolve) => {
         child.once('error', () => resolve(null));
@@ -215,6 +222,10 @@ export class QemuDriver implements Driver {
       if (r.exitCode === undefined) {
         const tail = r.console.tail().split('\n').slice(-5).join(' | ');
         return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
+      }
+      if (r.oomKills > 0) {
+        const n = r.oomKills;
+        return { ...base, outcome: 'oom', exitCode: r.exitCode, reason: `the guest ran out of its ${r.prepared.request.resources.memoryMiB} MiB (its kernel killed ${n} process${n === 1 ? '' : 'es'})` };
       }
       return { ...base, outcome: 'exited', exitCode: r.exitCode };
     } finally {
@@ -290,6 +301,13 @@ export class QemuDriver implements Driver {
 async function isQemu(pid: number, dir: string): Promise<boolean> {
   const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   return cmdline.includes('qemu-system') && cmdline.includes(dir);
+}
+
+/** The host CPU's clock in kHz from /proc/cpuinfo (what TCG's guest TSC runs at), if it says. */
+async function hostTscKhz(): Promise<number | undefined> {
+  const info = await fs.readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(info)?.[1]);
+  return mhz > 0 ? Math.round(mhz * 1000) : undefined;
 }
 
 /** `$XDG_CACHE_HOME/vmesh/guest`, else `~/.cache/vmesh/guest`. */

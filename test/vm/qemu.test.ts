@@ -1,0 +1,103 @@
+// In test/vm: these run after every other test, alone, because guests booting under TCG load every core
+// and would starve the timing-sensitive tests running beside them.
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { QemuDriver } from '../../src/drivers/qemu/driver.ts';
+import { InvalidInputError, InvalidSourceError, type Workload } from '../../src/spec/index.ts';
+import { tarEntries, testOutputs } from '../helpers/outputs.ts';
+import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { BUSYBOX } from '../helpers/rootfs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { driverCompliance, runCase, type Case } from '../drivers/compliance.ts';
+
+// Real QEMU (TCG on these hosts) booting the real default guest: Debian's kernel, fetched once with apt-get
+// download into the shared guest cache, and busybox-static.
+const skip =
+  skipUnless('qemu', hasCommand('qemu-system-x86_64'), 'apt-get install qemu-system-x86') ||
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') ||
+  skipUnless('apt', hasCommand('apt-get', ['--version']) && hasCommand('dpkg-deb', ['--version']), 'a Debian host with apt-get and dpkg-deb (the guest kernel is fetched with apt-get download)');
+
+const vm = (script: string, extra: Partial<Workload> = {}): Case => ({
+  workload: { kind: 'microvm', source: { guest: 'default' }, command: ['sh', '-c', script], ...extra },
+  code: new Uint8Array(0),
+});
+
+// Several guests boot at once in one case: under TCG on two cores that takes a while.
+const VM_RESOURCES = { memoryMiB: 96, vcpus: 1, timeoutMs: 180_000 };
+
+driverCompliance(
+  'qemu',
+  (sandboxRoot) => new QemuDriver({ sandboxRoot }),
+  async () => ({
+    hello: { ...vm('echo hello from a microvm'), stdout: 'hello from a microvm\n' },
+    stderr: { ...vm('echo oops >&2'), stderr: 'oops' },
+    exitCode: { ...vm('exit 7'), exitCode: 7 },
+    spin: vm('while :; do :; done'),
+    memoryBomb: vm('a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done'),
+    flood: vm('yes xxxxxxxxxxxxxxx | head -c 200000'),
+    numbered: (n) => ({ ...vm(`echo vm ${n}`), stdout: `vm ${n}\n` }),
+  }),
+  { skip, memoryBombMiB: 96, resources: VM_RESOURCES },
+);
+
+describe('qemu driver', { skip }, () => {
+  const root = tempDir('vmesh-qemu-');
+  const driver = new QemuDriver({ sandboxRoot: root.dir });
+  const { sink, blobs } = testOutputs();
+  before(async () => {
+    assert.equal((await driver.probe()).available, true);
+  });
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+  const run = (c: Case, resources: object = {}) => runCase(driver, c, { resources: { ...VM_RESOURCES, ...resources } });
+
+  it('runs a command in the guest with its env, stdin and workdir, sees the memory it was given, and returns an output directory as a tar', async () => {
+    const script = 'read line; echo "$line $GREETING $(pwd)"; grep MemTotal /proc/meminfo; mkdir -p /out/report; echo one > /out/report/a.txt; ln -s /etc/passwd /out/report/pw';
+    const c = vm(script, { env: { GREETING: "it's me" }, stdin: 'from stdin\n', workdir: '/tmp', outputs: ['report'] });
+    const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
+    const chunks: string[] = [];
+    const exit = await runInSandbox(
+      driver,
+      { runId: 'qemu1', workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 8, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 65536, outputs: sink },
+      { write: (_s, d) => void chunks.push(Buffer.from(d).toString()), total() {} },
+    );
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(exit.exitCode, 0);
+    const [first, mem] = chunks.join('').split('\n');
+    assert.equal(first, "from stdin it's me /tmp");
+    const kib = Number(/MemTotal:\s+(\d+) kB/.exec(mem ?? '')?.[1]);
+    assert.ok(kib > 0.6 * 128 * 1024 && kib <= 128 * 1024, `the guest sees ${kib} KiB of its 128 MiB`);
+    assert.deepEqual(exit.outputs.files.map((f) => f.path), ['report/a.txt']);
+    assert.deepEqual(exit.outputs.skipped, [{ path: 'report/pw', reason: 'a symlink (never followed)' }]);
+    const entries = await tarEntries((await blobs.fileOf(exit.outputs.archive!.blob))!);
+    assert.deepEqual(entries.map((e) => [e.name, e.body.toString()]), [['report/', ''], ['report/a.txt', 'one\n']]);
+  });
+
+  it('refuses what it cannot run before anything is created', async () => {
+    await assert.rejects(run({ ...vm(''), workload: { kind: 'microvm', source: { guest: 'default' } } }), (e: unknown) => e instanceof InvalidInputError && e.field === 'command');
+    await assert.rejects(run(vm('true'), { memoryMiB: 32 }), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.memoryMiB');
+    await assert.rejects(run({ ...vm('true'), workload: { kind: 'microvm', source: { inline: 'x' }, command: ['true'] } }), (e: unknown) => e instanceof InvalidSourceError && e.field === 'source');
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+
+  it('a guest killed from outside (kill -9 of QEMU) ends crashed, and everything is freed', async () => {
+    const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
+    const c = vm('sleep 600');
+    const request = { runId: 'qemukill', workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 96, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024, outputs: sink };
+    const exit = await runInSandbox(driver, request, { write() {}, total() {} }, undefined, {
+      onRunning: () => {
+        setTimeout(() => {
+          const pidFile = readdirSync(root.dir).map((d) => `${root.dir}/${d}/qemu.pid`).find(existsSync);
+          if (pidFile) process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+        }, 1500);
+      },
+    });
+    assert.equal(exit.outcome, 'crashed');
+    assert.match(exit.reason ?? '', /without reporting an exit code/);
+    assert.equal(driver.liveSandboxes(), 0);
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
