@@ -29,7 +29,6 @@ export async function measureDriver(code: Uint8Array, settings: Settings): Promi
   let runs = 0;
   try {
     const blobs = new BlobStore(path.join(sandboxRoot, '.blobs'));
-    await blobs.ready();
     const requests = requestFactory(code, blobSink(blobs, { maxBytes: 2 ** 20, inlineBytes: 2 ** 20 }));
     const run = () => {
       runs++;

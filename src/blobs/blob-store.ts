@@ -17,8 +17,8 @@ export async function sha256File(file: string): Promise<string> {
 }
 
 /**
- * Content-addressed bytes on local disk: `<root>/sha256/<hex>`. Writes go to a temporary file and are
- * renamed into place, so a reader never sees a partial blob; reads re-check the hash.
+ * Content-addressed bytes on local disk: `<root>/sha256/<hex>`. Writes go to `<root>/incoming` and are
+ * renamed into place (`tempPath` + `adopt`), so a reader never sees a partial blob; reads re-check the hash.
  */
 export class BlobStore {
   /** Hashes known to be on disk already: a repeated put costs no system call. */
@@ -35,38 +35,33 @@ export class BlobStore {
   /** Stores bytes and returns their hash; `knownHash` (trusted: computed by the caller) skips rehashing. */
   async put(bytes: Uint8Array, knownHash?: string): Promise<string> {
     const hash = knownHash ?? sha256(bytes);
-    if (this.known.has(hash)) return hash;
-    const file = this.pathOf(hash);
-    try {
-      await fs.access(file);
+    if (this.known.has(hash) || (await this.has(hash))) {
       this.known.add(hash);
       return hash;
-    } catch {
-      /* not there yet */
     }
-    await fs.mkdir(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = await this.tempPath();
     try {
       await fs.writeFile(tmp, bytes, { mode: 0o600 });
-      await fs.rename(tmp, file);
-      this.known.add(hash);
+      return await this.adopt(tmp, hash);
     } catch (err) {
       await fs.rm(tmp, { force: true });
       throw err;
     }
-    return hash;
   }
 
-  /** A fresh path in this store's filesystem for a blob being written; pass it to `adopt` when done. */
-  tempPath(): string {
-    return path.join(this.root, 'incoming', `${randomBytes(8).toString('hex')}.tmp`);
+  /**
+   * A fresh path in this store's filesystem for a blob being written (mode 0600); pass it to `adopt` when
+   * done. Writes go there and are renamed into place, so a reader never sees a partial blob.
+   */
+  async tempPath(): Promise<string> {
+    const dir = path.join(this.root, 'incoming');
+    await fs.mkdir(dir, { recursive: true });
+    return path.join(dir, `${randomBytes(8).toString('hex')}.tmp`);
   }
 
-  /** Prepares `tempPath`'s directory, dropping what a crashed process left half-written; call once at start. */
-  async ready(): Promise<void> {
+  /** Drops what a crashed process left half-written; call once at start, before any write. */
+  async clearIncoming(): Promise<void> {
     await fs.rm(path.join(this.root, 'incoming'), { recursive: true, force: true });
-    await fs.mkdir(path.join(this.root, 'incoming'), { recursive: true });
-    await fs.mkdir(path.join(this.root, 'sha256'), { recursive: true });
   }
 
   /** Moves a finished file (from `tempPath`) into the store under `hash`, which the caller computed while writing it. */
@@ -75,7 +70,7 @@ export class BlobStore {
     if (this.known.has(hash) || (await this.has(hash))) {
       await fs.rm(file, { force: true });
     } else {
-      await fs.chmod(file, 0o600);
+      await fs.mkdir(path.dirname(target), { recursive: true });
       await fs.rename(file, target);
     }
     this.known.add(hash);

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { AGENT_SCRIPT } from './agent.ts';
 import { cpioArchive, type CpioEntry } from './cpio.ts';
-import { debianKernel, type GuestKernel, type Progress } from './kernel.ts';
+import { debianKernel, type Progress } from './kernel.ts';
 
 const gzipAsync = promisify(gzip);
 
@@ -80,4 +80,3 @@ export async function ensureGuestImage(opts: GuestImageOptions): Promise<GuestIm
   return image;
 }
 
-export type { GuestKernel };

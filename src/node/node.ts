@@ -158,7 +158,7 @@ export class VmeshNode {
         queueTimeoutMs: config.executor.queueTimeoutMs,
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
-      await blobs.ready();
+      await blobs.clearIncoming();
       const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');

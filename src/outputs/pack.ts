@@ -1,10 +1,10 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants, createWriteStream, promises as fs, type Stats } from 'node:fs';
 import path from 'node:path';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import type { OutputFile, OutputsArchive, SkippedOutput } from '../spec/index.ts';
+import { hashingTap } from '../util/hashing-tap.ts';
 
 /** Where an archive of outputs goes, and how much of it there may be. Implemented by the node over its blob store. */
 export interface OutputSink {
@@ -13,7 +13,7 @@ export interface OutputSink {
   /** Files are also returned inline in the result while their sum stays within this. */
   inlineBytes: number;
   /** A fresh path on the sink's filesystem for an archive being written. */
-  tempPath(): string;
+  tempPath(): Promise<string>;
   /** Takes a finished archive (moving the file) and returns its blob id. */
   adopt(file: string, sha256: string): Promise<string>;
 }
@@ -61,13 +61,14 @@ export async function packOutputs(root: string, declared: readonly string[], sin
   }
   const plan = await planEntries(realRoot, declared, sink.maxBytes, skipped);
   const truncated = skipped.some((s) => s.reason.startsWith('over the'));
-  const temp = sink.tempPath();
+  let temp: string | undefined;
   try {
+    temp = await sink.tempPath();
     const { files, bytes, sha256 } = await writeArchive(plan, temp, sink.inlineBytes);
     const blob = await sink.adopt(temp, sha256);
     return { files, skipped, archive: { blob, bytes, entries: plan.length, truncated } };
   } catch (err) {
-    await fs.rm(temp, { force: true });
+    if (temp !== undefined) await fs.rm(temp, { force: true });
     const reason = `could not be archived: ${(err as Error).message}`;
     return { files: [], skipped: [...skipped, ...plan.filter((e) => e.stat.isFile()).map((e) => ({ path: e.rel, reason }))] };
   }
@@ -139,16 +140,8 @@ async function writeArchive(
   inlineBytes: number,
 ): Promise<{ files: OutputFile[]; bytes: number; sha256: string }> {
   const tar = tarPack();
-  const whole = createHash('sha256');
-  let bytes = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      whole.update(chunk);
-      bytes += chunk.byteLength;
-      done(null, chunk);
-    },
-  });
-  const written = pipeline(tar, tap, createWriteStream(file, { mode: 0o600 }));
+  const tap = hashingTap();
+  const written = pipeline(tar, tap.stream, createWriteStream(file, { mode: 0o600 }));
   written.catch(() => {}); // observed below; an early failure must not go unhandled meanwhile
   const files: OutputFile[] = [];
   let inlineLeft = inlineBytes;
@@ -169,7 +162,7 @@ async function writeArchive(
     throw err;
   }
   await written;
-  return { files, bytes, sha256: `sha256:${whole.digest('hex')}` };
+  return { files, bytes: tap.bytes(), sha256: tap.digest() };
 }
 
 function addEntry(tar: Pack, header: Parameters<Pack['entry']>[0]): Promise<void> {

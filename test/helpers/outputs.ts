@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { extract } from 'tar-stream';
@@ -11,8 +11,6 @@ export function testOutputs(limits: { maxBytes?: number; inlineBytes?: number } 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmesh-outputs-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const blobs = new BlobStore(dir);
-  mkdirSync(path.join(dir, 'incoming'), { recursive: true });
-  mkdirSync(path.join(dir, 'sha256'), { recursive: true });
   return { blobs, sink: blobSink(blobs, { maxBytes: limits.maxBytes ?? 64 * 2 ** 20, inlineBytes: limits.inlineBytes ?? 2 ** 20 }) };
 }
 

@@ -83,6 +83,17 @@ describe('qemu driver', { skip }, () => {
     assert.deepEqual(readdirSync(root.dir), []);
   });
 
+  it('is unavailable, saying why, when VMESH_QEMU_ACCEL names no accelerator', async () => {
+    process.env.VMESH_QEMU_ACCEL = 'warp';
+    try {
+      const probe = await new QemuDriver({ sandboxRoot: root.dir }).probe();
+      assert.equal(probe.available, false);
+      assert.equal(probe.reason, 'VMESH_QEMU_ACCEL is "warp"; expected kvm, tcg or auto');
+    } finally {
+      delete process.env.VMESH_QEMU_ACCEL;
+    }
+  });
+
   it('a guest killed from outside (kill -9 of QEMU) ends crashed, and everything is freed', async () => {
     const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
     const c = vm('sleep 600');

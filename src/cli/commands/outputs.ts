@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { withClient } from '../connect.ts';
 import { printJson } from '../format.ts';
+import { hashingTap } from '../../util/hashing-tap.ts';
 
 /** `vmesh outputs <id>`: download the tar of a run's declared outputs. */
 export function outputsCommand(program: Command): void {
@@ -26,23 +27,15 @@ export function outputsCommand(program: Command): void {
         if (!opts.force && existsSync(file)) throw new Error(`${file} exists; pass --force to overwrite it`);
         // Written beside the target and renamed, so an interrupted download never leaves a partial tar under its name.
         const temp = `${file}.${randomBytes(4).toString('hex')}.part`;
-        const hash = createHash('sha256');
-        let bytes = 0;
-        const count = new Transform({
-          transform(chunk: Buffer, _enc, done) {
-            hash.update(chunk);
-            bytes += chunk.byteLength;
-            done(null, chunk);
-          },
-        });
+        const tap = hashingTap();
         try {
-          await pipeline(body, count, createWriteStream(temp, { mode: 0o644 }));
+          await pipeline(body, tap.stream, createWriteStream(temp, { mode: 0o644 }));
           await fs.rename(temp, file);
         } catch (err) {
           await fs.rm(temp, { force: true });
           throw err;
         }
-        const blob = `sha256:${hash.digest('hex')}`;
+        const [bytes, blob] = [tap.bytes(), tap.digest()];
         if (global.json) printJson({ file, bytes, blob });
         else process.stderr.write(`vmesh: wrote ${bytes} bytes to ${file} (${blob})\n`);
       }),

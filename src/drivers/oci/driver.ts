@@ -332,11 +332,13 @@ export class OciDriver implements Driver {
       throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"]) when its image names none', { field: 'command' });
     }
     const env = { ...image.env, ...w.env };
-    // An unpacked image never changes, so a program found in it once is there for every later run.
+    // A root file system unpacked from an image never changes, so a program found in it once is there for
+    // every later run; a plain directory is the user's and is checked every time.
+    const immutable = rootfs !== dir;
     const key = `${rootfs}\0${args[0]}\0${env.PATH ?? ''}`;
-    if (rootfs === dir || !this.foundCommands.has(key)) {
+    if (!immutable || !this.foundCommands.has(key)) {
       await resolveCommand(rootfs, args, env);
-      if (rootfs !== dir) {
+      if (immutable) {
         if (this.foundCommands.size >= 4096) this.foundCommands.clear();
         this.foundCommands.add(key);
       }

@@ -46,6 +46,8 @@ interface QemuRunning extends RunningSandbox {
   /** Processes the guest kernel's OOM killer ended during the run. */
   oomKills: number;
   outputsWritten: boolean;
+  /** What QEMU itself printed on stderr (capped): why it refused to start, if it did. */
+  qemuErrors: string;
   stopReason?: StopReason;
 }
 
@@ -86,19 +88,22 @@ export class QemuDriver implements Driver {
     } catch {
       return { available: false, reason: `${this.binary} not found (apt-get install qemu-system-x86)` };
     }
-    this.accel = await this.chooseAccel();
+    const accel = this.chooseAccel();
+    if (typeof accel !== 'string') return { available: false, reason: `VMESH_QEMU_ACCEL is ${JSON.stringify(accel.invalid)}; expected kvm, tcg or auto` };
+    this.accel = accel;
     this.tscKhz = await hostTscKhz();
     return { available: true, version, details: { accel: this.accel, machine: 'microvm' } };
   }
 
   /**
-   * KVM only when asked for, or (auto) when /dev/kvm opens: nested KVM on some hosts (these machines) hangs an ordinary
-   * guest, so `auto` stays on TCG unless VMESH_QEMU_ACCEL or the options say kvm.
+   * KVM only when asked for (VMESH_QEMU_ACCEL or the options): nested KVM on some hosts (these machines)
+   * hangs an ordinary guest, and telling that apart needs a boot probe that is not written yet, so `auto`
+   * means TCG for now.
    */
-  private async chooseAccel(): Promise<Accel> {
-    const wanted = (process.env.VMESH_QEMU_ACCEL as Accel | 'auto' | undefined) ?? this.options.accel ?? 'auto';
-    if (wanted !== 'auto') return wanted;
-    return 'tcg';
+  private chooseAccel(): Accel | { invalid: string } {
+    const wanted = process.env.VMESH_QEMU_ACCEL || this.options.accel || 'auto';
+    if (wanted === 'kvm' || wanted === 'tcg') return wanted;
+    return wanted === 'auto' ? 'tcg' : { invalid: wanted };
   }
 
   async validate(request: SandboxRequest): Promise<void> {
@@ -187,6 +192,7 @@ export class QemuDriver implements Driver {
       child,
       outputsWritten: false,
       oomKills: 0,
+      qemuErrors: '',
       console: new ConsoleParser((e) => {
         if (e.type === 'output') io.write(e.stream, e.data);
         else if (e.type === 'exit') running.exitCode = e.code;
@@ -198,13 +204,9 @@ export class QemuDriver implements Driver {
         child.once('close', (code) => resolve(code));
       }),
     };
-    let qemuErrors = '';
     child.stdout!.on('data', (chunk: Buffer) => running.console.feed(chunk));
     child.stderr!.on('data', (chunk: Buffer) => {
-      if (qemuErrors.length < 4096) qemuErrors += chunk.toString();
-    });
-    void running.exited.then(() => {
-      if (qemuErrors.trim() !== '' && running.exitCode === undefined) running.console.feed(Buffer.from(`\nqemu: ${qemuErrors.trim()}\n`));
+      if (running.qemuErrors.length < 4096) running.qemuErrors += chunk.toString();
     });
     this.running.add(running);
     return running;
@@ -220,7 +222,7 @@ export class QemuDriver implements Driver {
       if (r.stopReason === 'timeout') return { ...base, outcome: 'timeout', exitCode: null, reason: `the microVM was stopped after the ${timeoutMs} ms timeout` };
       if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
       if (r.exitCode === undefined) {
-        const tail = r.console.tail().split('\n').slice(-5).join(' | ');
+        const tail = r.qemuErrors.trim() ? `qemu: ${r.qemuErrors.trim()}` : r.console.tail().split('\n').slice(-5).join(' | ');
         return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
       }
       if (r.oomKills > 0) {
