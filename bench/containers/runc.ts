@@ -26,7 +26,7 @@ export function openBare(fixture: Fixture, runtime: OciRuntime): BareRuntime {
   // a container elsewhere would not compete with the same neighbours.
   const cgroup = `${NODE_CGROUP_PARENT}/${NODE_CONTAINER_PREFIX}bench-${process.pid}`;
   mkdirSync(bundle, { recursive: true });
-  const config = runtimeConfig({ rootfs: fixture.rootfs, args: COMMAND, env: {}, cwd: '/', hostname: 'bench', resources: RESOURCES, cgroupsPath: `/${cgroup}` });
+  const config = runtimeConfig({ rootfs: fixture.rootfs, readOnlyRoot: true, args: COMMAND, env: {}, cwd: '/', hostname: 'bench', resources: RESOURCES, cgroupsPath: `/${cgroup}` });
   writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(config));
   let seq = 0;
 

@@ -28,6 +28,19 @@ export interface SandboxRequest {
   outputCapBytes: number;
   /** Where the declared outputs are archived when the sandbox ends. */
   outputs: OutputSink;
+  /** Files the workload reads under /in, checked by the node (plain relative paths, no clashes, within diskMiB). */
+  inputs?: readonly SandboxInput[];
+}
+
+/** One input file: its bytes in memory (inline inputs) or a file to copy (a blob in the store). */
+export interface SandboxInput {
+  /** A plain relative path under /in. */
+  path: string;
+  bytes: number;
+  data?: Uint8Array;
+  file?: string;
+  /** The blob the bytes came from, when they came from one. */
+  hash?: string;
 }
 
 export type StreamName = 'stdout' | 'stderr';
@@ -83,6 +96,8 @@ export interface Driver {
   readonly name: string;
   readonly kinds: readonly WorkloadKind[];
   readonly isolation: IsolationLevel;
+  /** Whether the driver places `inputs` under /in; the node refuses input files for drivers that do not. */
+  readonly inputFiles?: boolean;
   /** Can this driver run this particular workload (e.g. the right function runtime)? */
   accepts(workload: Workload, code: Uint8Array): boolean;
   probe(signal?: AbortSignal): Promise<DriverProbe>;

@@ -20,6 +20,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 say() { echo "@vmesh:$1"; }
 for m in $(cat /vmesh/modules); do insmod "/lib/modules/$m.ko" 2>/dev/null || say "log:insmod $m failed"; done
+# Input files ride in the run's archive under /in; a read-only bind keeps the workload from changing them.
+if [ -d /in ]; then mount --bind /in /in && mount -o remount,bind,ro /in || say "log:could not make /in read-only"; fi
 say ready
 enc() { while :; do c=$(dd bs=3072 count=1 2>/dev/null | base64 -w 0); [ -z "$c" ] && break; say "$1:$c"; done; }
 mkfifo /run/o /run/e
@@ -58,10 +60,13 @@ export interface RunInputs {
   outputs: readonly string[];
   /** Module names, in load order. */
   modules: readonly string[];
+  /** Files placed read-only under /in: plain relative paths, checked by the node. */
+  files?: ReadonlyArray<{ path: string; data: Uint8Array }>;
 }
 
 /**
- * The per-run archive that rides on top of the guest image: /vmesh/{command,env,workdir,stdin,outputs,modules}.
+ * The per-run archive that rides on top of the guest image: /vmesh/{command,env,workdir,stdin,outputs,modules},
+ * and the input files under /in.
  * Every argument, variable and path is single-quoted for the agent's shell, so none is ever interpreted.
  */
 export function runArchive(inputs: RunInputs): Buffer {
@@ -77,5 +82,15 @@ export function runArchive(inputs: RunInputs): Buffer {
     { type: 'file', name: 'vmesh/outputs', data: outputs },
     { type: 'file', name: 'vmesh/modules', data: inputs.modules.join('\n') },
   ];
+  const dirs = new Set<string>();
+  for (const file of inputs.files ?? []) {
+    const parts = `in/${file.path}`.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (!dirs.has(dir)) entries.push({ type: 'dir', name: dir, mode: 0o755 });
+      dirs.add(dir);
+    }
+    entries.push({ type: 'file', name: `in/${file.path}`, data: file.data, mode: 0o444 });
+  }
   return cpioArchive(entries);
 }

@@ -13,6 +13,7 @@ import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
 import { WasmDriver } from '../drivers/wasm/driver.ts';
 import {
   isTerminal,
+  InvalidInputError,
   NodeStoppingError,
   OutputsNotFoundError,
   parseWorkload,
@@ -35,6 +36,7 @@ import { Ledger, type Capacity } from './ledger.ts';
 import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
+import { resolveInputs, storedInputs } from './inputs.ts';
 
 export { VMESH_VERSION } from '../version.ts';
 import { VMESH_VERSION } from '../version.ts';
@@ -200,9 +202,17 @@ export class VmeshNode {
       const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes, outputs: this.outputSink };
       if (dir !== undefined) request.sourceDir = dir;
       if (file !== undefined) request.sourceFile = file;
+      const inputs = await resolveInputs(workload.inputs, this.blobs, resources.diskMiB);
+      if (inputs.length > 0) {
+        if (driver.inputFiles !== true) {
+          throw new InvalidInputError(`inputs: the ${driver.name} driver takes no input files; use a container or a microvm, or pass the data as stdin`, { field: 'inputs' });
+        }
+        request.inputs = inputs;
+      }
       await driver.validate(request);
-      // The store keeps the code once, by hash, not inside every run's spec.
-      const spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;
+      // The store keeps the code and the inline inputs once, by hash, not inside every run's spec.
+      let spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;
+      if (inputs.length > 0) spec = { ...spec, inputs: await storedInputs(inputs, this.blobs) };
       const now = new Date().toISOString();
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;

@@ -27,7 +27,7 @@ export async function resolveSource(source: Source, ctx: SourceContext, opts: { 
 
 async function resolveBytes(source: Exclude<Source, { file: string } | { guest: 'default' }>, ctx: SourceContext): Promise<Uint8Array> {
   if ('inline' in source) {
-    const bytes = source.encoding === 'base64' ? decodeBase64(source.inline) : Buffer.from(source.inline, 'utf8');
+    const bytes = decodeInline(source.inline, source.encoding, 'source.inline');
     if (bytes.byteLength > MAX_INLINE_BYTES) {
       throw new InvalidInputError(`source.inline: ${bytes.byteLength} bytes is over the ${MAX_INLINE_BYTES}-byte limit; put it in the blob store`, { field: 'source.inline' });
     }
@@ -38,9 +38,11 @@ async function resolveBytes(source: Exclude<Source, { file: string } | { guest: 
   return bytes;
 }
 
-function decodeBase64(text: string): Buffer {
+/** Inline bytes as a request carries them: utf8 text, or base64 when `encoding` says so. */
+export function decodeInline(text: string, encoding: 'utf8' | 'base64' | undefined, field: string): Buffer {
+  if (encoding !== 'base64') return Buffer.from(text, 'utf8');
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
-    throw new InvalidInputError('source.inline: not valid base64 (encoding is "base64")', { field: 'source.inline' });
+    throw new InvalidInputError(`${field}: not valid base64 (encoding is "base64")`, { field });
   }
   return Buffer.from(text, 'base64');
 }

@@ -130,6 +130,21 @@ export const NetworkPolicy = Type.Object(
 const EnvName = '^[A-Za-z_][A-Za-z0-9_]*$';
 const RelativePath = '^(?!/)(?!.*(^|/)\\.\\.(/|$)).+$';
 
+/** Caps on input files: how many, and how many bytes inline (blobs are capped by the run's diskMiB). */
+export const MAX_INPUT_FILES = 256;
+
+/** One input file. Exactly one of `inline` and `blob` (checked by the node, which names the field). */
+export const InputFile = Type.Object(
+  {
+    path: Type.String({ pattern: RelativePath, minLength: 1, maxLength: 1024, description: 'where the file appears, relative to /in' }),
+    inline: Type.Optional(Type.String({ maxLength: Math.ceil((MAX_INLINE_BYTES * 4) / 3) + 4, description: 'the bytes themselves' })),
+    encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('base64')], { description: 'of inline: utf8 text (default) or base64' })),
+    blob: Type.Optional(Type.String({ pattern: SHA256_PATTERN, description: 'a content hash in the blob store' })),
+  },
+  { additionalProperties: false, description: 'a file the workload reads from /in (read-only)' },
+);
+export type InputFile = Static<typeof InputFile>;
+
 export const Workload = Type.Object(
   {
     kind: WorkloadKind,
@@ -156,6 +171,12 @@ export const Workload = Type.Object(
     ),
     stdin: Type.Optional(Type.String({ maxLength: MAX_INLINE_BYTES, description: 'utf8 text fed to stdin' })),
     input: Type.Optional(Type.Unknown({ description: 'JSON input passed to a js function' })),
+    inputs: Type.Optional(
+      Type.Array(InputFile, { maxItems: MAX_INPUT_FILES, description: 'container, microvm: files placed read-only under /in before the workload starts' }),
+    ),
+    readOnlyRoot: Type.Optional(
+      Type.Boolean({ description: 'container: mount / read-only (only /tmp and /out writable); by default / is writable, through a layer of its own' }),
+    ),
     resources: Type.Optional(Resources),
     isolation: Type.Optional(IsolationLevel),
     network: Type.Optional(NetworkPolicy),

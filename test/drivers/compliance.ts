@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { CappedStream } from '../../src/drivers/capture.ts';
-import type { Driver, SandboxExit, SandboxIO, SandboxRequest, StreamName } from '../../src/drivers/driver.ts';
+import type { Driver, SandboxExit, SandboxInput, SandboxIO, SandboxRequest, StreamName } from '../../src/drivers/driver.ts';
 import { runInSandbox } from '../../src/drivers/lifecycle.ts';
 import { AbortedError, type ResolvedResources, type Workload } from '../../src/spec/index.ts';
 import { testOutputs } from '../helpers/outputs.ts';
@@ -15,6 +15,8 @@ export interface Case {
   code: Uint8Array;
   /** For directory sources (a container's root file system): what the node resolved source.file to. */
   sourceDir?: string;
+  /** Input files as the node resolved them from `workload.inputs`. */
+  inputs?: SandboxInput[];
 }
 
 export interface ComplianceFixtures {
@@ -66,6 +68,7 @@ export async function runCase(
     outputs: outputs.sink,
   };
   if (c.sourceDir !== undefined) request.sourceDir = c.sourceDir;
+  if (c.inputs !== undefined) request.inputs = c.inputs;
   await driver.validate(request);
   const hooks = opts.onRunning === undefined ? {} : { onRunning: opts.onRunning };
   const exit = await runInSandbox(driver, request, io, opts.signal, hooks);

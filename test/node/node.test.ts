@@ -118,6 +118,25 @@ describe('node', () => {
     assert.deepEqual(readdirSync(path.join(home, 'sandboxes')), []);
   });
 
+  it('refuses bad input files, naming the input and what was expected', async () => {
+    const before = node.listRuns({ limit: 1000 }).length;
+    const withInputs = (inputs: unknown[], extra: object = {}) => node.submit(js('export default 1', { inputs, ...extra }));
+    await assert.rejects(withInputs([{ path: '../etc/passwd', inline: 'x' }]), rejectsWith('invalid_input', 'inputs[0].path'));
+    await assert.rejects(withInputs([{ path: '/abs', inline: 'x' }]), rejectsWith('invalid_input', 'inputs[0].path'));
+    await assert.rejects(withInputs([{ path: 'a//b', inline: 'x' }]), /inputs\[0\]\.path: "a\/\/b" is not a plain relative path/);
+    await assert.rejects(withInputs([{ path: 'a/./b', inline: 'x' }]), rejectsWith('invalid_input', 'inputs[0].path'));
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x' }, { path: 'a/b', inline: 'y' }]), /inputs\[1\]\.path: "a\/b" clashes with inputs\[0\]\.path "a"/);
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x' }, { path: 'a', inline: 'y' }]), rejectsWith('invalid_input', 'inputs[1].path'));
+    await assert.rejects(withInputs([{ path: 'a', blob: `sha256:${'0'.repeat(64)}` }]), rejectsWith('invalid_input', 'inputs[0].blob'));
+    await assert.rejects(withInputs([{ path: 'a', inline: '!!', encoding: 'base64' }]), rejectsWith('invalid_input', 'inputs[0].inline'));
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x'.repeat(2 * 2 ** 20) }], { resources: { diskMiB: 1 } }), rejectsWith('invalid_input', 'resources.diskMiB'));
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x', mode: 7 }]), rejectsWith('invalid_input', 'inputs[0].mode'));
+    await assert.rejects(withInputs([{ path: 'a' }]), /inputs\[0\]: give exactly one of inline/);
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x', blob: `sha256:${'0'.repeat(64)}` }]), rejectsWith('invalid_input', 'inputs[0]'));
+    await assert.rejects(withInputs([{ path: 'a', inline: 'x' }]), /inputs: the quickjs driver takes no input files/);
+    assert.equal(node.listRuns({ limit: 1000 }).length, before, 'no run was created');
+  });
+
   it('runs code from a blob it holds', async () => {
     const hash = await node.blobs.put(hello);
     const run = await node.waitFor((await node.submit({ kind: 'function', source: { blob: hash }, args: ['blob'] })).id);

@@ -54,19 +54,29 @@ describe('qemu driver', { skip }, () => {
   });
   const run = (c: Case, resources: object = {}) => runCase(driver, c, { resources: { ...VM_RESOURCES, ...resources } });
 
-  it('runs a command in the guest with its env, stdin and workdir, sees the memory it was given, and returns an output directory as a tar', async () => {
-    const script = 'read line; echo "$line $GREETING $(pwd)"; grep MemTotal /proc/meminfo; mkdir -p /out/report; echo one > /out/report/a.txt; ln -s /etc/passwd /out/report/pw';
+  it('runs a command in the guest with its env, stdin, workdir and read-only input files, sees the memory it was given, and returns an output directory as a tar', async () => {
+    const script =
+      'read line; echo "$line $GREETING $(pwd)"; grep MemTotal /proc/meminfo; mkdir -p /out/report; echo one > /out/report/a.txt; ln -s /etc/passwd /out/report/pw; cat /in/d/x.txt; (echo y >> /in/d/x.txt) 2>/dev/null || echo refused';
     const c = vm(script, { env: { GREETING: "it's me" }, stdin: 'from stdin\n', workdir: '/tmp', outputs: ['report'] });
     const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
     const chunks: string[] = [];
     const exit = await runInSandbox(
       driver,
-      { runId: 'qemu1', workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 8, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 65536, outputs: sink },
+      {
+        runId: 'qemu1',
+        workload: c.workload,
+        code: c.code,
+        resources: { vcpus: 1, memoryMiB: 128, diskMiB: 8, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } },
+        outputCapBytes: 65536,
+        outputs: sink,
+        inputs: [{ path: 'd/x.txt', bytes: 6, data: Buffer.from('input\n') }],
+      },
       { write: (_s, d) => void chunks.push(Buffer.from(d).toString()), total() {} },
     );
     assert.equal(exit.outcome, 'exited', exit.reason);
     assert.equal(exit.exitCode, 0);
-    const [first, mem] = chunks.join('').split('\n');
+    const [first, mem, input, write] = chunks.join('').split('\n');
+    assert.deepEqual([input, write], ['input', 'refused'], 'the input file is there and read-only');
     assert.equal(first, "from stdin it's me /tmp");
     const kib = Number(/MemTotal:\s+(\d+) kB/.exec(mem ?? '')?.[1]);
     assert.ok(kib > 0.6 * 128 * 1024 && kib <= 128 * 1024, `the guest sees ${kib} KiB of its 128 MiB`);

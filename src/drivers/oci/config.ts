@@ -46,8 +46,10 @@ export const DEFAULT_PIDS_LIMIT = 256;
 const NOFILE = 1024;
 
 export interface ContainerSpec {
-  /** Absolute path of the root file system; mounted read-only. */
+  /** Absolute path of the container's own root file system (its writable layer over the image). */
   rootfs: string;
+  /** Mount / read-only; /tmp is then a tmpfs of its own, capped at the run's disk. */
+  readOnlyRoot: boolean;
   args: string[];
   env: Record<string, string>;
   cwd: string;
@@ -56,6 +58,8 @@ export interface ContainerSpec {
   cgroupsPath: string;
   /** Host directory mounted read-write at /out: where declared outputs are collected from. */
   outputsDir?: string;
+  /** Host directory mounted read-only at /in: the run's input files. */
+  inputsDir?: string;
   /** A network namespace made by src/net to join; without one the container gets an empty one of its own. */
   netnsPath?: string;
   pidsLimit?: number;
@@ -74,11 +78,16 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-    // The only writable place inside the root: capped at the run's scratch disk.
-    { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.max(1, spec.resources.diskMiB)}m`] },
   ];
+  if (spec.readOnlyRoot) {
+    // The only writable place inside a read-only root: capped at the run's scratch disk.
+    mounts.push({ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', `size=${Math.max(1, spec.resources.diskMiB)}m`] });
+  }
   if (spec.outputsDir !== undefined) {
     mounts.push({ destination: '/out', type: 'bind', source: spec.outputsDir, options: ['rbind', 'rw', 'nosuid', 'nodev'] });
+  }
+  if (spec.inputsDir !== undefined) {
+    mounts.push({ destination: '/in', type: 'bind', source: spec.inputsDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
   }
   return {
     ociVersion: '1.0.2',
@@ -92,7 +101,7 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: NOFILE, soft: NOFILE }],
       noNewPrivileges: true,
     },
-    root: { path: spec.rootfs, readonly: true },
+    root: { path: spec.rootfs, readonly: spec.readOnlyRoot },
     hostname: spec.hostname,
     mounts,
     linux: {

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
+import { placeInputs } from '../inputs.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { NO_OUTPUTS, packOutputs } from '../../outputs/pack.ts';
 import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
@@ -12,6 +13,17 @@ import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
 import { isImageDir, type ImageConfig } from './image/layout.ts';
 import { resolveCommand } from './rootfs.ts';
+import {
+  launchCommand,
+  makeMountPoints,
+  mountScratch,
+  sandboxFilesystem,
+  setupFailure,
+  unmountScratch,
+  type LaunchTools,
+  type SandboxFilesystem,
+  type WritableLayerMethod,
+} from './sandbox-fs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 
 const CONTAINER_PREFIX = 'vmesh-';
@@ -29,13 +41,22 @@ export interface OciDriverOptions {
   stateDir?: string;
   /** Force one runtime; by default crun on cgroup v2, runc otherwise. */
   runtime?: RuntimeName;
+  /** How each container's writable layer is made: an overlay where the kernel allows one (default), or a copy. */
+  writableLayer?: WritableLayerMethod | 'auto';
+  /** Whose tools make each container's file system; by default a static busybox where there is one. */
+  launchTools?: LaunchTools;
 }
 
 interface OciPrepared extends PreparedSandbox {
   readonly bundle: string;
   readonly containerId: string;
   readonly cgroupsPath: string;
-  readonly outputsDir?: string;
+  /** The container's own file system (writable layer, /out, /in). */
+  readonly fs: SandboxFilesystem;
+  /** The image's (or the user's) root directory: the lower layer of the container's root. */
+  readonly lower: string;
+  /** The scratch tmpfs is mounted on the host (the node collects /out from it after the run). */
+  scratchMounted: boolean;
   network?: SandboxNetwork;
   /** The runtime was started: there is a container (and a cgroup) to remove. */
   created: boolean;
@@ -59,12 +80,14 @@ interface OciRunning extends RunningSandbox {
 
 /**
  * OCI containers through runc or crun. vmesh writes the runtime configuration itself: its own pid,
- * mount, ipc, uts and network namespaces, a read-only root, every capability dropped but
- * CAP_NET_BIND_SERVICE, no new privileges, memory/CPU/pids limits in a cgroup under /vmesh, a tmpfs
- * /tmp capped at the run's disk, and declared outputs collected from /out.
+ * mount, ipc, uts and network namespaces, every capability dropped but CAP_NET_BIND_SERVICE, no new
+ * privileges, memory/CPU/pids limits in a cgroup under /vmesh. Each container writes only into a tmpfs
+ * of its own capped at the run's disk: its layer over the shared image (or nothing, with `readOnlyRoot`),
+ * /out, from which declared outputs are collected, and the read-only input files at /in.
  */
 export class OciDriver implements Driver {
   readonly name = 'oci';
+  readonly inputFiles = true;
   readonly kinds = ['container'] as const;
   readonly isolation = 'container' as const;
   private readonly sandboxRoot: string;
@@ -123,16 +146,16 @@ export class OciDriver implements Driver {
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
-    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false };
+    const sfs = sandboxFilesystem(bundle);
+    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
+      await makeMountPoints(sfs);
       if ((request.workload.outputs ?? []).length > 0) {
-        const outputsDir = path.join(bundle, 'out');
-        await fs.mkdir(outputsDir);
-        // A tmpfs of its own, so that what the container writes for the node is capped at diskMiB.
-        await run('mount', ['-t', 'tmpfs', '-o', `size=${Math.max(1, request.resources.diskMiB)}m,mode=0755,nosuid,nodev`, 'tmpfs', outputsDir]);
-        Object.assign(prepared, { outputsDir });
+        await mountScratch(sfs, request.resources.diskMiB);
+        prepared.scratchMounted = true;
       }
+      if (request.inputs !== undefined) await placeInputs(sfs.inputsDir, request.inputs);
       if (this.checkNetwork(request)) {
         const { egressMbps, ingressMbps } = request.resources.network;
         const policy = request.workload.network ?? {};
@@ -145,14 +168,16 @@ export class OciDriver implements Driver {
         });
       }
       const config = runtimeConfig({
-        rootfs,
+        rootfs: sfs.root,
+        readOnlyRoot: request.workload.readOnlyRoot ?? false,
+        outputsDir: sfs.outputsDir,
+        ...(request.inputs === undefined ? {} : { inputsDir: sfs.inputsDir }),
         args,
         env,
         cwd,
         hostname: request.runId.slice(0, 63),
         resources: request.resources,
         cgroupsPath: prepared.cgroupsPath,
-        ...(prepared.outputsDir === undefined ? {} : { outputsDir: prepared.outputsDir }),
         ...(prepared.network === undefined ? {} : { netnsPath: prepared.network.netnsPath }),
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
@@ -167,9 +192,13 @@ export class OciDriver implements Driver {
     const p = prepared as OciPrepared;
     const runtime = this.requireRuntime();
     const stdin = p.request.workload.stdin;
-    const child = spawn(runtime.command, ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId], {
-      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
+    const [command, args] = launchCommand(
+      p.fs,
+      { lower: p.lower, diskMiB: p.request.resources.diskMiB, method: this.options.writableLayer ?? 'auto', scratchMounted: p.scratchMounted, ...(this.options.launchTools ? { tools: this.options.launchTools } : {}) },
+      runtime.command,
+      ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId],
+    );
+    const child = spawn(command, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     p.created = true;
     child.stdout?.on('data', (chunk: Buffer) => io.write('stdout', chunk));
     child.stderr?.on('data', (chunk: Buffer) => io.write('stderr', chunk));
@@ -200,7 +229,9 @@ export class OciDriver implements Driver {
     try {
       const code = await r.exited;
       const stats = await readCgroupStats(this.cgroups, p.cgroupsPath);
-      const outputs = p.outputsDir === undefined ? NO_OUTPUTS : await packOutputs(p.outputsDir, p.request.workload.outputs ?? [], p.request.outputs);
+      const declared = p.request.workload.outputs ?? [];
+      const setupFailed = code !== 0 && r.stopReason === undefined ? await setupFailure(p.fs) : undefined;
+      const outputs = !p.scratchMounted || declared.length === 0 || setupFailed !== undefined ? NO_OUTPUTS : await packOutputs(p.fs.outputsDir, declared, p.request.outputs);
       const usage: SandboxExit['usage'] = {};
       if (stats.memoryPeakBytes !== undefined) usage.memoryPeakBytes = stats.memoryPeakBytes;
       if (stats.cpuMs !== undefined) usage.cpuMs = Math.round(stats.cpuMs * 1000) / 1000;
@@ -209,6 +240,7 @@ export class OciDriver implements Driver {
         return { ...base, outcome: 'timeout', exitCode: null, reason: `killed after the ${p.request.resources.timeoutMs} ms timeout` };
       }
       if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
+      if (setupFailed !== undefined) return { ...base, outcome: 'crashed', exitCode: null, reason: `the container's file system could not be made: ${setupFailed}` };
       if (stats.oomKills > 0) {
         return { ...base, outcome: 'oom', exitCode: code, reason: `memory limit of ${p.request.resources.memoryMiB} MiB reached (the kernel killed ${stats.oomKills} process${stats.oomKills === 1 ? '' : 'es'})` };
       }
@@ -252,7 +284,7 @@ export class OciDriver implements Driver {
       }
       await removeCgroup(this.cgroups, p.cgroupsPath);
     }
-    if (p.outputsDir !== undefined) await run('umount', ['--lazy', p.outputsDir]).catch(() => {});
+    if (p.scratchMounted) await unmountScratch(p.fs);
     if (p.network !== undefined) await this.options.networks?.destroy(p.network);
     await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
     this.prepared.delete(p);

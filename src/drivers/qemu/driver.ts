@@ -58,6 +58,7 @@ interface QemuRunning extends RunningSandbox {
  */
 export class QemuDriver implements Driver {
   readonly name = 'qemu';
+  readonly inputFiles = true;
   readonly kinds = ['microvm'] as const;
   readonly isolation = 'vm' as const;
   private readonly sandboxRoot: string;
@@ -117,6 +118,15 @@ export class QemuDriver implements Driver {
     if (request.resources.memoryMiB < MIN_GUEST_MEMORY_MIB) {
       throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_GUEST_MEMORY_MIB} MiB to boot its kernel`, { field: 'resources.memoryMiB' });
     }
+    // Input files ride in the initramfs, which lives in the guest's memory beside the kernel and the program.
+    const inputBytes = (request.inputs ?? []).reduce((sum, input) => sum + input.bytes, 0);
+    const roomMiB = (request.resources.memoryMiB - MIN_GUEST_MEMORY_MIB) / 2;
+    if (inputBytes > roomMiB * 2 ** 20) {
+      throw new InvalidInputError(
+        `inputs: ${(inputBytes / 2 ** 20).toFixed(1)} MiB of input files do not fit in a ${request.resources.memoryMiB} MiB microvm (they travel in its memory; allow twice their size above ${MIN_GUEST_MEMORY_MIB} MiB)`,
+        { field: 'inputs' },
+      );
+    }
   }
 
   /** The default guest image, built once per driver (and cached on disk across nodes). */
@@ -156,6 +166,7 @@ export class QemuDriver implements Driver {
         ...(w.stdin === undefined ? {} : { stdin: w.stdin }),
         outputs,
         modules: image.modules,
+        files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
       });
       await fs.copyFile(image.initrd, prepared.initrd);
       await fs.appendFile(prepared.initrd, inputs);
