@@ -28,6 +28,11 @@ export interface SandboxRequest {
   outputCapBytes: number;
   /** Where the declared outputs are archived when the sandbox ends. */
   outputs: OutputSink;
+  /**
+   * Continue a captured sandbox instead of starting the workload: a snapshot directory written by this
+   * driver's `snapshot` (here or on another node). The driver checks that it can load it.
+   */
+  restoreFrom?: string;
   /** Files the workload reads under /in, checked by the node (plain relative paths, no clashes, within diskMiB). */
   inputs?: readonly SandboxInput[];
 }

@@ -1,8 +1,10 @@
 // In test/vm: these run after every other test, alone, because guests booting under TCG load every core
 // and would starve the timing-sensitive tests running beside them.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { SandboxRequest } from '../../src/drivers/driver.ts';
 import { QemuDriver } from '../../src/drivers/qemu/driver.ts';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../src/spec/index.ts';
 import { tarEntries, testOutputs } from '../helpers/outputs.ts';
@@ -120,5 +122,86 @@ describe('qemu driver', { skip }, () => {
     assert.match(exit.reason ?? '', /without reporting an exit code/);
     assert.equal(driver.liveSandboxes(), 0);
     assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
+
+describe('qemu pause, resume, snapshot and restore', { skip }, () => {
+  const root = tempDir('vmesh-qemu-snap-');
+  const sandboxes = path.join(root.dir, 'sandboxes');
+  const driver = new QemuDriver({ sandboxRoot: sandboxes });
+  const { sink } = testOutputs();
+  before(async () => assert.equal((await driver.probe()).available, true));
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+
+  /** A sandbox whose stdout lines are collected as numbers, started through the driver's own steps. */
+  async function counter(runId: string, extra: Partial<SandboxRequest> = {}) {
+    const c = vm('i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo $i; sleep 0.1; done', { outputs: ['n'] });
+    const request: SandboxRequest = { runId, workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1 << 20, outputs: sink, ...extra };
+    await driver.validate(request);
+    const prepared = await driver.prepare(request);
+    let text = '';
+    const running = await driver.start(prepared, { write: (_s, d) => void (text += Buffer.from(d).toString()), total() {} });
+    const numbers = () => text.split('\n').slice(0, -1).map(Number);
+    const until = async (ok: (n: number[]) => boolean, what: string) => {
+      const deadline = Date.now() + 90_000;
+      while (!ok(numbers())) {
+        assert.ok(Date.now() < deadline, `waited 90 s for ${what}; saw ${JSON.stringify(text.slice(-200))}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const end = async () => {
+      await driver.stop(running, 'cancelled');
+      const exit = await driver.wait(running);
+      await driver.cleanup(prepared);
+      return exit;
+    };
+    return { numbers, until, end, running };
+  }
+  const settle = () => new Promise((r) => setTimeout(r, 600));
+
+  it('pauses and resumes a guest, and a snapshot of it continues counting from where it stopped, in a new QEMU', async () => {
+    const first = await counter('snapsource');
+    await first.until((n) => n.length >= 5, 'the guest to count to 5');
+    await driver.pause(first.running);
+    await settle();
+    const paused = first.numbers().length;
+    await settle();
+    assert.equal(first.numbers().length, paused, 'nothing is printed while paused');
+    await driver.resume(first.running);
+    await first.until((n) => n.length > paused + 2, 'the guest to go on after resume');
+
+    const snapshot = path.join(root.dir, 'snapshot');
+    const manifest = await driver.snapshot(first.running, snapshot);
+    assert.equal(manifest.memoryMiB, 128);
+    await settle();
+    const seen = first.numbers();
+    const last = seen.at(-1)!;
+    await settle();
+    assert.equal(first.numbers().length, seen.length, 'the snapshot left the guest paused');
+    assert.deepEqual(seen, seen.map((_, i) => i + 1), 'the counter had no gaps');
+    assert.equal((await first.end()).outcome, 'cancelled');
+
+    // The snapshot outlives its source: a new QEMU loads it and the guest goes on from its last value.
+    const second = await counter('snaprestore', { restoreFrom: snapshot });
+    await second.until((n) => n.length >= 3, 'the restored guest to count');
+    const restored = second.numbers();
+    assert.ok(restored[0]! > last && restored[0]! <= last + 2, `the restored guest went on from ${last} with ${restored.slice(0, 3).join(', ')}`);
+    assert.deepEqual(restored.slice(0, 3), [restored[0], restored[0]! + 1, restored[0]! + 2]);
+    assert.equal((await second.end()).outcome, 'cancelled');
+    assert.equal(driver.liveSandboxes(), 0);
+    assert.deepEqual(readdirSync(sandboxes), []);
+
+    // A snapshot that is truncated, or from another QEMU, is refused before anything starts.
+    const c = vm('true');
+    const bad = (restoreFrom: string): SandboxRequest => ({ runId: 'snapbad', workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 4, timeoutMs: 10_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024, outputs: sink, restoreFrom });
+    truncateSync(path.join(snapshot, 'memory'), 4096);
+    await assert.rejects(driver.validate(bad(snapshot)), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /memory is 4096 bytes, not the \d+ recorded \(truncated or changed\)/.test(e.message));
+    writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, qemuVersion: '1.0.0' }));
+    await assert.rejects(driver.validate(bad(snapshot)), /snapshot: it was taken with QEMU 1\.0\.0; this node has /);
+    await assert.rejects(driver.validate(bad(root.dir)), /snapshot: no manifest\.json/);
+    assert.deepEqual(readdirSync(sandboxes), []);
   });
 });

@@ -1,3 +1,5 @@
+import { shellQuote } from '../../guest/agent.ts';
+
 /** What one microVM is started with. */
 export interface MicroVmSpec {
   accel: 'kvm' | 'tcg';
@@ -18,6 +20,8 @@ export interface MicroVmSpec {
   /** QMP's Unix socket: status, pause/resume, quit. */
   qmpSocket: string;
   pidFile: string;
+  /** Restore: the machine state (a QMP `migrate` stream in a file) to load instead of booting; starts paused. */
+  incoming?: string;
 }
 
 /**
@@ -41,6 +45,7 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
     '-qmp', `unix:${qemuOption(spec.qmpSocket)},server=on,wait=off`,
     '-pidfile', spec.pidFile,
   ];
+  if (spec.incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(spec.incoming)}`);
   if (spec.outputsDisk !== undefined) {
     args.push('-drive', `id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, '-device', 'virtio-blk-device,drive=outputs');
   }

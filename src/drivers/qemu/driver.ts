@@ -8,11 +8,13 @@ import { ConsoleParser } from '../../guest/console.ts';
 import { runArchive } from '../../guest/agent.ts';
 import type { Progress } from '../../guest/kernel.ts';
 import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
-import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import { AbortedError, InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { applyLayer } from '../oci/image/unpack.ts';
 import { microVmArgs } from './command-line.ts';
+import { QmpClient } from './qmp.ts';
+import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -32,9 +34,15 @@ export const MIN_GUEST_MEMORY_MIB = 96;
 
 interface QemuPrepared extends PreparedSandbox {
   readonly dir: string;
+  readonly kernel: string;
   readonly initrd: string;
   readonly outputsDisk?: string;
-  readonly image: GuestImage;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  /** The declared outputs the agent writes (a restored guest's come from its snapshot). */
+  readonly outputs: readonly string[];
+  /** Restore: the machine state to load instead of booting. */
+  readonly incoming?: string;
 }
 
 interface QemuRunning extends RunningSandbox {
@@ -49,6 +57,7 @@ interface QemuRunning extends RunningSandbox {
   /** What QEMU itself printed on stderr (capped): why it refused to start, if it did. */
   qemuErrors: string;
   stopReason?: StopReason;
+  qmp?: Promise<QmpClient>;
 }
 
 /**
@@ -65,6 +74,7 @@ export class QemuDriver implements Driver {
   private readonly cacheDir: string;
   private readonly binary: string;
   private accel: Accel = 'tcg';
+  private version = '';
   private tscKhz: number | undefined;
   private image: Promise<GuestImage> | undefined;
   private readonly prepared = new Set<QemuPrepared>();
@@ -92,6 +102,7 @@ export class QemuDriver implements Driver {
     const accel = this.chooseAccel();
     if (typeof accel !== 'string') return { available: false, reason: `VMESH_QEMU_ACCEL is ${JSON.stringify(accel.invalid)}; expected kvm, tcg or auto` };
     this.accel = accel;
+    this.version = version;
     this.tscKhz = await hostTscKhz();
     return { available: true, version, details: { accel: this.accel, machine: 'microvm' } };
   }
@@ -109,6 +120,10 @@ export class QemuDriver implements Driver {
 
   async validate(request: SandboxRequest): Promise<void> {
     const w = request.workload;
+    if (request.restoreFrom !== undefined) {
+      await readSnapshot(request.restoreFrom, { qemuVersion: this.version, accel: this.accel });
+      return;
+    }
     if (!('guest' in w.source)) {
       throw new InvalidSourceError('source: a microvm runs in the default guest for now: source { "guest": "default" } with a command', { field: 'source' });
     }
@@ -145,6 +160,7 @@ export class QemuDriver implements Driver {
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
     await this.validate(request);
+    if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
     const image = await this.guestImage(signal);
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
@@ -153,8 +169,11 @@ export class QemuDriver implements Driver {
     const prepared: QemuPrepared = {
       request,
       dir,
-      image,
+      kernel: image.kernel,
       initrd: path.join(dir, 'initrd.cpio'),
+      vcpus: request.resources.vcpus,
+      memoryMiB: request.resources.memoryMiB,
+      outputs,
       ...(outputs.length > 0 ? { outputsDisk: path.join(dir, 'outputs.img') } : {}),
     };
     this.prepared.add(prepared);
@@ -183,15 +202,43 @@ export class QemuDriver implements Driver {
     }
   }
 
-  async start(prepared: PreparedSandbox, io: SandboxIO): Promise<QemuRunning> {
+  /** A sandbox that continues a snapshot: its kernel, initramfs and disk copied out of it, its machine as it was. */
+  private async prepareRestore(request: SandboxRequest, snapshot: string): Promise<QemuPrepared> {
+    const manifest = await readSnapshot(snapshot, { qemuVersion: this.version, accel: this.accel });
+    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
+    const prepared: QemuPrepared = {
+      request,
+      dir,
+      kernel: path.join(dir, 'kernel'),
+      initrd: path.join(dir, 'initrd.cpio'),
+      vcpus: manifest.vcpus,
+      memoryMiB: manifest.memoryMiB,
+      outputs: manifest.outputs,
+      incoming: path.join(snapshot, SNAPSHOT_FILES.memory),
+      ...(manifest.files.disk === undefined ? {} : { outputsDisk: path.join(dir, 'outputs.img') }),
+    };
+    this.prepared.add(prepared);
+    try {
+      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.kernel), prepared.kernel);
+      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), prepared.initrd);
+      if (prepared.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, SNAPSHOT_FILES.disk), prepared.outputsDisk]);
+      return prepared;
+    } catch (err) {
+      await this.cleanup(prepared);
+      throw err;
+    }
+  }
+
+  async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<QemuRunning> {
     const p = prepared as QemuPrepared;
-    const { resources } = p.request;
     const args = microVmArgs({
       accel: this.accel,
-      vcpus: resources.vcpus,
-      memoryMiB: resources.memoryMiB,
-      kernel: p.image.kernel,
+      vcpus: p.vcpus,
+      memoryMiB: p.memoryMiB,
+      kernel: p.kernel,
       initrd: p.initrd,
+      ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
@@ -220,7 +267,62 @@ export class QemuDriver implements Driver {
       if (running.qemuErrors.length < 4096) running.qemuErrors += chunk.toString();
     });
     this.running.add(running);
+    if (p.incoming !== undefined) await this.resumeIncoming(running, signal);
     return running;
+  }
+
+  /** A restored machine starts paused (`-S`) and loads its state; once loaded, it goes on. */
+  private async resumeIncoming(r: QemuRunning, signal?: AbortSignal): Promise<void> {
+    const qmp = await this.qmp(r, signal);
+    for (;;) {
+      const { status } = (await qmp.execute('query-status')) as { status: string };
+      if (status !== 'inmigrate') break;
+      if (signal?.aborted) throw new AbortedError('the restore was aborted');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const migration = (await qmp.execute('query-migrate')) as { status?: string };
+    if (migration.status === 'failed') throw new Error(`qemu could not load the snapshot: ${r.qemuErrors.trim() || 'the migration failed'}`);
+    await qmp.execute('cont');
+  }
+
+  private qmp(r: QemuRunning, signal?: AbortSignal): Promise<QmpClient> {
+    r.qmp ??= QmpClient.connect(path.join(r.prepared.dir, 'qmp.sock'), signal === undefined ? {} : { signal });
+    r.qmp.catch(() => (r.qmp = undefined));
+    return r.qmp;
+  }
+
+  /** Pauses the guest's vCPUs (its clock stops with them); `resume` goes on. */
+  async pause(sandbox: RunningSandbox): Promise<void> {
+    await (await this.qmp(sandbox as QemuRunning)).execute('stop');
+  }
+
+  async resume(sandbox: RunningSandbox): Promise<void> {
+    await (await this.qmp(sandbox as QemuRunning)).execute('cont');
+  }
+
+  /**
+   * Captures the running microVM into `dir` (which must not exist yet): its memory and device state, its
+   * kernel, initramfs and outputs disk. The guest is left paused; resume it to go on, or stop it.
+   */
+  async snapshot(sandbox: RunningSandbox, dir: string, signal?: AbortSignal): Promise<SnapshotManifest> {
+    const r = sandbox as QemuRunning;
+    const p = r.prepared;
+    return captureMachine(
+      await this.qmp(r, signal),
+      {
+        qemuVersion: this.version,
+        accel: this.accel,
+        vcpus: p.vcpus,
+        memoryMiB: p.memoryMiB,
+        ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
+        kernel: p.kernel,
+        initrd: p.initrd,
+        ...(p.outputsDisk === undefined ? {} : { disk: p.outputsDisk }),
+        outputs: [...p.outputs],
+      },
+      dir,
+      signal,
+    );
   }
 
   async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
@@ -254,9 +356,9 @@ export class QemuDriver implements Driver {
     try {
       await applyLayer(scratch, p.outputsDisk!, 'none', budget, 'the outputs disk');
     } catch (err) {
-      return { files: [], skipped: (p.request.workload.outputs ?? []).map((o) => ({ path: o, reason: `the guest's outputs tar was refused: ${(err as Error).message}` })) };
+      return { files: [], skipped: p.outputs.map((o) => ({ path: o, reason: `the guest's outputs tar was refused: ${(err as Error).message}` })) };
     }
-    return packOutputs(scratch, p.request.workload.outputs ?? [], p.request.outputs);
+    return packOutputs(scratch, [...p.outputs], p.request.outputs);
   }
 
   async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
@@ -269,7 +371,9 @@ export class QemuDriver implements Driver {
   async cleanup(prepared: PreparedSandbox): Promise<void> {
     const p = prepared as QemuPrepared;
     for (const r of this.running) {
-      if (r.prepared === p && r.child.exitCode === null && r.child.signalCode === null) {
+      if (r.prepared !== p) continue;
+      void r.qmp?.then((q) => q.close()).catch(() => {});
+      if (r.child.exitCode === null && r.child.signalCode === null) {
         r.child.kill('SIGKILL');
         await r.exited;
       }
