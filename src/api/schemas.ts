@@ -56,3 +56,13 @@ export const LogsQuery = Type.Object({
 
 export { Run };
 export const RunList = Type.Object({ runs: Type.Array(Run) });
+
+export const SnapshotInfoSchema = Type.Object(
+  {
+    snapshot: Type.String({ description: 'the snapshot id: the hash of its index blob; restore with source { snapshot }' }),
+    run: Run,
+    bytes: Type.Integer({ description: 'bytes of all its files' }),
+    files: Type.Record(Type.String(), Type.String(), { description: 'file name → blob hash' }),
+  },
+  { $id: 'SnapshotInfo' },
+);

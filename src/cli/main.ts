@@ -7,6 +7,7 @@ import { inspectCommands } from './commands/inspect.ts';
 import { outputsCommand } from './commands/outputs.ts';
 import { runCommand } from './commands/run.ts';
 import { upCommand } from './commands/up.ts';
+import { vmCommands } from './commands/vm.ts';
 import { EXIT } from './exit-codes.ts';
 
 const program = new Command('vmesh')
@@ -24,6 +25,7 @@ runCommand(program);
 inspectCommands(program);
 controlCommands(program);
 outputsCommand(program);
+vmCommands(program);
 
 function statusToExit(status: number): number {
   if (status === 404) return EXIT.notFound;

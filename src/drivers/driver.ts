@@ -118,6 +118,15 @@ export interface Driver {
   wait(sandbox: RunningSandbox, signal?: AbortSignal): Promise<SandboxExit>;
   /** Ends a running sandbox; its `wait` then resolves with the given reason as outcome. Idempotent. */
   stop(sandbox: RunningSandbox, reason: StopReason): Promise<void>;
+  /** Freezes a running sandbox (its processes or vCPUs stop; its resources stay held). Optional. */
+  pause?(sandbox: RunningSandbox): Promise<void>;
+  /** Lets a paused sandbox go on. */
+  resume?(sandbox: RunningSandbox): Promise<void>;
+  /**
+   * Captures the whole sandbox into the files of `dir` (which must not exist yet), leaving it paused, so
+   * that a request with `restoreFrom` continues it here or on another node. Optional.
+   */
+  snapshot?(sandbox: RunningSandbox, dir: string, signal?: AbortSignal): Promise<unknown>;
   /** Removes everything `prepare` and `start` made. Idempotent; never throws. */
   cleanup(prepared: PreparedSandbox): Promise<void>;
   /**

@@ -1,9 +1,9 @@
 import { AbortedError, throwIfAborted } from '../spec/index.ts';
-import type { Driver, SandboxExit, SandboxIO, SandboxRequest } from './driver.ts';
+import type { Driver, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from './driver.ts';
 
 export interface LifecycleHooks {
-  /** Called once the sandbox has started, just before waiting on it. */
-  onRunning?(): void;
+  /** Called once the sandbox has started, just before waiting on it, with the driver's handle on it. */
+  onRunning?(sandbox: RunningSandbox): void;
   /** Called with the outcome as soon as the sandbox has ended, before its cleanup runs. */
   onExit?(exit: SandboxExit): void;
 }
@@ -35,7 +35,7 @@ export async function runInSandbox(
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted) stop('cancelled');
-      hooks.onRunning?.();
+      hooks.onRunning?.(sandbox);
       const exit = await driver.wait(sandbox);
       if (hooks.onExit !== undefined) {
         hooks.onExit(exit);

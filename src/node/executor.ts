@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
 import { CappedStream } from '../drivers/capture.ts';
-import type { Driver, SandboxExit, SandboxNetworkInfo, SandboxRequest, StreamName } from '../drivers/driver.ts';
+import type { Driver, RunningSandbox, SandboxExit, SandboxNetworkInfo, SandboxRequest, StreamName } from '../drivers/driver.ts';
 import { runInSandbox } from '../drivers/lifecycle.ts';
 import {
   AbortedError,
   canTransition,
   isTerminal,
   QueueFullError,
+  RunStateError,
+  UnsupportedError,
   type RunResult,
   type RunState,
   type TerminalState,
@@ -36,6 +38,10 @@ interface Job {
   placedAt?: number;
   runningAt?: number;
   queueTimer?: NodeJS.Timeout;
+  /** The driver's handle on the started sandbox, while it runs. */
+  sandbox?: RunningSandbox;
+  /** An operation on the sandbox (pause, resume, snapshot) is under way: one at a time. */
+  busy?: boolean;
   settled: Promise<void>;
   settle: () => void;
 }
@@ -111,6 +117,52 @@ export class Executor {
     return true;
   }
 
+  /** Freezes a running run's sandbox; the run is `paused` until resumed (its timeout keeps counting). */
+  async pause(id: string): Promise<RunRecord> {
+    return this.operate(id, 'running', 'pause', async (job, driver, sandbox) => {
+      await driver.pause!(sandbox);
+      if (job.record.state === 'running') this.transition(job, 'paused'); // unless it ended meanwhile
+    });
+  }
+
+  async resume(id: string): Promise<RunRecord> {
+    return this.operate(id, 'paused', 'resume', async (job, driver, sandbox) => {
+      await driver.resume!(sandbox);
+      if (job.record.state === 'paused') this.transition(job, 'running');
+    });
+  }
+
+  /** Captures a running or paused run's sandbox into `dir`; the run is left `paused`. */
+  async snapshot(id: string, dir: string, signal?: AbortSignal): Promise<RunRecord> {
+    return this.operate(id, ['running', 'paused'], 'snapshot', async (job, driver, sandbox) => {
+      await driver.snapshot!(sandbox, dir, signal);
+      if (job.record.state === 'running') this.transition(job, 'paused');
+    });
+  }
+
+  private async operate(
+    id: string,
+    states: RunState | RunState[],
+    op: 'pause' | 'resume' | 'snapshot',
+    act: (job: Job, driver: Driver, sandbox: RunningSandbox) => Promise<void>,
+  ): Promise<RunRecord> {
+    const job = this.active.get(id) ?? this.queue.find((j) => j.record.id === id);
+    if (job === undefined || isTerminal(job.record.state)) throw new RunStateError(`run ${id} is not live on this node`, { field: 'id' });
+    if (job.driver[op] === undefined) throw new UnsupportedError(`run ${id}: the ${job.driver.name} driver cannot ${op} a sandbox`, { field: 'id' });
+    const wanted = ([] as RunState[]).concat(states);
+    if (!wanted.includes(job.record.state) || job.sandbox === undefined) {
+      throw new RunStateError(`run ${id} is ${job.record.state}; ${op} needs it ${wanted.join(' or ')}`, { field: 'id' });
+    }
+    if (job.busy) throw new RunStateError(`run ${id}: another pause, resume or snapshot is under way`, { field: 'id' });
+    job.busy = true;
+    try {
+      await act(job, job.driver, job.sandbox);
+      return job.record;
+    } finally {
+      job.busy = false;
+    }
+  }
+
   /** Refuses new work, cancels everything live, and waits until every sandbox is cleaned up. */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -173,12 +225,14 @@ export class Executor {
       // The result goes out as soon as the sandbox has ended; its resources are freed after the cleanup.
       const publish = (ended: SandboxExit) => {
         exit = ended;
+        delete job.sandbox;
         const [state, reason] = terminalOf(ended);
         const why = state === 'cancelled' ? abortReason(job.controller.signal) : reason;
         this.finish(job, state, why, this.result(job, ended, captured));
       };
       await runInSandbox(job.driver, job.request, io, job.controller.signal, {
-        onRunning: () => {
+        onRunning: (sandbox) => {
+          job.sandbox = sandbox;
           job.runningAt = performance.now();
           this.transition(job, 'running', { startedAt: new Date().toISOString() });
         },

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { BlobStore, sha256 } from '../blobs/blob-store.ts';
@@ -37,6 +37,7 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
+import { materializeSnapshot, readSnapshotIndex, storeSnapshot, type SnapshotIndex } from '../snapshots/snapshots.ts';
 
 export { VMESH_VERSION } from '../version.ts';
 import { VMESH_VERSION } from '../version.ts';
@@ -92,6 +93,19 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
 }
 
 /** Time-ordered, unguessable run ids: `r` + 9 base36 chars of milliseconds + 12 hex chars of randomness. */
+/** Under the node's home: snapshots being captured or laid out for a restore (emptied at start). */
+const SNAPSHOT_WORK = 'snapshot-work';
+
+export interface SnapshotInfo {
+  /** The snapshot's id: the hash of its index blob. */
+  snapshot: string;
+  /** The run it was taken from, now paused. */
+  run: Run;
+  bytes: number;
+  /** File name → blob hash. */
+  files: Record<string, string>;
+}
+
 export function newRunId(now = Date.now()): string {
   return `r${now.toString(36).padStart(9, '0')}${randomBytes(6).toString('hex')}`;
 }
@@ -104,6 +118,8 @@ export class VmeshNode {
   readonly startedAt = new Date().toISOString();
   private stopping = false;
   private readonly outputSink: OutputSink;
+  /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
+  private readonly afterRun = new Map<string, Promise<void>>();
 
   private constructor(
     readonly id: string,
@@ -161,6 +177,7 @@ export class VmeshNode {
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
       await blobs.clearIncoming();
+      await fs.rm(path.join(config.home, SNAPSHOT_WORK), { recursive: true, force: true });
       const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
@@ -188,9 +205,22 @@ export class VmeshNode {
   }
 
   /** `submit` for a workload already checked against the Workload schema (the API validates bodies with it). */
-  async submitValid(workload: Workload): Promise<Run> {
+  async submitValid(submitted: Workload): Promise<Run> {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
+    let restoreDir: string | undefined;
     try {
+      let workload = submitted;
+      let snapshot: SnapshotIndex | undefined;
+      if ('snapshot' in workload.source) {
+        // A restore runs on the driver that took the snapshot, with what its run had reserved.
+        snapshot = await readSnapshotIndex(workload.source.snapshot, this.blobs);
+        if (workload.kind !== snapshot.kind) throw new InvalidInputError(`kind: the snapshot is of a ${snapshot.kind}, not a ${workload.kind}`, { field: 'kind' });
+        if (workload.driver !== undefined && workload.driver !== snapshot.driver) {
+          throw new InvalidInputError(`driver: the snapshot was taken by the ${snapshot.driver} driver and only it can load it`, { field: 'driver' });
+        }
+        const timeoutMs = workload.resources?.timeoutMs ?? snapshot.resources.timeoutMs;
+        workload = { ...workload, driver: snapshot.driver, resources: { ...snapshot.resources, timeoutMs } };
+      }
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
       // Containers use their image where it lies (a directory or an archive); functions need the bytes.
@@ -209,6 +239,12 @@ export class VmeshNode {
         }
         request.inputs = inputs;
       }
+      if (snapshot !== undefined) {
+        restoreDir = path.join(this.config.home, SNAPSHOT_WORK, `restore-${id}`);
+        await fs.mkdir(path.dirname(restoreDir), { recursive: true, mode: 0o700 });
+        await materializeSnapshot(snapshot, this.blobs, restoreDir);
+        request.restoreFrom = restoreDir;
+      }
       await driver.validate(request);
       // The store keeps the code and the inline inputs once, by hash, not inside every run's spec.
       let spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;
@@ -217,10 +253,53 @@ export class VmeshNode {
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
       this.executor.submit(record, driver, request);
+      if (restoreDir !== undefined) {
+        const dir = restoreDir;
+        restoreDir = undefined;
+        this.afterRun.set(
+          id,
+          this.executor
+            .settled(id)
+            .then(() => fs.rm(dir, { recursive: true, force: true }))
+            .finally(() => this.afterRun.delete(id)),
+        );
+      }
       return this.toPublic(record);
     } catch (err) {
+      if (restoreDir !== undefined) await fs.rm(restoreDir, { recursive: true, force: true });
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
       throw err;
+    }
+  }
+
+  /** Freezes a running run's sandbox (its resources stay reserved; its timeout keeps counting). */
+  async pause(id: string): Promise<Run> {
+    this.getRecord(id);
+    return this.toPublic(await this.executor.pause(id));
+  }
+
+  async resume(id: string): Promise<Run> {
+    this.getRecord(id);
+    return this.toPublic(await this.executor.resume(id));
+  }
+
+  /**
+   * Captures a running or paused run's whole sandbox into the blob store and leaves the run paused (resume
+   * it to go on, or cancel it). The snapshot's id is the hash of its index; `source: { snapshot: id }`
+   * continues it, on this node or on any node that holds its blobs.
+   */
+  async snapshot(id: string, signal?: AbortSignal): Promise<SnapshotInfo> {
+    const record = this.getRecord(id);
+    const dir = path.join(this.config.home, SNAPSHOT_WORK, `capture-${id}-${randomBytes(4).toString('hex')}`);
+    await fs.mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
+    try {
+      const started = performance.now();
+      const run = await this.executor.snapshot(id, dir, signal);
+      const stored = await storeSnapshot(dir, this.blobs, { driver: run.driver ?? '', kind: record.spec.kind, run: id, resources: record.resources });
+      this.logger.info({ runId: id, snapshot: stored.id, bytes: stored.index.bytes, ms: Math.round(performance.now() - started) }, 'snapshot taken');
+      return { snapshot: stored.id, run: this.toPublic(run), bytes: stored.index.bytes, files: stored.index.files };
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
     }
   }
 
@@ -278,8 +357,9 @@ export class VmeshNode {
   }
 
   /** Resolves once a run is over and every resource it held is released (results come out before that). */
-  settled(id: string): Promise<void> {
-    return this.executor.settled(id);
+  async settled(id: string): Promise<void> {
+    await this.executor.settled(id);
+    await this.afterRun.get(id);
   }
 
   cancel(id: string): Run {

@@ -21,11 +21,11 @@ export interface ResolvedSource {
 /** The workload's code: inline text, a file or directory under a file root, or a blob. */
 export async function resolveSource(source: Source, ctx: SourceContext, opts: { inPlace?: boolean } = {}): Promise<ResolvedSource> {
   if ('file' in source) return readUnderRoots(source.file, ctx.fileRoots, opts.inPlace ?? false);
-  if ('guest' in source) return { code: new Uint8Array(0) }; // the driver supplies the image
+  if ('guest' in source || 'snapshot' in source) return { code: new Uint8Array(0) }; // the driver supplies the image, or the snapshot does
   return { code: await resolveBytes(source, ctx) };
 }
 
-async function resolveBytes(source: Exclude<Source, { file: string } | { guest: 'default' }>, ctx: SourceContext): Promise<Uint8Array> {
+async function resolveBytes(source: Exclude<Source, { file: string } | { guest: 'default' } | { snapshot: string }>, ctx: SourceContext): Promise<Uint8Array> {
   if ('inline' in source) {
     const bytes = decodeInline(source.inline, source.encoding, 'source.inline');
     if (bytes.byteLength > MAX_INLINE_BYTES) {

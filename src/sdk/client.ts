@@ -1,6 +1,6 @@
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Agent, fetch, type Dispatcher } from 'undici';
-import type { NodeInfo } from '../node/node.ts';
+import type { NodeInfo, SnapshotInfo } from '../node/node.ts';
 import type { DriverStatus } from '../drivers/registry.ts';
 import type { Run, RunState, Workload } from '../spec/index.ts';
 import { ApiError, NodeUnreachableError } from './errors.ts';
@@ -58,6 +58,26 @@ export class VmeshClient {
 
   cancel(id: string, signal?: AbortSignal): Promise<Run> {
     return this.request<Run>('POST', `/v1/runs/${encodeURIComponent(id)}/cancel`, undefined, signal);
+  }
+
+  /** Freezes a running run's sandbox; `resume` lets it go on. */
+  pause(id: string, signal?: AbortSignal): Promise<Run> {
+    return this.request<Run>('POST', `/v1/runs/${encodeURIComponent(id)}/pause`, undefined, signal);
+  }
+
+  resume(id: string, signal?: AbortSignal): Promise<Run> {
+    return this.request<Run>('POST', `/v1/runs/${encodeURIComponent(id)}/resume`, undefined, signal);
+  }
+
+  /** Captures a running microVM into the node's blob store (the run is left paused). */
+  snapshot(id: string, signal?: AbortSignal): Promise<SnapshotInfo> {
+    return this.request<SnapshotInfo>('POST', `/v1/runs/${encodeURIComponent(id)}/snapshot`, undefined, signal);
+  }
+
+  /** Continues a snapshot as a new run (on a node that holds its blobs). */
+  restore(snapshot: string, opts: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Run> {
+    const workload: Workload = { kind: 'microvm', source: { snapshot }, ...(opts.timeoutMs === undefined ? {} : { resources: { timeoutMs: opts.timeoutMs } }) };
+    return this.run(workload, { ...(opts.wait === undefined ? {} : { wait: opts.wait }), ...(opts.signal === undefined ? {} : { signal: opts.signal }) });
   }
 
   node(signal?: AbortSignal): Promise<NodeInfo> {

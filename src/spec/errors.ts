@@ -70,6 +70,18 @@ export class RunFinishedError extends VmeshError {
   readonly status = 409;
 }
 
+/** The run is live, but not in a state the operation needs (pause a queued run, resume a running one). */
+export class RunStateError extends VmeshError {
+  readonly code = 'run_state';
+  readonly status = 409;
+}
+
+/** The run's driver cannot do the operation (pause a wasm function, snapshot a container). */
+export class UnsupportedError extends VmeshError {
+  readonly code = 'unsupported';
+  readonly status = 422;
+}
+
 export class UnauthorizedError extends VmeshError {
   readonly code = 'unauthorized';
   readonly status = 401;

@@ -4,12 +4,15 @@ import Type, { type Static } from 'typebox';
  * The life of a run:
  *   queued → placed → starting → running → succeeded | failed | timeout | oom | cancelled | lost
  * Any live state may also end early (cancelled while queued, failed while starting, lost after a crash).
+ * A running run may be paused (its sandbox frozen, its resources still held) and resumed; the timeout
+ * counts paused time too.
  */
 export const RUN_STATES = [
   'queued',
   'placed',
   'starting',
   'running',
+  'paused',
   'succeeded',
   'failed',
   'timeout',
@@ -27,7 +30,8 @@ const NEXT: Record<RunState, readonly RunState[]> = {
   queued: ['placed', 'failed', 'cancelled', 'lost'],
   placed: ['starting', 'failed', 'cancelled', 'lost'],
   starting: ['running', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
-  running: ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
+  running: ['paused', 'succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
+  paused: ['running', 'succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'lost'],
   succeeded: [],
   failed: [],
   timeout: [],
@@ -49,6 +53,7 @@ export const RunStateSchema = Type.Union([
   Type.Literal('placed'),
   Type.Literal('starting'),
   Type.Literal('running'),
+  Type.Literal('paused'),
   Type.Literal('succeeded'),
   Type.Literal('failed'),
   Type.Literal('timeout'),

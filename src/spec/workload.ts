@@ -41,6 +41,10 @@ export const Source = Type.Union(
       { additionalProperties: false, description: 'a content hash in the blob store' },
     ),
     Type.Object(
+      { snapshot: Type.String({ pattern: SHA256_PATTERN }) },
+      { additionalProperties: false, description: 'microvm: continue a captured microVM (`vmesh vm snapshot`) from its snapshot in the blob store' },
+    ),
+    Type.Object(
       { guest: Type.Literal('default') },
       { additionalProperties: false, description: "microvm: run `command` inside the node's default vmesh guest (kernel + busybox initramfs)" },
     ),

@@ -152,6 +152,30 @@ describe('oci driver', { skip }, () => {
     assert.deepEqual(cgroups, []);
   });
 
+  it('pauses and resumes a container (the cgroup freezer), and a paused one can still be stopped', async () => {
+    const c = withDir(sh('i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done'));
+    const request = { runId: 'pausable1', workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.5, memoryMiB: 32, diskMiB: 1, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1 << 20, outputs: testOutputs().sink };
+    const prepared = await driver.prepare(request);
+    let text = '';
+    const running = await driver.start(prepared, { write: (_s, d) => void (text += Buffer.from(d).toString()), total() {} });
+    const lines = () => text.split('\n').length;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    while (lines() < 5) await sleep(20);
+    await driver.pause(running);
+    await sleep(200);
+    const frozen = lines();
+    await sleep(400);
+    assert.equal(lines(), frozen, 'a frozen container prints nothing');
+    await driver.resume(running);
+    while (lines() < frozen + 3) await sleep(20);
+    await driver.pause(running);
+    await driver.stop(running, 'cancelled');
+    const exit = await driver.wait(running);
+    assert.equal(exit.outcome, 'cancelled');
+    await driver.cleanup(prepared);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
   it('recovers after a crash: a new driver on the same state removes the old containers and mounts', async () => {
     const c = withDir(sh('sleep 60', { outputs: ['x'] }));
     const prepared = await driver.prepare({ runId: 'crashed1', workload: c.workload, code: c.code, sourceDir: rootfs, resources: { vcpus: 0.1, memoryMiB: 32, diskMiB: 1, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024, outputs: testOutputs().sink });

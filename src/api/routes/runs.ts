@@ -7,7 +7,7 @@ import type { LogEvent, StateEvent } from '../../node/events.ts';
 import type { VmeshNode } from '../../node/node.ts';
 import { isTerminal, Workload, type RunState } from '../../spec/index.ts';
 import type { StoredEvent } from '../../store/store.ts';
-import { ErrorBody, ListQuery, LogsQuery, Run, RunIdParams, RunList, SubmitQuery } from '../schemas.ts';
+import { ErrorBody, ListQuery, LogsQuery, Run, RunIdParams, RunList, SnapshotInfoSchema, SubmitQuery } from '../schemas.ts';
 import { SseStream } from '../sse.ts';
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 503: ErrorBody };
@@ -95,6 +95,40 @@ export function runRoutes(app: FastifyInstance, node: VmeshNode): void {
       },
     },
     async (req, reply) => reply.status(202).send(node.cancel(req.params.id)),
+  );
+
+  for (const [op, summary] of [
+    ['pause', "Freeze a running run's sandbox (its resources stay reserved; the timeout keeps counting)"],
+    ['resume', 'Let a paused run go on'],
+  ] as const) {
+    api.post(
+      `/v1/runs/:id/${op}`,
+      { schema: { summary, tags: ['runs'], params: RunIdParams, response: { 200: Run, ...errors } } },
+      async (req) => (op === 'pause' ? node.pause(req.params.id) : node.resume(req.params.id)),
+    );
+  }
+
+  api.post(
+    '/v1/runs/:id/snapshot',
+    {
+      schema: {
+        summary: "Capture a running microVM's whole state into the blob store; the run is left paused",
+        description: 'Submit `{ "kind": "microvm", "source": { "snapshot": "<id>" } }` to continue it, on this node or on any node holding its blobs.',
+        tags: ['runs'],
+        params: RunIdParams,
+        response: { 200: SnapshotInfoSchema, ...errors },
+      },
+    },
+    async (req) => {
+      const gone = new AbortController();
+      const onClose = () => gone.abort(new Error('client went away'));
+      req.raw.on('close', onClose);
+      try {
+        return await node.snapshot(req.params.id, gone.signal);
+      } finally {
+        req.raw.off('close', onClose);
+      }
+    },
   );
 
   api.get(

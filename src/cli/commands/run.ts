@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
 import { isWasm } from '../../drivers/wasm/module-limits.ts';
 import type { VmeshClient } from '../../sdk/client.ts';
-import { withClient } from '../connect.ts';
+import { withClient, type GlobalOptions } from '../connect.ts';
 import { exitCodeOf } from '../exit-codes.ts';
 import { printJson } from '../format.ts';
 import { collect, collectEnv, parseDuration, parseJson, parseMiB, parseNumber } from '../parse.ts';
@@ -50,19 +50,25 @@ export function runCommand(program: Command): void {
     .option('--detach', 'print the run id and return at once')
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
       const workload = buildWorkload(file, args, opts);
-      await withClient(cmd, async (client, global) => {
-        if (opts.detach || global.json) {
-          const run = await client.run(workload, { wait: !opts.detach });
-          if (global.json) printJson(run);
-          else process.stdout.write(`${run.id}\n`);
-          if (!opts.detach) process.exitCode = exitCodeOf(run);
-          return;
-        }
-        const run = await streamRun(client, workload);
-        printResult(run);
-        process.exitCode = exitCodeOf(run);
-      });
+      await withClient(cmd, (client, global) => submitAndReport(client, global, workload, opts.detach ?? false));
     });
+}
+
+/**
+ * Submits a workload the way `vmesh run` does: with --detach, prints the run id at once; with --json, waits
+ * and prints the run; otherwise streams its output and prints how it ended. Sets the exit code from the run.
+ */
+export async function submitAndReport(client: VmeshClient, global: GlobalOptions, workload: Workload, detach: boolean): Promise<void> {
+  if (detach || global.json) {
+    const run = await client.run(workload, { wait: !detach });
+    if (global.json) printJson(run);
+    else process.stdout.write(`${run.id}\n`);
+    if (!detach) process.exitCode = exitCodeOf(run);
+    return;
+  }
+  const run = await streamRun(client, workload);
+  printResult(run);
+  process.exitCode = exitCodeOf(run);
 }
 
 export function buildWorkload(file: string, args: string[], opts: RunOptions): Workload {

@@ -76,6 +76,8 @@ interface OciRunning extends RunningSandbox {
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
   stopReason?: StopReason;
+  /** Frozen by `pause` (the cgroup freezer): a kill lands only once it is thawed. */
+  paused?: boolean;
 }
 
 /**
@@ -251,10 +253,28 @@ export class OciDriver implements Driver {
     }
   }
 
+  /** Freezes every process of the container (`runc pause`, the cgroup freezer). */
+  async pause(sandbox: RunningSandbox): Promise<void> {
+    const r = sandbox as OciRunning;
+    await this.runtimeCall(['pause', r.prepared.containerId]);
+    r.paused = true;
+  }
+
+  async resume(sandbox: RunningSandbox): Promise<void> {
+    const r = sandbox as OciRunning;
+    await this.runtimeCall(['resume', r.prepared.containerId]);
+    r.paused = false;
+  }
+
   async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
     const r = sandbox as OciRunning;
     if (r.stopReason !== undefined || r.child.exitCode !== null) return;
     r.stopReason = reason;
+    // A frozen process does not die until thawed: kill, then thaw, so it never runs another instruction.
+    if (r.paused) {
+      await this.runtimeCall(['kill', r.prepared.containerId, 'KILL']).catch(() => {});
+      await this.runtimeCall(['resume', r.prepared.containerId]).catch(() => {});
+    }
     // Never kill the runtime process itself: the container would live on without it. A kill that comes
     // before the runtime has registered the container fails; try again until one lands or it has exited.
     let exited = false;
