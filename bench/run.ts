@@ -11,6 +11,7 @@
 //   BENCH_SETTLE_S          after the load, how long to wait at most for the node's RSS to settle (default: 60)
 //   BENCH_CONTAINER_RUNS    measured container runs of each way (default: 40)
 //   BENCH_CONTAINER_WARMUP  unmeasured container runs of each way first (default: 5)
+//   BENCH_MICROVM_RUNS      measured microVM runs of each way (default: 5)
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
@@ -19,8 +20,9 @@ import { describeMachine, type Machine } from './lib/machine.ts';
 import { quietWasiWarning } from './lib/quiet-wasi.ts';
 import { containersBenchmark } from './containers.ts';
 import { functionsBenchmark } from './functions.ts';
+import { microvmsBenchmark } from './microvms.ts';
 
-const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark];
+const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark, microvmsBenchmark];
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const COMMAND = 'npm run bench';
 
