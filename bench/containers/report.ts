@@ -26,7 +26,9 @@ function ways({ runc }: ContainersResults): string {
 - **vmesh**: \`POST /v1/runs?wait=true\` of
   \`{ kind: 'container', source: { file: 'busybox' }, command, resources: { diskMiB: 64 } }\` against \`vmesh up\` in a child
   process, image already unpacked: HTTP, auth, validation, the store, the ledger, the executor and the oci driver (image
-  cache lookup, command check, a bundle and config.json per run, \`${runc.runtime} run --keep\`, cgroup statistics;
+  cache lookup, command check, a bundle and config.json per run, a mount namespace with a tmpfs and an overlay over
+  the image — the container's own writable layer, which the bare way does not have — then
+  \`${runc.runtime} run --keep\`, cgroup statistics;
   after the response, the stopped container's state and cgroup and the bundle are removed in-process). Latency is per
   request, client side.
 - **first run**: the first vmesh run, which also unpacks the OCI image layout into the node's image cache (while the node

@@ -125,6 +125,35 @@ describe('qemu driver', { skip }, () => {
   });
 });
 
+describe('qemu after a node crash', { skip }, () => {
+  it('a new driver on the same sandbox root kills the VM the old one left (found by its pid file) and removes its directory', async () => {
+    const root = tempDir('vmesh-qemu-crash-');
+    const before = new QemuDriver({ sandboxRoot: root.dir });
+    const after = new QemuDriver({ sandboxRoot: root.dir });
+    try {
+      assert.equal((await before.probe()).available, true);
+      const c = vm('sleep 600');
+      const request: SandboxRequest = { runId: 'qemucrash', workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 96, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1024, outputs: testOutputs().sink };
+      const prepared = await before.prepare(request);
+      const running = await before.start(prepared, { write() {}, total() {} });
+      const [dir] = readdirSync(root.dir);
+      const pidFile = path.join(root.dir, dir!, 'qemu.pid');
+      while (!existsSync(pidFile)) await new Promise((r) => setTimeout(r, 20));
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      // The "crash": a driver that knows nothing of the VM, as a restarted node has.
+      await after.probe();
+      assert.equal(await after.recover(), 1);
+      assert.deepEqual(readdirSync(root.dir), []);
+      const exit = await before.wait(running);
+      assert.equal(exit.outcome, 'crashed', 'the VM was killed');
+      assert.ok(!existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/status`, 'utf8').includes('State:\tZ'), 'no QEMU left');
+      await before.cleanup(prepared);
+    } finally {
+      root.remove();
+    }
+  });
+});
+
 describe('qemu pause, resume, snapshot and restore', { skip }, () => {
   const root = tempDir('vmesh-qemu-snap-');
   const sandboxes = path.join(root.dir, 'sandboxes');
