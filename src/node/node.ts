@@ -225,13 +225,14 @@ export class VmeshNode {
       this.ledger.checkFits(resources);
       // Containers use their image where it lies (a directory or an archive); functions need the bytes.
       const inPlace = workload.kind === 'container';
-      const { code, dir, path: file } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
+      const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
       const driver = this.registry.choose(workload, code);
       const id = newRunId();
       const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
       const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes, outputs: this.outputSink };
       if (dir !== undefined) request.sourceDir = dir;
       if (file !== undefined) request.sourceFile = file;
+      if (kernel !== undefined) request.kernel = { kernel, ...(initrd === undefined ? {} : { initrd }) };
       const inputs = await resolveInputs(workload.inputs, this.blobs, resources.diskMiB);
       if (inputs.length > 0) {
         if (driver.inputFiles !== true) {

@@ -16,16 +16,27 @@ export interface ResolvedSource {
   dir?: string;
   /** The real path of a file source that is used in place, not read (an image archive). */
   path?: string;
+  /** A microVM's own kernel and initramfs: their real paths. */
+  kernel?: string;
+  initrd?: string;
 }
 
 /** The workload's code: inline text, a file or directory under a file root, or a blob. */
 export async function resolveSource(source: Source, ctx: SourceContext, opts: { inPlace?: boolean } = {}): Promise<ResolvedSource> {
   if ('file' in source) return readUnderRoots(source.file, ctx.fileRoots, opts.inPlace ?? false);
   if ('guest' in source || 'snapshot' in source) return { code: new Uint8Array(0) }; // the driver supplies the image, or the snapshot does
+  if ('kernel' in source) {
+    // Used in place: the driver hands both files to the hypervisor after checking what they are.
+    const kernel = await readUnderRoots(source.kernel, ctx.fileRoots, true, 'source.kernel');
+    const initrd = source.initrd === undefined ? undefined : await readUnderRoots(source.initrd, ctx.fileRoots, true, 'source.initrd');
+    if (kernel.path === undefined) throw new InvalidInputError('source.kernel: names a directory, not a kernel file', { field: 'source.kernel' });
+    if (initrd !== undefined && initrd.path === undefined) throw new InvalidInputError('source.initrd: names a directory, not an initramfs file', { field: 'source.initrd' });
+    return { code: new Uint8Array(0), kernel: kernel.path, ...(initrd?.path === undefined ? {} : { initrd: initrd.path }) };
+  }
   return { code: await resolveBytes(source, ctx) };
 }
 
-async function resolveBytes(source: Exclude<Source, { file: string } | { guest: 'default' } | { snapshot: string }>, ctx: SourceContext): Promise<Uint8Array> {
+async function resolveBytes(source: Extract<Source, { inline: string } | { blob: string }>, ctx: SourceContext): Promise<Uint8Array> {
   if ('inline' in source) {
     const bytes = decodeInline(source.inline, source.encoding, 'source.inline');
     if (bytes.byteLength > MAX_INLINE_BYTES) {
@@ -51,9 +62,9 @@ export function decodeInline(text: string, encoding: 'utf8' | 'base64' | undefin
  * Reads a file, or names a directory, that must resolve (symlinks included) to a path inside one of
  * `roots`.
  */
-async function readUnderRoots(file: string, roots: readonly string[], inPlace: boolean): Promise<ResolvedSource> {
+async function readUnderRoots(file: string, roots: readonly string[], inPlace: boolean, field = 'source.file'): Promise<ResolvedSource> {
   if (roots.length === 0) {
-    throw new InvalidInputError('source.file: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob', { field: 'source.file' });
+    throw new InvalidInputError(`${field}: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob`, { field });
   }
   for (const root of roots) {
     const realRoot = await fs.realpath(root).catch(() => undefined);
@@ -69,5 +80,5 @@ async function readUnderRoots(file: string, roots: readonly string[], inPlace: b
     }
     return { code: await fs.readFile(real) };
   }
-  throw new InvalidInputError(`source.file: ${JSON.stringify(file)} is not a file or directory under the node's file roots`, { field: 'source.file' });
+  throw new InvalidInputError(`${field}: ${JSON.stringify(file)} is not a file or directory under the node's file roots`, { field });
 }

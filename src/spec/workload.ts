@@ -41,6 +41,14 @@ export const Source = Type.Union(
       { additionalProperties: false, description: 'a content hash in the blob store' },
     ),
     Type.Object(
+      {
+        kernel: Type.String({ minLength: 1, maxLength: 4096, description: "a Linux bzImage under one of the node's file roots" }),
+        initrd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: "its initramfs (cpio, or compressed cpio) under one of the node's file roots" })),
+        append: Type.Optional(Type.String({ maxLength: 2048, pattern: '^[ -~]*$', description: 'kernel arguments after vmesh\'s own (console=ttyS0 reboot=t panic=-1)' })),
+      },
+      { additionalProperties: false, description: "microvm: the user's own kernel and initramfs; the console is the run's stdout, and powering off ends it" },
+    ),
+    Type.Object(
       { snapshot: Type.String({ pattern: SHA256_PATTERN }) },
       { additionalProperties: false, description: 'microvm: continue a captured microVM (`vmesh vm snapshot`) from its snapshot in the blob store' },
     ),

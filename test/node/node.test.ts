@@ -114,6 +114,7 @@ describe('node', () => {
     await assert.rejects(node.submit(js('x', { driver: 'firecracker' })), rejectsWith('no_driver', 'driver'));
     await assert.rejects(node.submit({ kind: 'function', source: { inline: '!!', encoding: 'base64' } }), rejectsWith('invalid_input', 'source.inline'));
     await assert.rejects(node.submit({ kind: 'function', source: { blob: `sha256:${'0'.repeat(64)}` } }), rejectsWith('invalid_input', 'source.blob'));
+    await assert.rejects(node.submit({ kind: 'microvm', source: { kernel: '/boot/vmlinuz' } }), rejectsWith('invalid_input', 'source.kernel'));
     assert.equal(node.listRuns({ limit: 1000 }).length, before, 'no run was created');
     assert.deepEqual(readdirSync(path.join(home, 'sandboxes')), []);
   });

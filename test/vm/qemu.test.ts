@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SandboxRequest } from '../../src/drivers/driver.ts';
 import { QemuDriver } from '../../src/drivers/qemu/driver.ts';
+import { cpioArchive } from '../../src/guest/cpio.ts';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../src/spec/index.ts';
 import { tarEntries, testOutputs } from '../helpers/outputs.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
@@ -122,6 +123,68 @@ describe('qemu driver', { skip }, () => {
     assert.match(exit.reason ?? '', /without reporting an exit code/);
     assert.equal(driver.liveSandboxes(), 0);
     assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
+
+describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
+  const root = tempDir('vmesh-qemu-own-');
+  const driver = new QemuDriver({ sandboxRoot: path.join(root.dir, 'sandboxes') });
+  let kernel = '';
+  /** An initramfs of its own: a static busybox and an /init script, with no vmesh agent. */
+  const initrd = (name: string, script: string) => {
+    const file = path.join(root.dir, name);
+    writeFileSync(file, cpioArchive([{ type: 'dir', name: 'bin' }, { type: 'file', name: 'bin/busybox', data: readFileSync(BUSYBOX), mode: 0o755 }, { type: 'file', name: 'init', data: `#!/bin/busybox sh\n${script}\n`, mode: 0o755 }]));
+    return file;
+  };
+  const own = (files: { kernel: string; initrd?: string }, extra: Partial<Workload> = {}): SandboxRequest => ({
+    runId: `own${Math.random().toString(36).slice(2, 8)}`,
+    workload: { kind: 'microvm', source: { kernel: 'k', initrd: 'i' }, ...extra },
+    code: new Uint8Array(0),
+    kernel: files,
+    resources: { vcpus: 1, memoryMiB: 96, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } },
+    outputCapBytes: 65536,
+    outputs: testOutputs().sink,
+  });
+  before(async () => {
+    assert.equal((await driver.probe()).available, true);
+    const { ensureGuestImage } = await import('../../src/guest/image.ts');
+    const { defaultGuestCache } = await import('../../src/drivers/qemu/driver.ts');
+    kernel = (await ensureGuestImage({ cacheDir: defaultGuestCache() })).kernel;
+  });
+  after(async () => {
+    await driver.close();
+    root.remove();
+  });
+
+  it('boots it, returns its console as stdout, and ends when it powers off; a panic ends it crashed', async () => {
+    const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
+    let out = '';
+    const io = { write: (_s: string, d: Uint8Array) => void (out += Buffer.from(d).toString()), total() {} };
+    const ok = own({ kernel, initrd: initrd('ok.cpio', '/bin/busybox echo hello from my own kernel; /bin/busybox reboot -f') });
+    await driver.validate(ok);
+    const exit = await runInSandbox(driver, ok, io);
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(exit.exitCode, 0);
+    assert.match(out, /hello from my own kernel/);
+    const panics = own({ kernel, initrd: initrd('panic.cpio', 'exit 3') });
+    const crashed = await runInSandbox(driver, panics, { write() {}, total() {} });
+    assert.equal(crashed.outcome, 'crashed');
+    assert.match(crashed.reason!, /^the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init/);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('refuses a kernel that is not a kernel, an initrd that is not an initramfs, and what needs the agent', async () => {
+    const notKernel = path.join(root.dir, 'not-a-kernel');
+    writeFileSync(notKernel, 'MZ but nothing more'.repeat(100));
+    const notCpio = path.join(root.dir, 'not-a-cpio');
+    writeFileSync(notCpio, 'plain text, not an archive');
+    const good = initrd('good.cpio', 'true');
+    const field = (name: string, pattern: RegExp) => (e: unknown) => e instanceof InvalidInputError && e.field === name && pattern.test(e.message);
+    await assert.rejects(driver.validate(own({ kernel: notKernel, initrd: good })), field('source.kernel', /not a Linux kernel image/));
+    await assert.rejects(driver.validate(own({ kernel, initrd: notCpio })), field('source.initrd', /not an initramfs \(expected cpio \(newc\)/));
+    await assert.rejects(driver.validate(own({ kernel, initrd: good }, { command: ['sh'] })), field('command', /needs the default guest's agent/));
+    await assert.rejects(driver.validate(own({ kernel, initrd: good }, { outputs: ['x'] })), field('outputs', /needs the default guest's agent/));
+    assert.deepEqual(existsSync(path.join(root.dir, 'sandboxes')) ? readdirSync(path.join(root.dir, 'sandboxes')) : [], [], 'nothing was created');
   });
 });
 

@@ -6,7 +6,8 @@ export interface MicroVmSpec {
   vcpus: number;
   memoryMiB: number;
   kernel: string;
-  initrd: string;
+  /** The initramfs; a user's own kernel may boot without one. */
+  initrd?: string;
   /** Extra kernel arguments after vmesh's own. */
   append?: string;
   /**
@@ -40,7 +41,7 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-serial', 'stdio',
     '-kernel', spec.kernel,
-    '-initrd', spec.initrd,
+    ...(spec.initrd === undefined ? [] : ['-initrd', spec.initrd]),
     '-append', append,
     '-qmp', `unix:${qemuOption(spec.qmpSocket)},server=on,wait=off`,
     '-pidfile', spec.pidFile,

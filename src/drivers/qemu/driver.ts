@@ -8,10 +8,11 @@ import { ConsoleParser } from '../../guest/console.ts';
 import { runArchive } from '../../guest/agent.ts';
 import type { Progress } from '../../guest/kernel.ts';
 import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
-import { AbortedError, InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import { AbortedError, InvalidInputError, InvalidSourceError, UnsupportedError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { applyLayer } from '../oci/image/unpack.ts';
+import { checkInitrd, checkKernel } from './boot-files.ts';
 import { microVmArgs } from './command-line.ts';
 import { QmpClient } from './qmp.ts';
 import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
@@ -31,11 +32,15 @@ export interface QemuDriverOptions {
 
 /** A guest needs this much memory to boot the Debian kernel and the agent (64 MiB died in early boot). */
 export const MIN_GUEST_MEMORY_MIB = 96;
+/** A user's own kernel may be smaller; below this QEMU's own firmware does not fit. */
+export const MIN_OWN_KERNEL_MEMORY_MIB = 16;
 
 interface QemuPrepared extends PreparedSandbox {
   readonly dir: string;
   readonly kernel: string;
-  readonly initrd: string;
+  readonly initrd?: string;
+  /** The user's own kernel: no agent, the console is the run's stdout, powering off ends the run. */
+  readonly ownKernel?: boolean;
   readonly outputsDisk?: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
@@ -58,6 +63,8 @@ interface QemuRunning extends RunningSandbox {
   qemuErrors: string;
   stopReason?: StopReason;
   qmp?: Promise<QmpClient>;
+  /** The end of a user kernel's console, for telling a panic from a power-off. */
+  rawTail: string;
 }
 
 /**
@@ -124,8 +131,9 @@ export class QemuDriver implements Driver {
       await readSnapshot(request.restoreFrom, { qemuVersion: this.version, accel: this.accel });
       return;
     }
+    if (request.kernel !== undefined) return this.validateOwnKernel(request, request.kernel);
     if (!('guest' in w.source)) {
-      throw new InvalidSourceError('source: a microvm runs in the default guest for now: source { "guest": "default" } with a command', { field: 'source' });
+      throw new InvalidSourceError('source: a microvm runs in the default guest (source { "guest": "default" } with a command), from its own kernel (source { "kernel", "initrd" }) or from a snapshot (source { "snapshot" })', { field: 'source' });
     }
     if ([...(w.command ?? []), ...(w.args ?? [])].length === 0) {
       throw new InvalidInputError('command: a microvm in the default guest needs a command (e.g. ["sh", "-c", "echo hi"])', { field: 'command' });
@@ -142,6 +150,21 @@ export class QemuDriver implements Driver {
         { field: 'inputs' },
       );
     }
+  }
+
+  /** A user's own kernel: a real bzImage and initramfs, and nothing that needs vmesh's agent inside. */
+  private async validateOwnKernel(request: SandboxRequest, files: { kernel: string; initrd?: string }): Promise<void> {
+    const w = request.workload;
+    for (const [field, given] of [['command', w.command], ['args', w.args], ['stdin', w.stdin], ['outputs', w.outputs], ['inputs', request.inputs]] as const) {
+      if (given !== undefined && (!Array.isArray(given) || given.length > 0)) {
+        throw new InvalidInputError(`${field}: a microvm with its own kernel runs what its initramfs runs; ${field} needs the default guest's agent (source { "guest": "default" })`, { field });
+      }
+    }
+    if (request.resources.memoryMiB < MIN_OWN_KERNEL_MEMORY_MIB) {
+      throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_OWN_KERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
+    }
+    await checkKernel(files.kernel);
+    if (files.initrd !== undefined) await checkInitrd(files.initrd);
   }
 
   /** The default guest image, built once per driver (and cached on disk across nodes). */
@@ -161,6 +184,21 @@ export class QemuDriver implements Driver {
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
     await this.validate(request);
     if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
+    if (request.kernel !== undefined) {
+      await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+      const prepared: QemuPrepared = {
+        request,
+        dir: await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`)),
+        kernel: request.kernel.kernel,
+        ...(request.kernel.initrd === undefined ? {} : { initrd: request.kernel.initrd }),
+        ownKernel: true,
+        vcpus: request.resources.vcpus,
+        memoryMiB: request.resources.memoryMiB,
+        outputs: [],
+      };
+      this.prepared.add(prepared);
+      return prepared;
+    }
     const image = await this.guestImage(signal);
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
@@ -187,8 +225,8 @@ export class QemuDriver implements Driver {
         modules: image.modules,
         files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
       });
-      await fs.copyFile(image.initrd, prepared.initrd);
-      await fs.appendFile(prepared.initrd, inputs);
+      await fs.copyFile(image.initrd, prepared.initrd!);
+      await fs.appendFile(prepared.initrd!, inputs);
       if (prepared.outputsDisk !== undefined) {
         // Sparse: the tar takes only what the guest writes, up to diskMiB.
         const disk = await fs.open(prepared.outputsDisk, 'w', 0o600);
@@ -221,7 +259,7 @@ export class QemuDriver implements Driver {
     this.prepared.add(prepared);
     try {
       await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.kernel), prepared.kernel);
-      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), prepared.initrd);
+      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), prepared.initrd!);
       if (prepared.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, SNAPSHOT_FILES.disk), prepared.outputsDisk]);
       return prepared;
     } catch (err) {
@@ -237,8 +275,9 @@ export class QemuDriver implements Driver {
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
       kernel: p.kernel,
-      initrd: p.initrd,
+      ...(p.initrd === undefined ? {} : { initrd: p.initrd }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
+      ...(p.ownKernel && 'kernel' in p.request.workload.source && p.request.workload.source.append ? { append: p.request.workload.source.append } : {}),
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
@@ -251,6 +290,7 @@ export class QemuDriver implements Driver {
       outputsWritten: false,
       oomKills: 0,
       qemuErrors: '',
+      rawTail: '',
       console: new ConsoleParser((e) => {
         if (e.type === 'output') io.write(e.stream, e.data);
         else if (e.type === 'exit') running.exitCode = e.code;
@@ -262,7 +302,11 @@ export class QemuDriver implements Driver {
         child.once('close', (code) => resolve(code));
       }),
     };
-    child.stdout!.on('data', (chunk: Buffer) => running.console.feed(chunk));
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (!p.ownKernel) return running.console.feed(chunk);
+      io.write('stdout', chunk); // no agent, no frames: the console is the output
+      running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
+    });
     child.stderr!.on('data', (chunk: Buffer) => {
       if (running.qemuErrors.length < 4096) running.qemuErrors += chunk.toString();
     });
@@ -307,6 +351,9 @@ export class QemuDriver implements Driver {
   async snapshot(sandbox: RunningSandbox, dir: string, signal?: AbortSignal): Promise<SnapshotManifest> {
     const r = sandbox as QemuRunning;
     const p = r.prepared;
+    if (p.ownKernel || p.initrd === undefined) {
+      throw new UnsupportedError('snapshot: only a microvm in the default guest can be captured yet, not one with its own kernel', { field: 'id' });
+    }
     return captureMachine(
       await this.qmp(r, signal),
       {
@@ -328,12 +375,13 @@ export class QemuDriver implements Driver {
   async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
     const r = sandbox as QemuRunning;
     try {
-      await r.exited;
+      const code = await r.exited;
       const outputs = r.outputsWritten ? await this.collectOutputs(r.prepared) : NO_OUTPUTS;
       const base = { outputs, usage: {} };
       const timeoutMs = r.prepared.request.resources.timeoutMs;
       if (r.stopReason === 'timeout') return { ...base, outcome: 'timeout', exitCode: null, reason: `the microVM was stopped after the ${timeoutMs} ms timeout` };
       if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
+      if (r.prepared.ownKernel) return ownKernelExit(r, code, base);
       if (r.exitCode === undefined) {
         const tail = r.qemuErrors.trim() ? `qemu: ${r.qemuErrors.trim()}` : r.console.tail().split('\n').slice(-5).join(' | ');
         return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
@@ -412,6 +460,17 @@ export class QemuDriver implements Driver {
       await r.exited;
     }));
   }
+}
+
+/**
+ * How a user's own kernel ended: powering off (QEMU exits 0 under `-no-reboot` with `reboot=t`) is
+ * success, a panic (which `panic=-1` also turns into a reboot) is a crash, and so is QEMU failing.
+ */
+function ownKernelExit(r: QemuRunning, code: number | null, base: Pick<SandboxExit, 'outputs' | 'usage'>): SandboxExit {
+  const panic = /Kernel panic[^\n]*/.exec(r.rawTail)?.[0];
+  if (panic !== undefined) return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest kernel panicked: ${panic.trim()}` };
+  if (code !== 0) return { ...base, outcome: 'crashed', exitCode: null, reason: `qemu exited with ${code}${r.qemuErrors.trim() ? `: ${r.qemuErrors.trim()}` : ''}` };
+  return { ...base, outcome: 'exited', exitCode: 0 };
 }
 
 /** Only a QEMU started for that sandbox directory is killed: a recycled pid is left alone. */
