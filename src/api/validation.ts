@@ -2,7 +2,7 @@ import type { FastifySchemaCompiler } from 'fastify';
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { Value } from 'typebox/value';
-import { InvalidInputError, reportSchemaErrors, type SchemaError } from '../spec/index.ts';
+import { explainSchemaErrors, InvalidInputError, type SchemaError } from '../spec/index.ts';
 
 const PREFIX: Record<string, string> = { body: '', querystring: 'query', params: 'params', headers: 'headers' };
 
@@ -17,7 +17,7 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   return (data: unknown) => {
     const value = httpPart === 'body' ? data : Value.Convert(schema, data);
     if (compiled.Check(value)) return { value };
-    const { field, message } = reportSchemaErrors([...compiled.Errors(value)] as SchemaError[], prefix);
+    const { field, message } = explainSchemaErrors([...compiled.Errors(value)] as SchemaError[], value, prefix);
     return { error: new InvalidInputError(message, { field }) };
   };
 };

@@ -1,7 +1,7 @@
 import type { TSchema, Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { InvalidInputError } from './errors.ts';
-import { Workload } from './workload.ts';
+import { Source, Workload } from './workload.ts';
 
 /** Turns a JSON pointer such as `/resources/memoryMiB` into the dotted field name users see. */
 export function fieldName(instancePath: string, prefix = ''): string {
@@ -56,12 +56,60 @@ export function reportSchemaErrors(errors: SchemaError[], prefix = ''): { field:
   return describeSchemaError(here.find((e) => e.keyword !== 'anyOf') ?? first, prefix);
 }
 
+/**
+ * Unions of objects that are told apart by a key of their own (`source`: inline, file, blob, kernel,
+ * snapshot, guest). TypeBox reports errors from the first branches it tried, so a bad `source.append`
+ * came out as "source.kernel: is not a known field"; for these, the errors are taken from the branch
+ * that the value's own keys pick.
+ */
+const DISCRIMINATED: ReadonlyArray<{ pointer: string; union: TSchema }> = [{ pointer: '/source', union: Source }];
+
+interface Branch {
+  key: string;
+  check: ReturnType<typeof Compile>;
+}
+const branchCache = new Map<TSchema, Branch[]>();
+
+function branchesOf(union: TSchema): Branch[] {
+  let branches = branchCache.get(union);
+  if (branches === undefined) {
+    const anyOf = (union as { anyOf?: Array<TSchema & { required?: string[] }> }).anyOf ?? [];
+    branches = anyOf.flatMap((b) => (b.required?.[0] === undefined ? [] : [{ key: b.required[0], check: Compile(b) }]));
+    branchCache.set(union, branches);
+  }
+  return branches;
+}
+
+/** The errors of the branch a discriminated union's value picks, when the first error lies inside one. */
+function narrowToBranch(errors: SchemaError[], value: unknown): SchemaError[] {
+  for (const { pointer, union } of DISCRIMINATED) {
+    if (!errors.some((e) => e.instancePath === pointer || e.instancePath.startsWith(`${pointer}/`))) continue;
+    const inner = pointer
+      .split('/')
+      .slice(1)
+      .reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined), value);
+    if (inner === null || typeof inner !== 'object' || Array.isArray(inner)) continue;
+    const branch = branchesOf(union).find((b) => b.key in inner);
+    if (branch === undefined || branch.check.Check(inner)) continue;
+    return ([...branch.check.Errors(inner)] as SchemaError[]).map((e) => ({ ...e, instancePath: `${pointer}${e.instancePath}` }));
+  }
+  return errors;
+}
+
+/**
+ * The one error to report for a value that failed `schema`'s check, with the discriminated unions narrowed
+ * to the branch the value picked.
+ */
+export function explainSchemaErrors(errors: SchemaError[], value: unknown, prefix = ''): { field: string; message: string } {
+  return reportSchemaErrors(narrowToBranch(errors, value), prefix);
+}
+
 /** A compiled validator that throws InvalidInputError naming the first bad field. */
 export function validator<S extends TSchema>(schema: S, prefix = '') {
   const compiled = Compile(schema);
   return (value: unknown): Static<S> => {
     if (compiled.Check(value)) return value as Static<S>;
-    const { field, message } = reportSchemaErrors([...compiled.Errors(value)] as SchemaError[], prefix);
+    const { field, message } = explainSchemaErrors([...compiled.Errors(value)] as SchemaError[], value, prefix);
     throw new InvalidInputError(message, { field });
   };
 }

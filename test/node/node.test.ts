@@ -115,6 +115,10 @@ describe('node', () => {
     await assert.rejects(node.submit({ kind: 'function', source: { inline: '!!', encoding: 'base64' } }), rejectsWith('invalid_input', 'source.inline'));
     await assert.rejects(node.submit({ kind: 'function', source: { blob: `sha256:${'0'.repeat(64)}` } }), rejectsWith('invalid_input', 'source.blob'));
     await assert.rejects(node.submit({ kind: 'microvm', source: { kernel: '/boot/vmlinuz' } }), rejectsWith('invalid_input', 'source.kernel'));
+    await assert.rejects(node.submit({ kind: 'microvm', source: { kernel: 'k', append: 'a\nb' } }), rejectsWith('invalid_input', 'source.append'));
+    await assert.rejects(node.submit({ kind: 'microvm', source: { snapshot: 'sha256:nothex' } }), rejectsWith('invalid_input', 'source.snapshot'));
+    await assert.rejects(node.submit({ kind: 'function', source: { inline: 'x', surprise: 1 } }), rejectsWith('invalid_input', 'source.surprise'));
+    await assert.rejects(node.submit({ kind: 'function', source: { inline: 'x', encoding: 'rot13' } }), /source\.encoding: must be one of "utf8", "base64"/);
     assert.equal(node.listRuns({ limit: 1000 }).length, before, 'no run was created');
     assert.deepEqual(readdirSync(path.join(home, 'sandboxes')), []);
   });
