@@ -22,6 +22,8 @@ say() { echo "@vmesh:$1"; }
 for m in $(cat /vmesh/modules); do insmod "/lib/modules/$m.ko" 2>/dev/null || say "log:insmod $m failed"; done
 # Input files ride in the run's archive under /in; a read-only bind keeps the workload from changing them.
 if [ -d /in ]; then mount --bind /in /in && mount -o remount,bind,ro /in || say "log:could not make /in read-only"; fi
+# A sandbox network: the guest's eth0 holds the sandbox address (set by /vmesh/net, absent without one).
+[ -s /vmesh/net ] && { . /vmesh/net || say "log:the network could not be set up"; }
 say ready
 enc() { while :; do c=$(dd bs=3072 count=1 2>/dev/null | base64 -w 0); [ -z "$c" ] && break; say "$1:$c"; done; }
 mkfifo /run/o /run/e
@@ -62,6 +64,8 @@ export interface RunInputs {
   modules: readonly string[];
   /** Files placed read-only under /in: plain relative paths, checked by the node. */
   files?: ReadonlyArray<{ path: string; data: Uint8Array }>;
+  /** The guest's address on its sandbox network, and the gateway when it may send beyond its link. */
+  network?: { address: string; prefixLength: number; gateway?: string };
 }
 
 /**
@@ -81,6 +85,7 @@ export function runArchive(inputs: RunInputs): Buffer {
     { type: 'file', name: 'vmesh/stdin', data: inputs.stdin ?? '' },
     { type: 'file', name: 'vmesh/outputs', data: outputs },
     { type: 'file', name: 'vmesh/modules', data: inputs.modules.join('\n') },
+    { type: 'file', name: 'vmesh/net', data: networkScript(inputs.network) },
   ];
   const dirs = new Set<string>();
   for (const file of inputs.files ?? []) {
@@ -93,4 +98,16 @@ export function runArchive(inputs: RunInputs): Buffer {
     entries.push({ type: 'file', name: `in/${file.path}`, data: file.data, mode: 0o444 });
   }
   return cpioArchive(entries);
+}
+
+/** The agent's network set-up: addresses are checked dotted quads, so nothing in them needs quoting. */
+function networkScript(net: RunInputs['network']): string {
+  if (net === undefined) return '';
+  const ipv4 = /^(\d{1,3}\.){3}\d{1,3}$/;
+  if (!ipv4.test(net.address) || (net.gateway !== undefined && !ipv4.test(net.gateway)) || !(net.prefixLength >= 0 && net.prefixLength <= 32)) {
+    throw new Error(`not an IPv4 network: ${JSON.stringify(net)}`);
+  }
+  const lines = ['ip link set lo up', 'ip link set eth0 up', `ip addr add ${net.address}/${net.prefixLength} dev eth0`];
+  if (net.gateway !== undefined) lines.push(`ip route add default via ${net.gateway}`);
+  return `${lines.join(' && ')}\n`;
 }

@@ -7,6 +7,9 @@ import { PortAllocator } from './ports.ts';
 
 const NETNS_DIR = '/run/netns';
 const SANDBOX_IF = 'eth0';
+/** In a microVM's namespace: the bridge joining the veth end to the guest's tap. */
+const BRIDGE_IF = 'br0';
+const TAP_IF = 'tap0';
 
 export interface SandboxNetworkSpec {
   /** The run the network belongs to; names the namespace and owns the address lease. */
@@ -95,6 +98,25 @@ export class NetworkManager {
       await this.destroy(net);
       throw err;
     }
+  }
+
+  /**
+   * Turns a sandbox network into one a microVM can join: inside the namespace, the sandbox end of the veth
+   * pair gives up its address and is bridged with a tap device, so that the guest behind the tap holds the
+   * sandbox address itself. The bandwidth channel (the qdiscs on both veth ends) and the firewall (on the
+   * host end) apply unchanged. The tap goes with the namespace. Returns the tap's name.
+   */
+  async bridgeTap(net: SandboxNetwork, signal?: AbortSignal): Promise<string> {
+    const o = { signal };
+    const ipn = (...args: string[]) => run('ip', ['-n', net.netns, ...args], o);
+    await ipn('addr', 'flush', 'dev', SANDBOX_IF);
+    await ipn('link', 'add', BRIDGE_IF, 'type', 'bridge');
+    await ipn('link', 'set', SANDBOX_IF, 'master', BRIDGE_IF);
+    await ipn('tuntap', 'add', 'dev', TAP_IF, 'mode', 'tap');
+    await ipn('link', 'set', TAP_IF, 'master', BRIDGE_IF);
+    await ipn('link', 'set', TAP_IF, 'up');
+    await ipn('link', 'set', BRIDGE_IF, 'up');
+    return TAP_IF;
   }
 
   /** Removes the namespace (which takes the veth pair with it) and frees the address. Idempotent. */

@@ -88,7 +88,7 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
     }),
-    new QemuDriver({ sandboxRoot }),
+    new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) }),
   ];
 }
 

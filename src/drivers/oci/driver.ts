@@ -5,6 +5,7 @@ import path from 'node:path';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import { placeInputs } from '../inputs.ts';
+import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { NO_OUTPUTS, packOutputs } from '../../outputs/pack.ts';
 import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
@@ -127,19 +128,8 @@ export class OciDriver implements Driver {
   }
 
   async validate(request: SandboxRequest): Promise<void> {
-    this.checkNetwork(request);
+    wantsNetwork(request, this.options.networks);
     await this.container(request);
-  }
-
-  /** Whether the container needs a sandbox network; throws when it does and this node has none. */
-  private checkNetwork(request: SandboxRequest): boolean {
-    const policy = request.workload.network;
-    const wants = (policy?.egress ?? 'none') !== 'none' || (policy?.ports?.length ?? 0) > 0;
-    if (wants && this.options.networks === undefined) {
-      const field = (policy?.ports?.length ?? 0) > 0 ? 'network.ports' : 'network.egress';
-      throw new InvalidInputError(`${field}: this node has no sandbox networking (it needs root, iproute2 and nftables)`, { field });
-    }
-    return wants;
   }
 
   async prepare(request: SandboxRequest): Promise<OciPrepared> {
@@ -158,17 +148,7 @@ export class OciDriver implements Driver {
         prepared.scratchMounted = true;
       }
       if (request.inputs !== undefined) await placeInputs(sfs.inputsDir, request.inputs);
-      if (this.checkNetwork(request)) {
-        const { egressMbps, ingressMbps } = request.resources.network;
-        const policy = request.workload.network ?? {};
-        prepared.network = await this.options.networks!.create({
-          owner: request.runId,
-          egress: policy.egress ?? 'none',
-          egressMbps,
-          ingressMbps,
-          ...(policy.ports === undefined ? {} : { ports: policy.ports }),
-        });
-      }
+      if (wantsNetwork(request, this.options.networks)) prepared.network = await this.options.networks!.create(networkSpec(request));
       const config = runtimeConfig({
         rootfs: sfs.root,
         readOnlyRoot: request.workload.readOnlyRoot ?? false,

@@ -12,6 +12,8 @@ import { AbortedError, InvalidInputError, InvalidSourceError, UnsupportedError, 
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { applyLayer } from '../oci/image/unpack.ts';
+import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
+import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import { checkInitrd, checkKernel } from './boot-files.ts';
 import { microVmArgs } from './command-line.ts';
 import { QmpClient } from './qmp.ts';
@@ -28,6 +30,8 @@ export interface QemuDriverOptions {
   binary?: string;
   busybox?: string;
   progress?: Progress;
+  /** Sandbox networking; without it, microVMs that ask for egress or ports are refused. */
+  networks?: NetworkManager;
 }
 
 /** A guest needs this much memory to boot the Debian kernel and the agent (64 MiB died in early boot). */
@@ -48,6 +52,8 @@ interface QemuPrepared extends PreparedSandbox {
   readonly outputs: readonly string[];
   /** Restore: the machine state to load instead of booting. */
   readonly incoming?: string;
+  /** The guest's network: a namespace whose veth end is bridged with the tap QEMU opens. */
+  network?: SandboxNetwork;
 }
 
 interface QemuRunning extends RunningSandbox {
@@ -132,6 +138,7 @@ export class QemuDriver implements Driver {
       return;
     }
     if (request.kernel !== undefined) return this.validateOwnKernel(request, request.kernel);
+    wantsNetwork(request, this.options.networks);
     if (!('guest' in w.source)) {
       throw new InvalidSourceError('source: a microvm runs in the default guest (source { "guest": "default" } with a command), from its own kernel (source { "kernel", "initrd" }) or from a snapshot (source { "snapshot" })', { field: 'source' });
     }
@@ -159,6 +166,9 @@ export class QemuDriver implements Driver {
       if (given !== undefined && (!Array.isArray(given) || given.length > 0)) {
         throw new InvalidInputError(`${field}: a microvm with its own kernel runs what its initramfs runs; ${field} needs the default guest's agent (source { "guest": "default" })`, { field });
       }
+    }
+    if ((w.network?.egress ?? 'none') !== 'none' || (w.network?.ports?.length ?? 0) > 0) {
+      throw new InvalidInputError('network: a microvm with its own kernel gets no network yet (the default guest does)', { field: 'network' });
     }
     if (request.resources.memoryMiB < MIN_OWN_KERNEL_MEMORY_MIB) {
       throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_OWN_KERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
@@ -216,7 +226,15 @@ export class QemuDriver implements Driver {
     };
     this.prepared.add(prepared);
     try {
+      if (wantsNetwork(request, this.options.networks)) {
+        prepared.network = await this.options.networks!.create(networkSpec(request), signal);
+        await this.options.networks!.bridgeTap(prepared.network, signal);
+      }
+      const link = prepared.network?.link;
       const inputs = runArchive({
+        ...(link === undefined
+          ? {}
+          : { network: { address: link.sandboxAddress, prefixLength: link.prefixLength, ...((w.network?.egress ?? 'none') === 'none' ? {} : { gateway: link.hostAddress }) } }),
         args: [...(w.command ?? []), ...(w.args ?? [])],
         env: w.env ?? {},
         workdir: w.workdir ?? '/',
@@ -283,7 +301,10 @@ export class QemuDriver implements Driver {
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
     });
-    const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (p.network !== undefined) args.push('-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0');
+    // A networked VM's QEMU runs in the sandbox's network namespace, where its tap is (nsenter execs it: the pid is QEMU's).
+    const [command, argv] = p.network === undefined ? [this.binary, args] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', this.binary, ...args]];
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const running: QemuRunning = {
       prepared: p,
       child,
@@ -311,6 +332,9 @@ export class QemuDriver implements Driver {
       if (running.qemuErrors.length < 4096) running.qemuErrors += chunk.toString();
     });
     this.running.add(running);
+    if (p.network !== undefined) {
+      io.network?.({ address: p.network.link.sandboxAddress, ports: p.network.ports.map(({ guest, host, protocol }) => ({ guest, host, protocol })) });
+    }
     if (p.incoming !== undefined) await this.resumeIncoming(running, signal);
     return running;
   }
@@ -354,6 +378,7 @@ export class QemuDriver implements Driver {
     if (p.ownKernel || p.initrd === undefined) {
       throw new UnsupportedError('snapshot: only a microvm in the default guest can be captured yet, not one with its own kernel', { field: 'id' });
     }
+    if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
     return captureMachine(
       await this.qmp(r, signal),
       {
@@ -426,6 +451,7 @@ export class QemuDriver implements Driver {
         await r.exited;
       }
     }
+    if (p.network !== undefined) await this.options.networks?.destroy(p.network);
     await fs.rm(p.dir, { recursive: true, force: true }).catch(() => {});
     this.prepared.delete(p);
   }
