@@ -8,6 +8,7 @@ import { outputsCommand } from './commands/outputs.ts';
 import { runCommand } from './commands/run.ts';
 import { upCommand } from './commands/up.ts';
 import { vmCommands } from './commands/vm.ts';
+import { imageCommands } from './commands/image.ts';
 import { EXIT } from './exit-codes.ts';
 
 const program = new Command('vmesh')
@@ -26,6 +27,7 @@ inspectCommands(program);
 controlCommands(program);
 outputsCommand(program);
 vmCommands(program);
+imageCommands(program);
 
 function statusToExit(status: number): number {
   if (status === 404) return EXIT.notFound;

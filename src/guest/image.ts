@@ -31,6 +31,8 @@ export interface GuestImageOptions {
   busybox?: string;
   signal?: AbortSignal;
   progress?: Progress;
+  /** Ask apt for the current kernel package again instead of using the one cached last. */
+  refresh?: boolean;
 }
 
 /**
@@ -38,7 +40,11 @@ export interface GuestImageOptions {
  * busybox binary, agent script, module files, format): rebuilt only when one of them changes.
  */
 export async function ensureGuestImage(opts: GuestImageOptions): Promise<GuestImage> {
-  const kernel = await debianKernel(opts.cacheDir, { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.progress ? { progress: opts.progress } : {}) });
+  const kernel = await debianKernel(opts.cacheDir, {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.progress ? { progress: opts.progress } : {}),
+    ...(opts.refresh ? { refresh: true } : {}),
+  });
   const busyboxPath = opts.busybox ?? DEFAULT_BUSYBOX;
   const busybox = await fs.readFile(busyboxPath).catch(() => {
     throw new Error(`guest image: no static busybox at ${busyboxPath} (apt-get install busybox-static)`);

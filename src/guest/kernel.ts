@@ -32,10 +32,10 @@ export type Progress = (message: string) => void;
  * Debian's `linux-image-amd64`: fetched once with `apt-get download`, its vmlinuz and the virtio modules
  * kept under `<cache>/kernels/<package sha256>/`. Later calls use the cached copy without asking apt.
  */
-export async function debianKernel(cacheDir: string, opts: { signal?: AbortSignal; progress?: Progress } = {}): Promise<GuestKernel> {
+export async function debianKernel(cacheDir: string, opts: { signal?: AbortSignal; progress?: Progress; refresh?: boolean } = {}): Promise<GuestKernel> {
   const root = path.join(cacheDir, 'kernels');
   const pointer = path.join(root, 'debian-current.json');
-  const current = await readMeta(pointer);
+  const current = opts.refresh ? undefined : await readMeta(pointer);
   if (current !== undefined) {
     const cached = await loadKernel(root, current.id);
     if (cached !== undefined) return cached;
