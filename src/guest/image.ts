@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -13,6 +14,11 @@ const gzipAsync = promisify(gzip);
 const IMAGE_FORMAT = 2;
 
 export const DEFAULT_BUSYBOX = '/bin/busybox';
+
+/** Where guest kernels and images are cached for this user: `$XDG_CACHE_HOME/vmesh/guest`, else `~/.cache/vmesh/guest`. */
+export function defaultGuestCache(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'vmesh', 'guest');
+}
 
 /** The default vmesh guest: a kernel and an initramfs with busybox, the virtio modules and the agent. */
 export interface GuestImage {

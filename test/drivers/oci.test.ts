@@ -297,13 +297,8 @@ describe('containers leave nothing behind', { skip }, () => {
     const stateDir = path.join(root.dir, 'state');
     const { execFileSync } = await import('node:child_process');
     const withNetworks = hasCommand('nft', ['--version']);
-    const { Store } = await import('../../src/store/store.ts');
-    const { AddressPool } = await import('../../src/net/address-pool.ts');
-    const { Firewall } = await import('../../src/net/firewall.ts');
-    const { NetworkManager } = await import('../../src/net/sandbox-network.ts');
-    const store = new Store(path.join(root.dir, 'leases.db'));
-    const firewall = new Firewall('10.217.0.0/24', 'vleak', 'vmesh_leak');
-    const networks = new NetworkManager(new AddressPool('10.217.0.0/24', store), firewall, 'vmesh-leak-');
+    const { leakTestNetworks } = await import('../helpers/leak-networks.ts');
+    const { networks, counts, close } = leakTestNetworks(root.dir, '10.217.0.0/24', 'vleak');
     const driver = new OciDriver({ sandboxRoot: sandboxes, stateDir, cgroupParent: '/vmesh/leaktest', ...(withNetworks ? { networks } : {}) });
     await driver.probe();
     const snapshot = () => ({
@@ -311,9 +306,7 @@ describe('containers leave nothing behind', { skip }, () => {
       children: execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length,
       mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(root.dir)).length,
       cgroups: ['/sys/fs/cgroup/memory/vmesh/leaktest', '/sys/fs/cgroup/pids/vmesh/leaktest', '/sys/fs/cgroup/vmesh/leaktest'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-'))).length,
-      interfaces: execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(' vleak')).length,
-      namespaces: existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith('vmesh-leak-')).length : 0,
-      leases: store.leasedSubnets().size,
+      ...counts(),
       sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
       containers: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
     });
@@ -335,8 +328,7 @@ describe('containers leave nothing behind', { skip }, () => {
       assert.equal(driver.liveSandboxes(), 0);
     } finally {
       await driver.close();
-      await firewall.remove();
-      store.close();
+      await close();
       root.remove();
     }
   });

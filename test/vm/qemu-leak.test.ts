@@ -7,10 +7,7 @@ import { describe, it } from 'node:test';
 import type { SandboxRequest } from '../../src/drivers/driver.ts';
 import { runInSandbox } from '../../src/drivers/lifecycle.ts';
 import { QemuDriver } from '../../src/drivers/qemu/driver.ts';
-import { AddressPool } from '../../src/net/address-pool.ts';
-import { Firewall } from '../../src/net/firewall.ts';
-import { NetworkManager } from '../../src/net/sandbox-network.ts';
-import { Store } from '../../src/store/store.ts';
+import { leakTestNetworks } from '../helpers/leak-networks.ts';
 import { testOutputs } from '../helpers/outputs.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
@@ -34,18 +31,14 @@ describe('microVMs leave nothing behind', { skip }, () => {
   it('after 20 runs, 4 at a time, with timeouts, cancels and networks: same processes, sockets, namespaces, interfaces and files', async () => {
     const root = tempDir('vmesh-qemu-leak-');
     const sandboxes = path.join(root.dir, 'sandboxes');
-    const store = new Store(path.join(root.dir, 'leases.db'));
-    const firewall = new Firewall('10.219.0.0/24', 'vqleak', 'vmesh_qleak');
-    const networks = new NetworkManager(new AddressPool('10.219.0.0/24', store), firewall, 'vmesh-qleak-');
+    const { networks, counts, close } = leakTestNetworks(root.dir, '10.221.0.0/24', 'vqleak');
     const driver = new QemuDriver({ sandboxRoot: sandboxes, ...(withNetworks ? { networks } : {}) });
     assert.equal((await driver.probe()).available, true);
     const snapshot = () => ({
       qemus: readdirSync('/proc').filter((p) => /^\d+$/.test(p) && readSafe(`/proc/${p}/cmdline`).includes(sandboxes)).length,
       children: execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length,
       fds: readdirSync('/proc/self/fd').length,
-      namespaces: existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith('vmesh-qleak-')).length : 0,
-      interfaces: execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(' vqleak')).length,
-      leases: store.leasedSubnets().size,
+      ...counts(),
       sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
     });
     let seq = 0;
@@ -84,8 +77,7 @@ describe('microVMs leave nothing behind', { skip }, () => {
       assert.equal(driver.liveSandboxes(), 0);
     } finally {
       await driver.close();
-      await firewall.remove();
-      store.close();
+      await close();
       root.remove();
     }
   });

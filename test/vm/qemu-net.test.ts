@@ -30,11 +30,11 @@ describe('microVM networks', { skip }, () => {
   const received: Array<{ bytes: number; ms: number }> = [];
 
   before(async () => {
-    world = await createWorld('vmtest-vm-world', { host: '10.217.0.1', address: '10.217.0.2' }, [7301, 7302]);
+    world = await createWorld('vmtest-vm-world', { host: '10.222.0.1', address: '10.222.0.2' }, [7301, 7302]);
     const script = `require('net').createServer((s) => { let n = 0, t0 = 0; s.on('data', (d) => { if (!t0) t0 = performance.now(); n += d.length; }); s.on('end', () => { console.log(JSON.stringify({ bytes: n, ms: performance.now() - t0 })); s.end(); }); }).listen(${SINK_PORT}, '${world.address}');`;
     sink = spawn('ip', ['netns', 'exec', world.netns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     sink.stdout!.on('data', (d: Buffer) => d.toString().trim().split('\n').forEach((l) => received.push(JSON.parse(l))));
-    ({ node, remove } = await startTestNode({ network: { range: '10.218.0.0/24' }, capacity: { vcpus: 2, memoryMiB: 1024 } }));
+    ({ node, remove } = await startTestNode({ network: { range: '10.223.0.0/24' }, capacity: { vcpus: 2, memoryMiB: 1024 } }));
   });
   after(async () => {
     sink?.kill();

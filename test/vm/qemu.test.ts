@@ -147,8 +147,7 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
   });
   before(async () => {
     assert.equal((await driver.probe()).available, true);
-    const { ensureGuestImage } = await import('../../src/guest/image.ts');
-    const { defaultGuestCache } = await import('../../src/drivers/qemu/driver.ts');
+    const { defaultGuestCache, ensureGuestImage } = await import('../../src/guest/image.ts');
     kernel = (await ensureGuestImage({ cacheDir: defaultGuestCache() })).kernel;
   });
   after(async () => {

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import path from 'node:path';
-import { defaultGuestCache } from '../../drivers/qemu/driver.ts';
-import { ensureGuestImage } from '../../guest/image.ts';
+import { defaultGuestCache, ensureGuestImage } from '../../guest/image.ts';
 import type { GlobalOptions } from '../connect.ts';
 import { printJson } from '../format.ts';
 

@@ -1,21 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ensureGuestImage, type GuestImage } from '../../guest/image.ts';
 import { ConsoleParser } from '../../guest/console.ts';
-import { runArchive } from '../../guest/agent.ts';
+import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../guest/image.ts';
 import type { Progress } from '../../guest/kernel.ts';
 import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
-import { AbortedError, InvalidInputError, InvalidSourceError, UnsupportedError, type Workload } from '../../spec/index.ts';
+import { AbortedError, UnsupportedError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { applyLayer } from '../oci/image/unpack.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
-import { checkInitrd, checkKernel } from './boot-files.ts';
 import { microVmArgs } from './command-line.ts';
+import { guestRunArchive, validateGuestRun } from './default-guest.ts';
+import { hostTscKhz, killLeftoverVms } from './host.ts';
+import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
 import { QmpClient } from './qmp.ts';
 import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
 
@@ -34,17 +34,10 @@ export interface QemuDriverOptions {
   networks?: NetworkManager;
 }
 
-/** A guest needs this much memory to boot the Debian kernel and the agent (64 MiB died in early boot). */
-export const MIN_GUEST_MEMORY_MIB = 96;
-/** A user's own kernel may be smaller; below this QEMU's own firmware does not fit. */
-export const MIN_OWN_KERNEL_MEMORY_MIB = 16;
-
 interface QemuPrepared extends PreparedSandbox {
   readonly dir: string;
   readonly kernel: string;
   readonly initrd?: string;
-  /** The user's own kernel: no agent, the console is the run's stdout, powering off ends the run. */
-  readonly ownKernel?: boolean;
   readonly outputsDisk?: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
@@ -131,50 +124,19 @@ export class QemuDriver implements Driver {
     return wanted === 'auto' ? 'tcg' : { invalid: wanted };
   }
 
+  /**
+   * Three ways to a microVM: a snapshot to continue, the user's own kernel (no agent: the console is the
+   * run's stdout, powering off ends the run), or a command in the default guest.
+   */
   async validate(request: SandboxRequest): Promise<void> {
-    const w = request.workload;
     if (request.restoreFrom !== undefined) {
       await readSnapshot(request.restoreFrom, { qemuVersion: this.version, accel: this.accel });
-      return;
+    } else if (request.kernel !== undefined) {
+      await validateOwnKernel(request, request.kernel);
+    } else {
+      wantsNetwork(request, this.options.networks);
+      validateGuestRun(request);
     }
-    if (request.kernel !== undefined) return this.validateOwnKernel(request, request.kernel);
-    wantsNetwork(request, this.options.networks);
-    if (!('guest' in w.source)) {
-      throw new InvalidSourceError('source: a microvm runs in the default guest (source { "guest": "default" } with a command), from its own kernel (source { "kernel", "initrd" }) or from a snapshot (source { "snapshot" })', { field: 'source' });
-    }
-    if ([...(w.command ?? []), ...(w.args ?? [])].length === 0) {
-      throw new InvalidInputError('command: a microvm in the default guest needs a command (e.g. ["sh", "-c", "echo hi"])', { field: 'command' });
-    }
-    if (request.resources.memoryMiB < MIN_GUEST_MEMORY_MIB) {
-      throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_GUEST_MEMORY_MIB} MiB to boot its kernel`, { field: 'resources.memoryMiB' });
-    }
-    // Input files ride in the initramfs, which lives in the guest's memory beside the kernel and the program.
-    const inputBytes = (request.inputs ?? []).reduce((sum, input) => sum + input.bytes, 0);
-    const roomMiB = (request.resources.memoryMiB - MIN_GUEST_MEMORY_MIB) / 2;
-    if (inputBytes > roomMiB * 2 ** 20) {
-      throw new InvalidInputError(
-        `inputs: ${(inputBytes / 2 ** 20).toFixed(1)} MiB of input files do not fit in a ${request.resources.memoryMiB} MiB microvm (they travel in its memory; allow twice their size above ${MIN_GUEST_MEMORY_MIB} MiB)`,
-        { field: 'inputs' },
-      );
-    }
-  }
-
-  /** A user's own kernel: a real bzImage and initramfs, and nothing that needs vmesh's agent inside. */
-  private async validateOwnKernel(request: SandboxRequest, files: { kernel: string; initrd?: string }): Promise<void> {
-    const w = request.workload;
-    for (const [field, given] of [['command', w.command], ['args', w.args], ['stdin', w.stdin], ['outputs', w.outputs], ['inputs', request.inputs]] as const) {
-      if (given !== undefined && (!Array.isArray(given) || given.length > 0)) {
-        throw new InvalidInputError(`${field}: a microvm with its own kernel runs what its initramfs runs; ${field} needs the default guest's agent (source { "guest": "default" })`, { field });
-      }
-    }
-    if ((w.network?.egress ?? 'none') !== 'none' || (w.network?.ports?.length ?? 0) > 0) {
-      throw new InvalidInputError('network: a microvm with its own kernel gets no network yet (the default guest does)', { field: 'network' });
-    }
-    if (request.resources.memoryMiB < MIN_OWN_KERNEL_MEMORY_MIB) {
-      throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_OWN_KERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
-    }
-    await checkKernel(files.kernel);
-    if (files.initrd !== undefined) await checkInitrd(files.initrd);
   }
 
   /** The default guest image, built once per driver (and cached on disk across nodes). */
@@ -192,80 +154,42 @@ export class QemuDriver implements Driver {
   }
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
-    await this.validate(request);
     if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
+    await this.validate(request);
+    const machine = { vcpus: request.resources.vcpus, memoryMiB: request.resources.memoryMiB };
     if (request.kernel !== undefined) {
-      await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
-      const prepared: QemuPrepared = {
-        request,
-        dir: await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`)),
-        kernel: request.kernel.kernel,
-        ...(request.kernel.initrd === undefined ? {} : { initrd: request.kernel.initrd }),
-        ownKernel: true,
-        vcpus: request.resources.vcpus,
-        memoryMiB: request.resources.memoryMiB,
-        outputs: [],
-      };
-      this.prepared.add(prepared);
-      return prepared;
+      const { kernel, initrd } = request.kernel;
+      return this.stage(request, () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), outputs: [] }));
     }
     const image = await this.guestImage(signal);
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
-    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
-    const w = request.workload;
-    const outputs = w.outputs ?? [];
-    const prepared: QemuPrepared = {
-      request,
-      dir,
+    const outputs = request.workload.outputs ?? [];
+    const describe = (dir: string) => ({
+      ...machine,
       kernel: image.kernel,
       initrd: path.join(dir, 'initrd.cpio'),
-      vcpus: request.resources.vcpus,
-      memoryMiB: request.resources.memoryMiB,
       outputs,
       ...(outputs.length > 0 ? { outputsDisk: path.join(dir, 'outputs.img') } : {}),
-    };
-    this.prepared.add(prepared);
-    try {
+    });
+    return this.stage(request, describe, async (p) => {
       if (wantsNetwork(request, this.options.networks)) {
-        prepared.network = await this.options.networks!.create(networkSpec(request), signal);
-        await this.options.networks!.bridgeTap(prepared.network, signal);
+        p.network = await this.options.networks!.create(networkSpec(request), signal);
+        await this.options.networks!.bridgeTap(p.network, signal);
       }
-      const link = prepared.network?.link;
-      const inputs = runArchive({
-        ...(link === undefined
-          ? {}
-          : { network: { address: link.sandboxAddress, prefixLength: link.prefixLength, ...((w.network?.egress ?? 'none') === 'none' ? {} : { gateway: link.hostAddress }) } }),
-        args: [...(w.command ?? []), ...(w.args ?? [])],
-        env: w.env ?? {},
-        workdir: w.workdir ?? '/',
-        ...(w.stdin === undefined ? {} : { stdin: w.stdin }),
-        outputs,
-        modules: image.modules,
-        files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
-      });
-      await fs.copyFile(image.initrd, prepared.initrd!);
-      await fs.appendFile(prepared.initrd!, inputs);
-      if (prepared.outputsDisk !== undefined) {
+      await fs.copyFile(image.initrd, p.initrd!);
+      await fs.appendFile(p.initrd!, await guestRunArchive(request, image.modules, p.network?.link));
+      if (p.outputsDisk !== undefined) {
         // Sparse: the tar takes only what the guest writes, up to diskMiB.
-        const disk = await fs.open(prepared.outputsDisk, 'w', 0o600);
+        const disk = await fs.open(p.outputsDisk, 'w', 0o600);
         await disk.truncate(Math.max(1, request.resources.diskMiB) * 2 ** 20);
         await disk.close();
       }
-      return prepared;
-    } catch (err) {
-      await this.cleanup(prepared);
-      throw err;
-    }
+    });
   }
 
-  /** A sandbox that continues a snapshot: its kernel, initramfs and disk copied out of it, its machine as it was. */
+  /** A sandbox that continues a snapshot (checked here): its files copied out of it, its machine as it was. */
   private async prepareRestore(request: SandboxRequest, snapshot: string): Promise<QemuPrepared> {
     const manifest = await readSnapshot(snapshot, { qemuVersion: this.version, accel: this.accel });
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
-    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
-    const prepared: QemuPrepared = {
-      request,
-      dir,
+    const describe = (dir: string) => ({
       kernel: path.join(dir, 'kernel'),
       initrd: path.join(dir, 'initrd.cpio'),
       vcpus: manifest.vcpus,
@@ -273,12 +197,26 @@ export class QemuDriver implements Driver {
       outputs: manifest.outputs,
       incoming: path.join(snapshot, SNAPSHOT_FILES.memory),
       ...(manifest.files.disk === undefined ? {} : { outputsDisk: path.join(dir, 'outputs.img') }),
-    };
+    });
+    return this.stage(request, describe, async (p) => {
+      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.kernel), p.kernel);
+      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), p.initrd!);
+      if (p.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, SNAPSHOT_FILES.disk), p.outputsDisk]);
+    });
+  }
+
+  /** A sandbox directory of its own, the sandbox as `describe` lays it out there, filled by `fill`; undone if that fails. */
+  private async stage(
+    request: SandboxRequest,
+    describe: (dir: string) => Omit<QemuPrepared, 'request' | 'dir'>,
+    fill?: (prepared: QemuPrepared) => Promise<void>,
+  ): Promise<QemuPrepared> {
+    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
+    const prepared: QemuPrepared = { request, dir, ...describe(dir) };
     this.prepared.add(prepared);
     try {
-      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.kernel), prepared.kernel);
-      await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), prepared.initrd!);
-      if (prepared.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, SNAPSHOT_FILES.disk), prepared.outputsDisk]);
+      await fill?.(prepared);
       return prepared;
     } catch (err) {
       await this.cleanup(prepared);
@@ -295,7 +233,7 @@ export class QemuDriver implements Driver {
       kernel: p.kernel,
       ...(p.initrd === undefined ? {} : { initrd: p.initrd }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
-      ...(p.ownKernel && 'kernel' in p.request.workload.source && p.request.workload.source.append ? { append: p.request.workload.source.append } : {}),
+      ...('kernel' in p.request.workload.source && p.request.workload.source.append ? { append: p.request.workload.source.append } : {}),
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
@@ -324,7 +262,7 @@ export class QemuDriver implements Driver {
       }),
     };
     child.stdout!.on('data', (chunk: Buffer) => {
-      if (!p.ownKernel) return running.console.feed(chunk);
+      if (p.request.kernel === undefined) return running.console.feed(chunk);
       io.write('stdout', chunk); // no agent, no frames: the console is the output
       running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
     });
@@ -375,7 +313,7 @@ export class QemuDriver implements Driver {
   async snapshot(sandbox: RunningSandbox, dir: string, signal?: AbortSignal): Promise<SnapshotManifest> {
     const r = sandbox as QemuRunning;
     const p = r.prepared;
-    if (p.ownKernel || p.initrd === undefined) {
+    if (p.request.kernel !== undefined || p.initrd === undefined) {
       throw new UnsupportedError('snapshot: only a microvm in the default guest can be captured yet, not one with its own kernel', { field: 'id' });
     }
     if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
@@ -406,7 +344,7 @@ export class QemuDriver implements Driver {
       const timeoutMs = r.prepared.request.resources.timeoutMs;
       if (r.stopReason === 'timeout') return { ...base, outcome: 'timeout', exitCode: null, reason: `the microVM was stopped after the ${timeoutMs} ms timeout` };
       if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
-      if (r.prepared.ownKernel) return ownKernelExit(r, code, base);
+      if (r.prepared.request.kernel !== undefined) return ownKernelExit(r.rawTail, r.qemuErrors, code, base);
       if (r.exitCode === undefined) {
         const tail = r.qemuErrors.trim() ? `qemu: ${r.qemuErrors.trim()}` : r.console.tail().split('\n').slice(-5).join(' | ');
         return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
@@ -457,23 +395,8 @@ export class QemuDriver implements Driver {
   }
 
   /** Kills the QEMU processes a previous node left (found by their pid files) and removes their directories. */
-  async recover(): Promise<number> {
-    const entries = await fs.readdir(this.sandboxRoot).catch(() => [] as string[]);
-    let n = 0;
-    for (const e of entries.filter((name) => name.startsWith('qemu-'))) {
-      const dir = path.join(this.sandboxRoot, e);
-      const pid = Number((await fs.readFile(path.join(dir, 'qemu.pid'), 'utf8').catch(() => '')).trim());
-      if (pid > 0 && (await isQemu(pid, dir))) {
-        try {
-          process.kill(pid, 'SIGKILL');
-          n++;
-        } catch {
-          /* already gone */
-        }
-      }
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-    return n;
+  recover(): Promise<number> {
+    return killLeftoverVms(this.sandboxRoot);
   }
 
   liveSandboxes(): number {
@@ -486,34 +409,5 @@ export class QemuDriver implements Driver {
       await r.exited;
     }));
   }
-}
-
-/**
- * How a user's own kernel ended: powering off (QEMU exits 0 under `-no-reboot` with `reboot=t`) is
- * success, a panic (which `panic=-1` also turns into a reboot) is a crash, and so is QEMU failing.
- */
-function ownKernelExit(r: QemuRunning, code: number | null, base: Pick<SandboxExit, 'outputs' | 'usage'>): SandboxExit {
-  const panic = /Kernel panic[^\n]*/.exec(r.rawTail)?.[0];
-  if (panic !== undefined) return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest kernel panicked: ${panic.trim()}` };
-  if (code !== 0) return { ...base, outcome: 'crashed', exitCode: null, reason: `qemu exited with ${code}${r.qemuErrors.trim() ? `: ${r.qemuErrors.trim()}` : ''}` };
-  return { ...base, outcome: 'exited', exitCode: 0 };
-}
-
-/** Only a QEMU started for that sandbox directory is killed: a recycled pid is left alone. */
-async function isQemu(pid: number, dir: string): Promise<boolean> {
-  const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  return cmdline.includes('qemu-system') && cmdline.includes(dir);
-}
-
-/** The host CPU's clock in kHz from /proc/cpuinfo (what TCG's guest TSC runs at), if it says. */
-export async function hostTscKhz(): Promise<number | undefined> {
-  const info = await fs.readFile('/proc/cpuinfo', 'utf8').catch(() => '');
-  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(info)?.[1]);
-  return mhz > 0 ? Math.round(mhz * 1000) : undefined;
-}
-
-/** `$XDG_CACHE_HOME/vmesh/guest`, else `~/.cache/vmesh/guest`. */
-export function defaultGuestCache(): string {
-  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'vmesh', 'guest');
 }
 

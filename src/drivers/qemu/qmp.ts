@@ -14,6 +14,8 @@ export class QmpError extends Error {
 }
 
 const MAX_MESSAGE = 1024 * 1024;
+/** The pending entry the greeting resolves (command ids are numbers). */
+const GREETING = 'greeting';
 
 interface Pending {
   command: string;
@@ -60,12 +62,9 @@ export class QmpClient {
     }
   }
 
-  private greeted: ((v: unknown) => void) | undefined;
+  /** QEMU's first line, `{"QMP": …}`, answers this. */
   private greeting(): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.greeted = resolve;
-      this.pending.set('greeting', { command: 'greeting', resolve, reject });
-    });
+    return new Promise((resolve, reject) => this.pending.set(GREETING, { command: 'greeting', resolve, reject }));
   }
 
   /** Runs one command and resolves with its `return` value; rejects with QmpError when QEMU refuses it. */
@@ -96,18 +95,13 @@ export class QmpClient {
       } catch {
         return this.fail(new Error(`qmp: not JSON: ${line.slice(0, 200)}`));
       }
-      if (message.QMP !== undefined && this.greeted !== undefined) {
-        this.pending.delete('greeting');
-        this.greeted(message.QMP);
-        this.greeted = undefined;
-        continue;
-      }
-      if (message.id === undefined) continue; // an event
-      const pending = this.pending.get(message.id);
+      const id = message.QMP !== undefined ? GREETING : message.id;
+      if (id === undefined) continue; // an event
+      const pending = this.pending.get(id);
       if (pending === undefined) continue;
-      this.pending.delete(message.id);
+      this.pending.delete(id);
       if (message.error !== undefined) pending.reject(new QmpError(pending.command, message.error.class, message.error.desc));
-      else pending.resolve(message.return);
+      else pending.resolve(message.QMP ?? message.return);
     }
   }
 
