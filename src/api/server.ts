@@ -2,10 +2,12 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Mesh } from '../mesh/mesh.ts';
 import type { VmeshNode } from '../node/node.ts';
 import { VMESH_VERSION } from '../version.ts';
 import { checkBearer } from './auth.ts';
 import { errorHandler } from './errors.ts';
+import { meshRoutes } from './routes/mesh.ts';
 import { nodeRoutes } from './routes/node.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { runRoutes } from './routes/runs.ts';
@@ -13,12 +15,14 @@ import { typeboxValidatorCompiler } from './validation.ts';
 
 export interface ApiOptions {
   node: VmeshNode;
+  /** The node's place in the mesh, when it has joined one. */
+  mesh?: Mesh | undefined;
   token: string;
   logger?: Logger;
 }
 
 /** The node's HTTP API: /v1 (bearer token), /healthz, /metrics, /openapi.json and /docs. */
-export async function buildApi({ node, token, logger }: ApiOptions): Promise<FastifyInstance> {
+export async function buildApi({ node, mesh, token, logger }: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: (logger ?? node.logger) as FastifyBaseLogger,
     bodyLimit: node.config.limits.requestBytes,
@@ -48,6 +52,7 @@ export async function buildApi({ node, token, logger }: ApiOptions): Promise<Fas
   opsRoutes(app, node);
   nodeRoutes(app, node);
   runRoutes(app, node);
+  meshRoutes(app, node, mesh);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

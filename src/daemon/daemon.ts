@@ -5,39 +5,52 @@ import { loadOrCreateToken } from '../api/auth.ts';
 import { buildApi } from '../api/server.ts';
 import type { NodeConfig } from '../node/config.ts';
 import { VmeshNode } from '../node/node.ts';
+import { Mesh } from '../mesh/mesh.ts';
+import { describeNode } from './describe.ts';
 import { daemonInfoPath, readDaemonInfo, type DaemonInfo } from './info.ts';
 
 export interface Daemon {
   node: VmeshNode;
+  /** The node's place in the mesh; absent when `mesh.enabled` is false. */
+  mesh: Mesh | undefined;
   api: FastifyInstance;
   url: string;
   token: string;
   close(): Promise<void>;
 }
 
-/** Starts a node and its HTTP API; `close` stops both and removes node.json. */
+/** Starts a node, its place in the mesh and its HTTP API; `close` stops all three and removes node.json. */
 export async function startDaemon(config: NodeConfig, logger: Logger = pino({ level: config.logLevel })): Promise<Daemon> {
   const node = await VmeshNode.start({ config, logger });
   const token = loadOrCreateToken(config.home);
   let api: FastifyInstance;
   let url: string;
+  let mesh: Mesh | undefined;
   try {
-    api = await buildApi({ node, token, logger });
+    if (config.mesh.enabled) {
+      mesh = await Mesh.start({ identity: node.identity, config: config.mesh, logger, describe: () => describeNode(node) });
+      const m = mesh;
+      node.events.on('state', () => m.nudge());
+      logger.info({ nodeId: node.id, addresses: mesh.addresses() }, 'mesh listening');
+    }
+    api = await buildApi({ node, mesh, token, logger });
     await api.listen({ host: config.api.host, port: config.api.port });
     const addr = api.server.address();
     const port = typeof addr === 'object' && addr !== null ? addr.port : config.api.port;
     const host = config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host;
     url = `http://${host}:${port}`;
   } catch (err) {
+    await mesh?.stop();
     await node.stop();
     throw err;
   }
-  const info: DaemonInfo = { pid: process.pid, url, nodeId: node.id, startedAt: node.startedAt };
+  const info: DaemonInfo = { pid: process.pid, url, nodeId: node.id, startedAt: node.startedAt, mesh: mesh?.addresses() ?? [] };
   writeFileSync(daemonInfoPath(config.home), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
   logger.info({ url, nodeId: node.id }, 'API listening');
   let closing: Promise<void> | undefined;
   return {
     node,
+    mesh,
     api,
     url,
     token,
@@ -45,6 +58,7 @@ export async function startDaemon(config: NodeConfig, logger: Logger = pino({ le
       (closing ??= (async () => {
         await node.drain(); // waiting requests and log streams see their runs end
         await api.close();
+        await mesh?.stop();
         await node.stop();
         const current = readDaemonInfo(config.home);
         if (current?.pid === process.pid) rmSync(daemonInfoPath(config.home), { force: true });

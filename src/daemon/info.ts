@@ -7,6 +7,8 @@ export interface DaemonInfo {
   url: string;
   nodeId: string;
   startedAt: string;
+  /** The node's mesh addresses (empty when it keeps out of the mesh). */
+  mesh?: string[];
 }
 
 export function daemonInfoPath(home: string): string {

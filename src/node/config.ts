@@ -3,8 +3,37 @@ import os from 'node:os';
 import path from 'node:path';
 import Type, { type Static } from 'typebox';
 import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
-import { DEFAULT_PORT, defaultHome } from './home.ts';
-import { InvalidInputError, validator, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
+import { DEFAULT_MESH_PORT, DEFAULT_PORT, defaultHome } from './home.ts';
+import { InvalidInputError, NodeLabels, NodeLocation, validator, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
+
+const MeshSettings = Type.Object(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'join a mesh at all (default true); false keeps the node to itself' })),
+    listen: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 16, description: 'multiaddrs to listen on, e.g. /ip4/0.0.0.0/tcp/7421' })),
+    join: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 512 }), { maxItems: 64, description: 'bootstrap peers: multiaddrs ending in /p2p/<node id>' })),
+    mdns: Type.Optional(Type.Boolean({ description: 'find peers on the local network by multicast DNS (default false)' })),
+    advertIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'how often the node re-publishes its advert' })),
+    peerTtlMs: Type.Optional(Type.Integer({ minimum: 300, maximum: 86_400_000, description: 'a peer whose adverts stop for this long leaves the membership' })),
+    pingIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'how often each peer\'s round-trip time is measured' })),
+    banMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 30 * 86_400_000, description: 'how long a peer that broke the protocol is refused' })),
+    labels: Type.Optional(NodeLabels),
+    location: Type.Optional(NodeLocation),
+  },
+  { additionalProperties: false },
+);
+
+export interface MeshConfig {
+  enabled: boolean;
+  listen: string[];
+  join: string[];
+  mdns: boolean;
+  advertIntervalMs: number;
+  peerTtlMs: number;
+  pingIntervalMs: number;
+  banMs: number;
+  labels: Record<string, string>;
+  location?: Static<typeof NodeLocation>;
+}
 
 const CapacityOverrides = Type.Object(
   {
@@ -61,6 +90,7 @@ export const ConfigFile = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    mesh: Type.Optional(MeshSettings),
     logLevel: Type.Optional(
       Type.Union([
         Type.Literal('fatal'),
@@ -88,6 +118,7 @@ export interface NodeConfig {
   workerIdleMs: number;
   fileRoots: string[];
   network: { range: string };
+  mesh: MeshConfig;
   logLevel: string;
 }
 
@@ -125,6 +156,25 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),
     network: { range: DEFAULT_SANDBOX_RANGE, ...fromFile.network, ...overrides.network },
+    mesh: meshConfig({ ...fromFile.mesh, ...overrides.mesh }),
     logLevel: pick('logLevel') ?? 'info',
   };
+}
+
+function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
+  const { location, ...rest } = m;
+  const config: MeshConfig = {
+    enabled: true,
+    listen: [`/ip4/127.0.0.1/tcp/${DEFAULT_MESH_PORT}`],
+    join: [],
+    mdns: false,
+    advertIntervalMs: 10_000,
+    peerTtlMs: 35_000,
+    pingIntervalMs: 5_000,
+    banMs: 3_600_000,
+    labels: {},
+    ...rest,
+  };
+  if (location !== undefined) config.location = location;
+  return config;
 }

@@ -37,6 +37,7 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
+import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, storeSnapshot, type SnapshotIndex } from '../snapshots/snapshots.ts';
 
 export { VMESH_VERSION } from '../version.ts';
@@ -121,8 +122,10 @@ export class VmeshNode {
   /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
   private readonly afterRun = new Map<string, Promise<void>>();
 
+  readonly id: string;
+
   private constructor(
-    readonly id: string,
+    readonly identity: NodeIdentity,
     readonly config: NodeConfig,
     readonly logger: Logger,
     readonly store: Store,
@@ -136,6 +139,7 @@ export class VmeshNode {
     private readonly networks: NetworkManager | undefined,
     private readonly networkReason: string | undefined,
   ) {
+    this.id = identity.id;
     this.outputSink = blobSink(blobs, { maxBytes: config.limits.outputsArchiveBytes, inlineBytes: config.limits.inlineOutputBytes });
   }
 
@@ -147,9 +151,11 @@ export class VmeshNode {
     mkdirSync(sandboxRoot, { recursive: true, mode: 0o700 });
     const store = new Store(path.join(config.home, 'vmesh.db'), (err) => logger.error({ err }, 'a store write failed'));
     try {
-      let id = store.getConfig('node_id');
-      if (id === undefined) {
-        id = `node-${randomBytes(8).toString('hex')}`;
+      const identity = await loadOrCreateIdentity(config.home);
+      const id = identity.id;
+      const previous = store.getConfig('node_id');
+      if (previous !== id) {
+        if (previous !== undefined) logger.warn({ previous, nodeId: id }, 'the store belonged to another node id; it now takes the id of identity.key');
         store.setConfig('node_id', id);
       }
       const host = await startHostNetworking(id, config.network.range, store, logger);
@@ -178,7 +184,7 @@ export class VmeshNode {
       const blobs = new BlobStore(path.join(config.home, 'blobs'));
       await blobs.clearIncoming();
       await fs.rm(path.join(config.home, SNAPSHOT_WORK), { recursive: true, force: true });
-      const node = new VmeshNode(id, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
+      const node = new VmeshNode(identity, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
       node.refreshGauges();
       logger.info({ nodeId: id, capacity: ledger.capacity, drivers: registry.list().map((d) => `${d.name}:${d.probe.available ? 'ok' : 'no'}`) }, 'node started');
       return node;

@@ -2,6 +2,8 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Agent, fetch, type Dispatcher } from 'undici';
 import type { NodeInfo, SnapshotInfo } from '../node/node.ts';
 import type { DriverStatus } from '../drivers/registry.ts';
+import type { MeshNode } from '../mesh/mesh.ts';
+import type { Offence } from '../mesh/peer-guard.ts';
 import type { Run, RunState, Workload } from '../spec/index.ts';
 import { ApiError, NodeUnreachableError } from './errors.ts';
 
@@ -11,6 +13,14 @@ export type LogEvent =
   | { event: 'stdout' | 'stderr'; id: number; text: string }
   | { event: 'state'; id: number; state: RunState; reason?: string }
   | { event: 'end'; state: RunState };
+
+export interface MeshView {
+  self: string;
+  mesh: { enabled: boolean; addresses: string[] };
+  nodes: MeshNode[];
+  /** Peers this node refuses, and what each did. */
+  banned: Offence[];
+}
 
 export interface ClientOptions {
   /** Base URL of a node's API, e.g. http://127.0.0.1:7420 */
@@ -82,6 +92,11 @@ export class VmeshClient {
 
   node(signal?: AbortSignal): Promise<NodeInfo> {
     return this.request<NodeInfo>('GET', '/v1/node', undefined, signal);
+  }
+
+  /** The mesh as the node sees it: itself first, then every node whose adverts it holds. */
+  async nodes(signal?: AbortSignal): Promise<MeshView> {
+    return this.request<MeshView>('GET', '/v1/nodes', undefined, signal);
   }
 
   async drivers(signal?: AbortSignal): Promise<DriverStatus[]> {

@@ -2,3 +2,4 @@ export * from './errors.ts';
 export * from './workload.ts';
 export * from './run.ts';
 export * from './validate.ts';
+export * from './advert.ts';

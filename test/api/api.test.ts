@@ -23,7 +23,7 @@ describe('HTTP API', () => {
   let client: VmeshClient;
 
   before(async () => {
-    const config = loadConfig(tmp.dir, { api: { port: 0 }, logLevel: 'silent', workers: 2, limits: { outputBytes: 8192 } });
+    const config = loadConfig(tmp.dir, { api: { port: 0 }, mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] }, logLevel: 'silent', workers: 2, limits: { outputBytes: 8192 } });
     daemon = await startDaemon(config, pino({ level: 'silent' }));
     client = new VmeshClient({ url: daemon.url, token: daemon.token });
   });

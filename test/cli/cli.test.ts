@@ -45,13 +45,27 @@ describe('vmesh CLI against a real detached node', () => {
   before(async () => {
     writeFileSync(path.join(home, 'config.json'), JSON.stringify({ fileRoots: ['images'] }));
     if (!containerSkip) busyboxRootfs(path.join(home, 'images', 'busybox'));
-    const up = await vmesh(home, ['--json', 'up', '--detach', '--port', '0', '--workers', '2']);
+    const up = await vmesh(home, ['--json', 'up', '--detach', '--port', '0', '--listen', '/ip4/127.0.0.1/tcp/0', '--workers', '2']);
     assert.equal(up.code, 0, up.stderr);
     assert.equal(json<{ status: string }>(up).status, 'started');
   });
   after(async () => {
     await vmesh(home, ['down']);
     tmp.remove();
+  });
+
+  it('lists the mesh with vmesh nodes: this node, its drivers and its join address', async () => {
+    const r = await vmesh(home, ['--json', 'nodes']);
+    assert.equal(r.code, 0, r.stderr);
+    const view = json<{ self: string; mesh: { enabled: boolean; addresses: string[] }; nodes: Array<{ id: string; self: boolean; advert: { drivers: Array<{ name: string }> } }> }>(r);
+    assert.match(view.self, /^12D3KooW/);
+    assert.equal(view.mesh.enabled, true);
+    assert.match(view.mesh.addresses[0]!, new RegExp(`^/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${view.self}$`));
+    assert.deepEqual(view.nodes.map((n) => [n.id, n.self]), [[view.self, true]]);
+    assert.ok(view.nodes[0]!.advert.drivers.some((d) => d.name === 'wasm'));
+    const human = await vmesh(home, ['nodes']);
+    assert.match(human.stdout, new RegExp(`${view.self} \\(this node\\)`));
+    assert.match(human.stdout, /join this node with: vmesh up --join \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//);
   });
 
   it('runs the wasm example with an argument after --', async () => {
@@ -181,7 +195,7 @@ describe('vmesh after kill -9 of the node', () => {
     const tmp = tempDir('vmesh-crash-');
     const home = tmp.dir;
     try {
-      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0', '--listen', '/ip4/127.0.0.1/tcp/0'])).code, 0);
       const id = (await vmesh(home, ['run', SPIN_JS, '--detach', '--timeout', '60s'])).stdout.trim();
       for (let i = 0; i < 200; i++) {
         const runs = json<Run[]>(await vmesh(home, ['--json', 'ps', '--limit', '1']));
@@ -193,7 +207,7 @@ describe('vmesh after kill -9 of the node', () => {
       while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
       assert.ok(readdirSync(path.join(home, 'sandboxes')).length > 0, 'the kill left a sandbox directory behind');
 
-      const up = await vmesh(home, ['up', '-d', '--port', '0']);
+      const up = await vmesh(home, ['up', '-d', '--port', '0', '--listen', '/ip4/127.0.0.1/tcp/0']);
       assert.equal(up.code, 0, up.stderr);
       const lost = json<Run[]>(await vmesh(home, ['--json', 'ps'])).find((r) => r.id === id);
       assert.equal(lost?.state, 'lost');
@@ -219,7 +233,7 @@ describe('vmesh after kill -9 of a node running a networked container', { skip: 
     try {
       writeFileSync(path.join(home, 'config.json'), JSON.stringify({ fileRoots: ['images'], network: { range: '10.218.0.0/24' } }));
       busyboxRootfs(path.join(home, 'images', 'busybox'));
-      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0', '--listen', '/ip4/127.0.0.1/tcp/0'])).code, 0);
       const nodeId = json<{ id: string }>(await vmesh(home, ['--json', 'node'])).id;
       const { shortTag } = await import('../../src/util/names.ts');
       const tag = shortTag(nodeId);
@@ -247,7 +261,7 @@ describe('vmesh after kill -9 of a node running a networked container', { skip: 
       while (isAlive(pid)) await new Promise((r) => setTimeout(r, 20));
       assert.ok(procsIn() > 0, 'the container outlived its node');
 
-      assert.equal((await vmesh(home, ['up', '-d', '--port', '0'])).code, 0);
+      assert.equal((await vmesh(home, ['up', '-d', '--port', '0', '--listen', '/ip4/127.0.0.1/tcp/0'])).code, 0);
       const lost = json<Run[]>(await vmesh(home, ['--json', 'ps'])).find((r) => r.id === id);
       assert.equal(lost?.state, 'lost');
       assert.equal(procsIn(), 0, 'no process of the container is left');

@@ -25,7 +25,7 @@ describe('microVM snapshots between two nodes', { skip }, () => {
   const clients: VmeshClient[] = [];
   before(async () => {
     for (const home of homes) {
-      const daemon = await startDaemon(loadConfig(home.dir, { api: { port: 0 }, logLevel: 'silent', workers: 1, capacity: { vcpus: 2, memoryMiB: 1024 } }), pino({ level: 'silent' }));
+      const daemon = await startDaemon(loadConfig(home.dir, { api: { port: 0 }, mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] }, logLevel: 'silent', workers: 1, capacity: { vcpus: 2, memoryMiB: 1024 } }), pino({ level: 'silent' }));
       daemons.push(daemon);
       clients.push(new VmeshClient({ url: daemon.url, token: daemon.token }));
     }

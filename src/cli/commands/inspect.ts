@@ -47,6 +47,37 @@ export function inspectCommands(program: Command): void {
     );
 
   program
+    .command('nodes')
+    .description('the mesh as this node sees it: each node, its drivers, free resources, location and round-trip time')
+    .option('--addresses', 'also print every address of each node (what `vmesh up --join` takes)')
+    .action((opts: { addresses?: boolean }, cmd: Command) =>
+      withClient(cmd, async (client, global) => {
+        const view = await client.nodes();
+        if (global.json) return printJson(view);
+        const rows = [['NODE', 'DRIVERS', 'FREE VCPUS', 'FREE MEMORY', 'RUNS', 'REGION', 'RTT', 'SEEN']];
+        for (const n of view.nodes) {
+          const a = n.advert;
+          rows.push([
+            `${n.id}${n.self ? ' (this node)' : ''}`,
+            a.drivers.filter((d) => d.available).map((d) => d.name).join(',') || '-',
+            `${round(a.free.vcpus)}/${round(a.capacity.vcpus)}`,
+            `${a.free.memoryMiB}/${a.capacity.memoryMiB} MiB`,
+            `${a.runs.active}+${a.runs.queued}`,
+            a.location?.region ?? '-',
+            n.self ? '-' : n.rtt === undefined ? '?' : `${n.rtt.rttMs.toFixed(1)} ms`,
+            n.self ? 'now' : `${(n.advertAgeMs / 1000).toFixed(1)} s ago`,
+          ]);
+        }
+        process.stdout.write(`${table(rows)}\n`);
+        if (!view.mesh.enabled) process.stdout.write('this node keeps out of any mesh (started with --no-mesh)\n');
+        else if (opts.addresses) {
+          for (const n of view.nodes) for (const addr of n.advert.addresses) process.stdout.write(`${addr}\n`);
+        } else process.stdout.write(`join this node with: vmesh up --join ${view.mesh.addresses[0] ?? '<address>'}\n`);
+        if (view.banned.length > 0) process.stdout.write(`refused peers: ${view.banned.map((b) => `${b.peer} (${b.reason})`).join('; ')}\n`);
+      }),
+    );
+
+  program
     .command('drivers')
     .description('the drivers of this node, whether each can run here, and why not')
     .action((_opts: object, cmd: Command) =>
@@ -62,4 +93,8 @@ export function inspectCommands(program: Command): void {
         process.stdout.write(`${table(rows)}\n`);
       }),
     );
+}
+
+function round(n: number): string {
+  return String(Math.round(n * 100) / 100);
 }

@@ -9,7 +9,8 @@ import { defaultHome } from '../../node/home.ts';
 import http from 'node:http';
 import { tokenPath } from '../../api/auth.ts';
 import { EXIT } from '../exit-codes.ts';
-import { parseInteger, parseMiB, parseNumber } from '../parse.ts';
+import { InvalidArgumentError } from 'commander';
+import { collect, collectEnv, parseInteger, parseMiB, parseNumber } from '../parse.ts';
 import type { GlobalOptions } from '../connect.ts';
 
 const BIN = fileURLToPath(new URL('../../../bin/vmesh.js', import.meta.url));
@@ -22,7 +23,37 @@ interface UpOptions {
   workers?: number;
   vcpus?: number;
   memory?: number;
+  listen?: string[];
+  join?: string[];
+  mdns?: boolean;
+  mesh: boolean;
+  label?: Record<string, string>;
+  region?: string;
+  location?: { latitude: number; longitude: number };
   readyTimeout: number;
+}
+
+/** `53.35,-6.26` → latitude and longitude. */
+function parseLocation(text: string): { latitude: number; longitude: number } {
+  const m = /^(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)$/.exec(text.trim());
+  const [latitude, longitude] = m === null ? [NaN, NaN] : [Number(m[1]), Number(m[2])];
+  if (!(Math.abs(latitude) <= 90 && Math.abs(longitude) <= 180)) {
+    throw new InvalidArgumentError(`expected LATITUDE,LONGITUDE in degrees such as 53.35,-6.26, got ${JSON.stringify(text)}`);
+  }
+  return { latitude, longitude };
+}
+
+function meshOverrides(opts: UpOptions): ConfigFile['mesh'] {
+  const mesh: NonNullable<ConfigFile['mesh']> = {};
+  if (!opts.mesh) mesh.enabled = false;
+  if (opts.listen !== undefined) mesh.listen = opts.listen;
+  if (opts.join !== undefined) mesh.join = opts.join;
+  if (opts.mdns !== undefined) mesh.mdns = opts.mdns;
+  if (opts.label !== undefined) mesh.labels = opts.label;
+  if (opts.region !== undefined || opts.location !== undefined) {
+    mesh.location = { ...(opts.region === undefined ? {} : { region: opts.region }), ...opts.location };
+  }
+  return Object.keys(mesh).length === 0 ? undefined : mesh;
 }
 
 export function upCommand(program: Command): void {
@@ -36,6 +67,13 @@ export function upCommand(program: Command): void {
     .option('--workers <n>', 'worker threads per function driver', parseInteger)
     .option('--vcpus <n>', 'vCPUs this node hands out (default: all cores)', parseNumber)
     .option('--memory <MiB>', 'memory this node hands out (default: all but 512 MiB)', parseMiB)
+    .option('--listen <multiaddr>', 'mesh address to listen on, repeatable (default /ip4/127.0.0.1/tcp/7421; /ip4/0.0.0.0/tcp/7421 lets other machines join)', collect)
+    .option('--join <multiaddr>', "a mesh node to join through, repeatable: its address ending in /p2p/<node id> (see `vmesh nodes`)", collect)
+    .option('--mdns', 'find other nodes on the local network by multicast DNS')
+    .option('--no-mesh', 'keep this node out of any mesh')
+    .option('--label <key=value>', 'a label in this node\'s adverts, repeatable', collectEnv)
+    .option('--region <name>', 'the region this node says it is in')
+    .option('--location <lat,lon>', 'where this node says it is, in degrees', parseLocation)
     .option('--ready-timeout <ms>', 'with --detach: how long to wait for the node', parseInteger, 60_000)
     .action(async (opts: UpOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
@@ -52,6 +90,8 @@ export function upCommand(program: Command): void {
         if (opts.host !== undefined) overrides.api.host = opts.host;
         if (opts.port !== undefined) overrides.api.port = opts.port;
       }
+      const mesh = meshOverrides(opts);
+      if (mesh !== undefined) overrides.mesh = mesh;
       if (opts.logLevel !== undefined) overrides.logLevel = opts.logLevel as ConfigFile['logLevel'];
       if (opts.workers !== undefined) overrides.workers = opts.workers;
       if (opts.vcpus !== undefined || opts.memory !== undefined) {
@@ -68,6 +108,7 @@ export function upCommand(program: Command): void {
       const { startDaemon } = await import('../../daemon/daemon.ts'); // the heavy part: only for `up`
       const daemon = await startDaemon(config);
       process.stderr.write(`vmesh node ${daemon.node.id} listening on ${daemon.url} (token in ${tokenPath(home)})\n`);
+      if (daemon.mesh !== undefined) process.stderr.write(`mesh: ${daemon.mesh.addresses().join(' ')}\n`);
       const shutdown = (signal: string) => {
         daemon.node.logger.info({ signal }, 'shutting down');
         daemon.close().then(

@@ -1,0 +1,52 @@
+import type { PrivateKey } from '@libp2p/interface';
+import { Compile } from 'typebox/compile';
+import { ADVERT_FORMAT, explainSchemaErrors, NodeAdvert, type SchemaError } from '../spec/index.ts';
+import { BadEnvelopeError, open, seal } from '../trust/envelope.ts';
+
+/** The gossip topic adverts travel on. */
+export const ADVERT_TOPIC = 'vmesh/adverts/1';
+/** Signature domain of adverts. */
+const DOMAIN = ADVERT_FORMAT;
+/** No honest advert comes near this; a bigger message is refused unread. */
+export const MAX_ADVERT_BYTES = 32 * 1024;
+/** A free resource that moved by this share of its capacity is news worth an early advert. */
+export const CHANGE_THRESHOLD = 0.1;
+
+const check = Compile(NodeAdvert);
+const encoder = new TextEncoder();
+
+export async function sealAdvert(key: PrivateKey, advert: NodeAdvert): Promise<Uint8Array> {
+  return encoder.encode(JSON.stringify(await seal(key, advert.node, DOMAIN, advert)));
+}
+
+/**
+ * Checks a received advert: size, envelope signature, schema, and that the node it describes is the
+ * node that signed it (and, when known, the peer that published it). Throws BadEnvelopeError.
+ */
+export async function openAdvert(bytes: Uint8Array, publishedBy?: string): Promise<NodeAdvert> {
+  const { signer, value } = await open(bytes, DOMAIN, MAX_ADVERT_BYTES);
+  if (!check.Check(value)) {
+    const { message } = explainSchemaErrors([...check.Errors(value)] as SchemaError[], value, 'advert');
+    throw new BadEnvelopeError(message);
+  }
+  if (value.node !== signer) throw new BadEnvelopeError(`advert.node: ${value.node} is not its signer ${signer}`);
+  if (publishedBy !== undefined && publishedBy !== signer) throw new BadEnvelopeError(`advert: signed by ${signer} but published by ${publishedBy}`);
+  return value;
+}
+
+/** Whether `next` says something the mesh should hear before the next regular advert. */
+export function changedEnough(prev: NodeAdvert | undefined, next: NodeAdvert): boolean {
+  if (prev === undefined) return true;
+  for (const k of ['vcpus', 'memoryMiB', 'diskMiB', 'egressMbps', 'ingressMbps'] as const) {
+    const cap = next.capacity[k];
+    if (cap !== prev.capacity[k]) return true;
+    if (cap > 0 && Math.abs(next.free[k] - prev.free[k]) >= CHANGE_THRESHOLD * cap) return true;
+  }
+  const drivers = (a: NodeAdvert) => a.drivers.map((d) => `${d.name}:${d.available}`).join(',');
+  return (
+    drivers(prev) !== drivers(next) ||
+    prev.addresses.join(',') !== next.addresses.join(',') ||
+    JSON.stringify(prev.labels) !== JSON.stringify(next.labels) ||
+    JSON.stringify(prev.location) !== JSON.stringify(next.location)
+  );
+}

@@ -1,0 +1,73 @@
+import './polyfill.ts';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { bootstrap } from '@libp2p/bootstrap';
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
+import { identify, type Identify } from '@libp2p/identify';
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht';
+import { mdns } from '@libp2p/mdns';
+import { ping, type Ping } from '@libp2p/ping';
+import { tcp } from '@libp2p/tcp';
+import { multiaddr } from '@multiformats/multiaddr';
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+import type { MeshConfig } from '../node/config.ts';
+import { InvalidInputError } from '../spec/index.ts';
+
+export interface MeshServices {
+  identify: Identify;
+  ping: Ping;
+  pubsub: GossipSub;
+  dht: KadDHT;
+  [key: string]: unknown;
+}
+
+export type MeshHost = Libp2p<MeshServices>;
+
+/** vmesh's own DHT, apart from the public IPFS one: records only among vmesh nodes. */
+export const DHT_PROTOCOL = '/vmesh/kad/1.0.0';
+
+/** Checks the configured addresses up front, so that a typo is named rather than failing deep in libp2p. */
+export function checkMeshAddresses(config: MeshConfig): void {
+  config.listen.forEach((a, i) => parseAddress(a, `mesh.listen[${i}]`));
+  config.join.forEach((a, i) => {
+    const ma = parseAddress(a, `mesh.join[${i}]`);
+    if (ma.getComponents().find((c) => c.name === 'p2p') === undefined) {
+      throw new InvalidInputError(`mesh.join[${i}]: ${a} must end in /p2p/<node id> (vmesh nodes shows a node's full addresses)`, { field: `mesh.join[${i}]` });
+    }
+  });
+}
+
+function parseAddress(text: string, field: string) {
+  try {
+    return multiaddr(text);
+  } catch (err) {
+    throw new InvalidInputError(`${field}: ${JSON.stringify(text)} is not a multiaddr (${(err as Error).message}); e.g. /ip4/10.0.0.1/tcp/7421`, { field });
+  }
+}
+
+/**
+ * A libp2p host for one node: TCP with noise and yamux; identify, ping, gossipsub and vmesh's kad-dht;
+ * bootstrap from the join list and, when switched on, multicast DNS.
+ */
+export async function createMeshHost(key: PrivateKey, config: MeshConfig, gater: ConnectionGater): Promise<MeshHost> {
+  checkMeshAddresses(config);
+  const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = [];
+  if (config.join.length > 0) peerDiscovery.push(bootstrap({ list: config.join, timeout: 100 }));
+  if (config.mdns) peerDiscovery.push(mdns({ serviceTag: 'vmesh.local' }));
+  return createLibp2p({
+    privateKey: key,
+    addresses: { listen: config.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: gater,
+    peerDiscovery,
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, ignoreDuplicatePublishError: true, emitSelf: false }),
+      dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper }),
+    },
+  });
+}

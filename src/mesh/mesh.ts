@@ -1,0 +1,200 @@
+import { TopicValidatorResult, type Message } from '@libp2p/gossipsub';
+import type { PeerId } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Logger } from 'pino';
+import type { MeshConfig } from '../node/config.ts';
+import { ADVERT_FORMAT, type NodeAdvert } from '../spec/index.ts';
+import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
+import { createMeshHost, type MeshHost } from './host.ts';
+import type { NodeIdentity } from './identity.ts';
+import { Membership } from './membership.ts';
+import { PeerGuard } from './peer-guard.ts';
+import { Proximity, type RttEstimate } from './proximity.ts';
+
+/** What a node says about itself in each advert, read when the advert is made. */
+export type NodeDescription = Pick<NodeAdvert, 'version' | 'drivers' | 'capacity' | 'free' | 'runs'>;
+
+export interface MeshOptions {
+  identity: NodeIdentity;
+  config: MeshConfig;
+  logger: Logger;
+  describe(): NodeDescription;
+}
+
+/** One node of the mesh as this node sees it. */
+export interface MeshNode {
+  id: string;
+  self: boolean;
+  /** Whether this node holds a connection to it now. */
+  connected: boolean;
+  advert: NodeAdvert;
+  /** Age of its newest advert, by this node's clock. */
+  advertAgeMs: number;
+  rtt?: RttEstimate;
+}
+
+/** Least time between two adverts sent early because something changed. */
+const MIN_NUDGE_GAP_MS = 500;
+
+/**
+ * This node's place in the mesh: a libp2p host, its signed adverts on the gossip topic, the membership
+ * table built from everyone else's, and round-trip times to each member. Requests and blobs travel on
+ * protocols of their own, which register on `host`.
+ */
+export class Mesh {
+  readonly membership: Membership;
+  readonly proximity = new Proximity();
+  readonly guard: PeerGuard;
+  private last: NodeAdvert | undefined;
+  private lastSentAt = 0;
+  private nudgeTimer: NodeJS.Timeout | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+
+  private constructor(
+    readonly host: MeshHost,
+    private readonly o: MeshOptions,
+    guard: PeerGuard,
+  ) {
+    this.guard = guard;
+    this.membership = new Membership(o.config.peerTtlMs);
+    this.membership.on('join', (m) => o.logger.info({ peer: m.id, addresses: m.advert.addresses }, 'node joined the mesh'));
+    this.membership.on('leave', ({ id, reason }) => {
+      this.proximity.forget(id);
+      o.logger.info({ peer: id, reason }, 'node left the mesh');
+    });
+  }
+
+  static async start(o: MeshOptions): Promise<Mesh> {
+    const guard = new PeerGuard({ banMs: o.config.banMs }, o.logger);
+    const host = await createMeshHost(o.identity.privateKey, o.config, guard.gater());
+    const mesh = new Mesh(host, o, guard);
+    guard.onBan((peer) => void host.hangUp(peerIdFromString(peer)).catch(() => {}));
+    try {
+      await mesh.join();
+    } catch (err) {
+      await host.stop();
+      throw err;
+    }
+    return mesh;
+  }
+
+  get id(): string {
+    return this.o.identity.id;
+  }
+
+  /** The addresses other nodes can reach this one on, each ending in /p2p/<id>. */
+  addresses(): string[] {
+    return this.host.getMultiaddrs().map((a) => a.toString());
+  }
+
+  private async join(): Promise<void> {
+    const pubsub = this.host.services.pubsub;
+    pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.takeAdvert(from, msg));
+    pubsub.subscribe(ADVERT_TOPIC);
+    // A peer that has just subscribed has not heard this node yet: tell it soon rather than at the next tick.
+    pubsub.addEventListener('subscription-change', (e) => {
+      if (e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
+    });
+    const every = (ms: number, fn: () => void) => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.o.config.advertIntervalMs, () => void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent')));
+    every(Math.max(100, Math.min(1000, this.o.config.peerTtlMs / 4)), () => this.membership.expire());
+    every(this.o.config.pingIntervalMs, () => void this.pingAll());
+    await this.publish();
+  }
+
+  private async takeAdvert(from: PeerId, msg: Message): Promise<TopicValidatorResult> {
+    const source = from.toString();
+    try {
+      const advert = await openAdvert(msg.data, msg.type === 'signed' ? msg.from.toString() : undefined);
+      if (advert.node === this.id) return TopicValidatorResult.Ignore;
+      return this.membership.accept(advert) === 'stale' ? TopicValidatorResult.Ignore : TopicValidatorResult.Accept;
+    } catch (err) {
+      this.guard.offence(source, `bad advert: ${(err as Error).message}`);
+      return TopicValidatorResult.Reject;
+    }
+  }
+
+  /** Makes the current advert. */
+  advert(): NodeAdvert {
+    const now = Date.now();
+    const seq = Math.max(now, (this.last?.seq ?? 0) + 1);
+    const advert: NodeAdvert = {
+      format: ADVERT_FORMAT,
+      node: this.id,
+      seq,
+      issuedAt: new Date(now).toISOString(),
+      addresses: this.addresses().slice(0, 16),
+      labels: this.o.config.labels,
+      ...this.o.describe(),
+    };
+    if (this.o.config.location !== undefined) advert.location = this.o.config.location;
+    return advert;
+  }
+
+  /** Signs and publishes a fresh advert. */
+  async publish(): Promise<void> {
+    if (this.stopped) return;
+    const advert = this.advert();
+    this.last = advert;
+    this.lastSentAt = Date.now();
+    await this.host.services.pubsub.publish(ADVERT_TOPIC, await sealAdvert(this.o.identity.privateKey, advert));
+  }
+
+  /**
+   * Something about this node changed (a run started or ended): publish early when the change is big
+   * enough (`always`: in any case), at most once per 500 ms.
+   */
+  nudge(always = false): void {
+    if (this.stopped || this.nudgeTimer !== undefined) return;
+    if (!always && !changedEnough(this.last, this.advert())) return;
+    const wait = Math.max(always ? 200 : 0, this.lastSentAt + MIN_NUDGE_GAP_MS - Date.now());
+    this.nudgeTimer = setTimeout(() => {
+      this.nudgeTimer = undefined;
+      void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent'));
+    }, wait);
+    this.nudgeTimer.unref();
+  }
+
+  private async pingAll(): Promise<void> {
+    const timeout = Math.min(this.o.config.pingIntervalMs, 5000);
+    await Promise.all(
+      this.host.getPeers().map(async (peer) => {
+        const id = peer.toString();
+        if (this.membership.get(id) === undefined) return; // only vmesh nodes that advertise
+        try {
+          const ms = await this.host.services.ping.ping(peer, { signal: AbortSignal.timeout(timeout) });
+          this.proximity.record(id, ms);
+        } catch {
+          // unreachable now: the membership TTL decides whether it has left
+        }
+      }),
+    );
+  }
+
+  /** The mesh as this node sees it, itself first. */
+  nodes(): MeshNode[] {
+    const now = Date.now();
+    const connected = new Set(this.host.getPeers().map((p) => p.toString()));
+    const self: MeshNode = { id: this.id, self: true, connected: true, advert: this.advert(), advertAgeMs: 0 };
+    const others = this.membership.list().map((m) => {
+      const node: MeshNode = { id: m.id, self: false, connected: connected.has(m.id), advert: m.advert, advertAgeMs: now - m.lastAdvertAt };
+      const rtt = this.proximity.get(m.id);
+      if (rtt !== undefined) node.rtt = rtt;
+      return node;
+    });
+    return [self, ...others.sort((a, b) => a.id.localeCompare(b.id))];
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.nudgeTimer);
+    await this.host.stop();
+  }
+}

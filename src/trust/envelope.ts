@@ -1,0 +1,71 @@
+import type { PrivateKey } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { VmeshError } from '../spec/index.ts';
+
+/**
+ * A signed envelope: JSON bytes, the id of the node that signed them, and its ed25519 signature over
+ * the domain and the bytes. The domain ("vmesh-advert/1", "vmesh-receipt/1", ...) keeps a signature made
+ * for one purpose from being replayed as another. The signer's public key is inside its peer id, so an
+ * envelope can be checked offline with nothing but itself.
+ */
+export interface Envelope {
+  signer: string;
+  /** The signed JSON, exactly as signed. */
+  payload: string;
+  /** base64 of the ed25519 signature over `${domain}\n${payload}`. */
+  signature: string;
+}
+
+/** An envelope that does not parse, is too big, is not for this domain, or whose signature does not check. */
+export class BadEnvelopeError extends VmeshError {
+  readonly code = 'bad_signature';
+  readonly status = 400;
+}
+
+const encoder = new TextEncoder();
+
+function signedBytes(domain: string, payload: string): Uint8Array {
+  return encoder.encode(`${domain}\n${payload}`);
+}
+
+export async function seal(key: PrivateKey, signer: string, domain: string, value: unknown): Promise<Envelope> {
+  const payload = JSON.stringify(value);
+  const signature = await key.sign(signedBytes(domain, payload));
+  return { signer, payload, signature: Buffer.from(signature).toString('base64') };
+}
+
+/**
+ * Parses and checks an envelope; returns its signer and its payload parsed as JSON (for the caller to
+ * validate against its own schema). Throws BadEnvelopeError for anything else.
+ */
+export async function open(bytes: Uint8Array | string, domain: string, maxBytes: number): Promise<{ signer: string; value: unknown }> {
+  const size = typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.byteLength;
+  if (size > maxBytes) throw new BadEnvelopeError(`envelope: ${size} bytes, more than the ${maxBytes} allowed`);
+  let env: Partial<Envelope>;
+  try {
+    env = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Partial<Envelope>;
+  } catch {
+    throw new BadEnvelopeError('envelope: not JSON');
+  }
+  if (env === null || typeof env !== 'object' || typeof env.signer !== 'string' || typeof env.payload !== 'string' || typeof env.signature !== 'string') {
+    throw new BadEnvelopeError('envelope: expected {signer, payload, signature} strings');
+  }
+  let publicKey;
+  try {
+    publicKey = peerIdFromString(env.signer).publicKey;
+  } catch {
+    throw new BadEnvelopeError(`envelope.signer: ${JSON.stringify(env.signer.slice(0, 80))} is not a peer id`);
+  }
+  if (publicKey === undefined || publicKey.type !== 'Ed25519') throw new BadEnvelopeError('envelope.signer: not an ed25519 peer id');
+  const signature = Buffer.from(env.signature, 'base64');
+  if (signature.byteLength !== 64 || !(await publicKey.verify(signedBytes(domain, env.payload), signature))) {
+    throw new BadEnvelopeError(`envelope.signature: does not verify for ${env.signer} in domain ${domain}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(env.payload);
+  } catch {
+    throw new BadEnvelopeError('envelope.payload: not JSON');
+  }
+  return { signer: env.signer, value };
+}
