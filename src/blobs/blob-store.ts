@@ -23,6 +23,8 @@ export async function sha256File(file: string): Promise<string> {
 export class BlobStore {
   /** Hashes known to be on disk already: a repeated put costs no system call. */
   private readonly known = new Set<string>();
+  /** Told of every blob that enters the store (the mesh announces it as a provider). */
+  private readonly listeners: Array<(hash: string) => void> = [];
 
   constructor(readonly root: string) {}
 
@@ -72,9 +74,26 @@ export class BlobStore {
     } else {
       await fs.mkdir(path.dirname(target), { recursive: true });
       await fs.rename(file, target);
+      for (const l of this.listeners) l(hash);
     }
     this.known.add(hash);
     return hash;
+  }
+
+  onAdded(listener: (hash: string) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Every blob held, by hash. */
+  async list(): Promise<Array<{ hash: string; bytes: number; usedAt: Date }>> {
+    const dir = path.join(this.root, 'sha256');
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    const out: Array<{ hash: string; bytes: number; usedAt: Date }> = [];
+    for (const name of names) {
+      const st = await fs.stat(path.join(dir, name)).catch(() => undefined);
+      if (st !== undefined && /^[0-9a-f]{64}$/.test(name)) out.push({ hash: `sha256:${name}`, bytes: st.size, usedAt: st.atime > st.mtime ? st.atime : st.mtime });
+    }
+    return out;
   }
 
   /** The path of a blob this store holds (for streaming it out), or undefined. */

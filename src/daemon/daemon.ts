@@ -28,7 +28,14 @@ export async function startDaemon(config: NodeConfig, logger: Logger = pino({ le
   let mesh: Mesh | undefined;
   try {
     if (config.mesh.enabled) {
-      mesh = await Mesh.start({ identity: node.identity, config: config.mesh, logger, describe: () => describeNode(node) });
+      mesh = await Mesh.start({
+        identity: node.identity,
+        config: config.mesh,
+        logger,
+        describe: () => describeNode(node),
+        blobs: node.blobs,
+        maxBlobBytes: config.limits.blobBytes,
+      });
       const m = mesh;
       node.events.on('state', () => m.nudge());
       logger.info({ nodeId: node.id, addresses: mesh.addresses() }, 'mesh listening');

@@ -4,6 +4,8 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Logger } from 'pino';
 import type { MeshConfig } from '../node/config.ts';
 import { ADVERT_FORMAT, type NodeAdvert } from '../spec/index.ts';
+import type { BlobStore } from '../blobs/blob-store.ts';
+import { BlobPool } from './blob-pool.ts';
 import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
@@ -19,6 +21,10 @@ export interface MeshOptions {
   config: MeshConfig;
   logger: Logger;
   describe(): NodeDescription;
+  /** The node's blob store, shared with the mesh through the blob pool. */
+  blobs: BlobStore;
+  /** The largest blob this node fetches from a peer. */
+  maxBlobBytes: number;
 }
 
 /** One node of the mesh as this node sees it. */
@@ -45,6 +51,7 @@ export class Mesh {
   readonly membership: Membership;
   readonly proximity = new Proximity();
   readonly guard: PeerGuard;
+  readonly blobs: BlobPool;
   private last: NodeAdvert | undefined;
   private lastSentAt = 0;
   private nudgeTimer: NodeJS.Timeout | undefined;
@@ -57,8 +64,13 @@ export class Mesh {
     guard: PeerGuard,
   ) {
     this.guard = guard;
+    this.blobs = new BlobPool(host, guard, o.blobs, o.logger, o.maxBlobBytes);
     this.membership = new Membership(o.config.peerTtlMs);
-    this.membership.on('join', (m) => o.logger.info({ peer: m.id, addresses: m.advert.addresses }, 'node joined the mesh'));
+    this.membership.on('join', (m) => {
+      o.logger.info({ peer: m.id, addresses: m.advert.addresses }, 'node joined the mesh');
+      // The first peer after being alone: the blobs held so far could not be announced to anybody.
+      if (this.membership.size === 1) void this.announceHeld();
+    });
     this.membership.on('leave', ({ id, reason }) => {
       this.proximity.forget(id);
       o.logger.info({ peer: id, reason }, 'node left the mesh');
@@ -88,7 +100,12 @@ export class Mesh {
     return this.host.getMultiaddrs().map((a) => a.toString());
   }
 
+  private async announceHeld(): Promise<void> {
+    for (const { hash } of await this.o.blobs.list()) this.blobs.announce(hash);
+  }
+
   private async join(): Promise<void> {
+    await this.blobs.start();
     const pubsub = this.host.services.pubsub;
     pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.takeAdvert(from, msg));
     pubsub.subscribe(ADVERT_TOPIC);

@@ -77,6 +77,7 @@ export const ConfigFile = Type.Object(
             Type.Integer({ minimum: 1024, maximum: 4 * 2 ** 30, description: 'cap on the tar of a run\'s declared outputs' }),
           ),
           requestBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 2 ** 20 })),
+          blobBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 2 ** 50, description: 'the largest blob this node takes from a client or a peer' })),
         },
         { additionalProperties: false },
       ),
@@ -113,7 +114,7 @@ export interface NodeConfig {
   api: { host: string; port: number };
   capacity: Static<typeof CapacityOverrides>;
   executor: { maxConcurrent: number; queueLimit: number; queueTimeoutMs: number };
-  limits: { outputBytes: number; inlineOutputBytes: number; outputsArchiveBytes: number; requestBytes: number };
+  limits: { outputBytes: number; inlineOutputBytes: number; outputsArchiveBytes: number; requestBytes: number; blobBytes: number };
   workers: number;
   workerIdleMs: number;
   fileRoots: string[];
@@ -151,7 +152,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     api: { host: '127.0.0.1', port: DEFAULT_PORT, ...fromFile.api, ...overrides.api },
     capacity: { ...fromFile.capacity, ...overrides.capacity },
     executor: { maxConcurrent: 256, queueLimit: 10_000, queueTimeoutMs: 60_000, ...fromFile.executor, ...overrides.executor },
-    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, outputsArchiveBytes: 256 * 2 ** 20, requestBytes: 48 * 2 ** 20, ...fromFile.limits, ...overrides.limits },
+    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, outputsArchiveBytes: 256 * 2 ** 20, requestBytes: 48 * 2 ** 20, blobBytes: 16 * 2 ** 30, ...fromFile.limits, ...overrides.limits },
     workers: pick('workers') ?? Math.max(2, os.availableParallelism()),
     workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),

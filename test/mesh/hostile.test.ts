@@ -4,6 +4,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { ADVERT_TOPIC, sealAdvert } from '../../src/mesh/adverts.ts';
+import { BLOB_PROTOCOL } from '../../src/mesh/blob-exchange.ts';
+import { JsonFrames } from '../../src/mesh/frames.ts';
 import { createMeshHost, type MeshHost } from '../../src/mesh/host.ts';
 import { loadConfig } from '../../src/node/config.ts';
 import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
@@ -18,6 +20,17 @@ async function rogue(): Promise<{ host: MeshHost; id: string }> {
   const host = await createMeshHost(key, config, {});
   host.services.pubsub.subscribe(ADVERT_TOPIC);
   return { host, id: peerIdFromPrivateKey(key).toString() };
+}
+
+/** One length-prefixed frame (unsigned varint length, then the bytes). */
+function frame(bytes: Uint8Array): Uint8Array {
+  const len: number[] = [];
+  let n = bytes.byteLength;
+  do {
+    len.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    n >>>= 7;
+  } while (n > 0);
+  return Uint8Array.from([...len, ...bytes]);
 }
 
 async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
@@ -80,5 +93,33 @@ describe('hostile peers', () => {
     // The node still works: its own view and its API are fine.
     assert.equal(node.daemon.mesh!.nodes()[0]!.self, true);
     assert.equal(node.daemon.mesh!.guard.list().length, 4);
+  });
+
+  it('disconnects and refuses a peer that sends oversized or malformed frames on a request protocol', async () => {
+    const mesh = node.daemon.mesh!;
+    const cases: Array<[Uint8Array, RegExp]> = [
+      [frame(new Uint8Array(300_000)), /\/vmesh\/blob\/1: a frame over 1024 bytes/],
+      [frame(new Uint8Array(2000).fill(0x20)), /a frame of 2000 bytes where at most 1024 belong/],
+      [frame(new TextEncoder().encode('{"hash": ')), /a frame that is not JSON/],
+      [frame(new TextEncoder().encode('{"hash": "md5:abc"}')), /request\.hash: must match pattern/],
+    ];
+    for (const [bytes, reason] of cases) {
+      const r = await rogue();
+      rogues.push(r.host);
+      await retry(() => r.host.dial(multiaddr(mesh.addresses()[0]!)), 5000);
+      const stream = await r.host.dialProtocol(mesh.host.peerId, BLOB_PROTOCOL);
+      stream.send(bytes);
+      await until(() => mesh.guard.list().some((b) => b.peer === r.id), 5000, `a ban for ${reason}`);
+      assert.match(mesh.guard.list().find((b) => b.peer === r.id)!.reason, reason);
+      await until(() => r.host.getConnections().length === 0, 5000, 'the rogue to be disconnected');
+    }
+    // An honest client still gets an answer.
+    const honest = await rogue();
+    rogues.push(honest.host);
+    await retry(() => honest.host.dial(multiaddr(mesh.addresses()[0]!)), 5000);
+    const frames = new JsonFrames(await honest.host.dialProtocol(mesh.host.peerId, BLOB_PROTOCOL), 1024);
+    await frames.write({ hash: `sha256:${'0'.repeat(64)}` });
+    const answer = await frames.read((v) => v as { ok: boolean; code: string });
+    assert.deepEqual([answer.ok, answer.code], [false, 'not_found']);
   });
 });

@@ -1,0 +1,88 @@
+import type { PeerId } from '@libp2p/interface';
+import { CID } from 'multiformats/cid';
+import * as Digest from 'multiformats/hashes/digest';
+import type { Logger } from 'pino';
+import type { BlobStore } from '../blobs/blob-store.ts';
+import { isVmeshError } from '../spec/index.ts';
+import { BlobUnavailableError, fetchBlob, serveBlobs } from './blob-exchange.ts';
+import type { MeshHost } from './host.ts';
+import type { PeerGuard } from './peer-guard.ts';
+
+const RAW_CODEC = 0x55;
+const SHA2_256 = 0x12;
+
+/** The CID of a blob: CIDv1, raw codec, its sha256 as the multihash. */
+export function blobCid(hash: string): CID {
+  const hex = /^sha256:([0-9a-f]{64})$/.exec(hash)?.[1];
+  if (hex === undefined) throw new Error(`not a sha256 blob hash: ${hash}`);
+  return CID.createV1(RAW_CODEC, Digest.create(SHA2_256, Buffer.from(hex, 'hex')));
+}
+
+export interface PoolFetchOptions {
+  /** Peers likely to hold it (the node that asked for a run, say), tried before the DHT is asked. */
+  hints?: PeerId[];
+  signal?: AbortSignal;
+  onProgress?: (bytes: number, total: number) => void;
+}
+
+/**
+ * The mesh's shared blob pool: every node serves the blobs it holds, announces each one in the DHT as a
+ * provider record, and fetches what it lacks from a provider, verifying the bytes as they come.
+ */
+export class BlobPool {
+  private readonly announcing = new Set<string>();
+
+  constructor(
+    private readonly host: MeshHost,
+    private readonly guard: PeerGuard,
+    readonly blobs: BlobStore,
+    private readonly logger: Logger,
+    private readonly maxBytes: number,
+  ) {}
+
+  async start(): Promise<void> {
+    await serveBlobs(this.host, this.blobs, this.guard, this.logger);
+    this.blobs.onAdded((hash) => this.announce(hash));
+  }
+
+  /** Tells the DHT that this node holds `hash` (in the background; a mesh of one has nobody to tell). */
+  announce(hash: string): void {
+    if (this.announcing.has(hash) || this.host.getPeers().length === 0) return;
+    this.announcing.add(hash);
+    void this.host.contentRouting
+      .provide(blobCid(hash), { signal: AbortSignal.timeout(30_000) })
+      .catch((err: Error) => this.logger.debug({ err, hash }, 'provider record not placed'))
+      .finally(() => this.announcing.delete(hash));
+  }
+
+  /** Makes sure the store holds `hash`, fetching it from the mesh if not; returns the peer it came from. */
+  async fetch(hash: string, o: PoolFetchOptions = {}): Promise<string | undefined> {
+    if (await this.blobs.has(hash)) return undefined;
+    const tried: string[] = [];
+    const attempt = async (peer: PeerId): Promise<boolean> => {
+      const id = peer.toString();
+      if (id === this.host.peerId.toString() || tried.includes(id) || this.guard.isBanned(id)) return false;
+      tried.push(id);
+      try {
+        await fetchBlob(this.host, this.guard, peer, hash, this.blobs, { maxBytes: this.maxBytes, ...o });
+        return true;
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        this.logger.debug({ err, peer: id, hash }, 'blob not fetched from this peer');
+        if (isVmeshError(err) && err.code === 'blob_corrupt') this.logger.warn({ peer: id, hash, reason: err.message }, 'a peer sent a corrupt blob');
+        return false;
+      }
+    };
+    for (const peer of o.hints ?? []) if (await attempt(peer)) return peer.toString();
+    const lookup = AbortSignal.any([AbortSignal.timeout(30_000), ...(o.signal === undefined ? [] : [o.signal])]);
+    try {
+      for await (const provider of this.host.contentRouting.findProviders(blobCid(hash), { signal: lookup })) {
+        if (await attempt(provider.id)) return provider.id.toString();
+      }
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      this.logger.debug({ err, hash }, 'provider lookup ended');
+    }
+    throw new BlobUnavailableError(`no node of the mesh could provide ${hash}${tried.length > 0 ? ` (asked ${tried.join(', ')})` : ' (no provider found)'}`, { field: 'blob' });
+  }
+}
