@@ -119,7 +119,7 @@ describe('hostile peers', () => {
     await retry(() => honest.host.dial(multiaddr(mesh.addresses()[0]!)), 5000);
     const frames = new JsonFrames(await honest.host.dialProtocol(mesh.host.peerId, BLOB_PROTOCOL), 1024);
     await frames.write({ hash: `sha256:${'0'.repeat(64)}` });
-    const answer = await frames.read((v) => v as { ok: boolean; code: string });
+    const answer = (await frames.read((v) => v)) as { ok: boolean; code: string };
     assert.deepEqual([answer.ok, answer.code], [false, 'not_found']);
   });
 });
