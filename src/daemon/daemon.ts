@@ -37,6 +37,7 @@ export async function startDaemon(config: NodeConfig, logger: Logger = pino({ le
         maxBlobBytes: config.limits.blobBytes,
       });
       const m = mesh;
+      await mesh.serve(node);
       node.events.on('state', () => m.nudge());
       logger.info({ nodeId: node.id, addresses: mesh.addresses() }, 'mesh listening');
     }

@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import type { MeshConfig } from '../node/config.ts';
 import { ADVERT_FORMAT, type NodeAdvert } from '../spec/index.ts';
 import type { BlobStore } from '../blobs/blob-store.ts';
+import type { VmeshNode } from '../node/node.ts';
 import { BlobPool } from './blob-pool.ts';
+import { RemoteRuns, serveRuns } from './run-protocol.ts';
 import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
@@ -134,6 +136,12 @@ export class Mesh {
       this.guard.offence(source, `bad advert: ${(err as Error).message}`);
       return TopicValidatorResult.Reject;
     }
+  }
+
+  /** Takes runs from other nodes for `node`, and lets `node` send runs to them (`placement.node`). */
+  async serve(node: VmeshNode): Promise<void> {
+    await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
+    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined));
   }
 
   /** Makes the current advert. */

@@ -4,7 +4,7 @@ import path from 'node:path';
 import Type, { type Static } from 'typebox';
 import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
 import { DEFAULT_MESH_PORT, DEFAULT_PORT, defaultHome } from './home.ts';
-import { InvalidInputError, NodeLabels, NodeLocation, validator, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
+import { InvalidInputError, NodeLabels, NodeLocation, validator, type ResolvedResources, type Workload, type WorkloadKind } from '../spec/index.ts';
 
 const MeshSettings = Type.Object(
   {
@@ -178,4 +178,20 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
   };
   if (location !== undefined) config.location = location;
   return config;
+}
+
+/** Fills every resource the workload left out with its kind's default. */
+export function resolveResources(w: Workload): ResolvedResources {
+  const d = defaultResources(w.kind);
+  const r = w.resources ?? {};
+  return {
+    vcpus: r.vcpus ?? d.vcpus,
+    memoryMiB: r.memoryMiB ?? d.memoryMiB,
+    diskMiB: r.diskMiB ?? d.diskMiB,
+    timeoutMs: r.timeoutMs ?? d.timeoutMs,
+    network: {
+      egressMbps: r.network?.egressMbps ?? d.network.egressMbps,
+      ingressMbps: r.network?.ingressMbps ?? d.network.ingressMbps,
+    },
+  };
 }

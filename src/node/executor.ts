@@ -9,6 +9,7 @@ import {
   QueueFullError,
   RunStateError,
   UnsupportedError,
+  type Run,
   type RunResult,
   type RunState,
   type TerminalState,
@@ -29,21 +30,45 @@ export interface ExecutorOptions {
   queueTimeoutMs: number;
 }
 
-interface Job {
+/** What the executor tracks of any run, local or remote. */
+interface Tracked {
   record: RunRecord;
+  runningAt?: number;
+  settled: Promise<void>;
+  settle: () => void;
+}
+
+/** One update from the node that executes a remote run. */
+export type RemoteUpdate =
+  | { type: 'state'; state: RunState; patch: RunPatch }
+  | { type: 'log'; stream: StreamName; data: Uint8Array; ts: string }
+  | { type: 'end'; run: Run };
+
+/** A run that executes on another node, as seen from the node that asked for it. */
+export interface RemoteFeed {
+  /** The executing node's id. */
+  node: string;
+  /** Its updates in order, ending after `end`; throws when contact with it is lost. */
+  updates: AsyncIterable<RemoteUpdate>;
+  /** Asks the executing node to cancel the run; its `end` follows. */
+  cancel(reason: string): void;
+}
+
+interface Followed extends Tracked {
+  feed: RemoteFeed;
+}
+
+interface Job extends Tracked {
   driver: Driver;
   request: SandboxRequest;
   controller: AbortController;
   submittedAt: number;
   placedAt?: number;
-  runningAt?: number;
   queueTimer?: NodeJS.Timeout;
   /** The driver's handle on the started sandbox, while it runs. */
   sandbox?: RunningSandbox;
   /** An operation on the sandbox (pause, resume, snapshot) is under way: one at a time. */
   busy?: boolean;
-  settled: Promise<void>;
-  settle: () => void;
 }
 
 /**
@@ -54,6 +79,8 @@ interface Job {
 export class Executor {
   private readonly queue: Job[] = [];
   private readonly active = new Map<string, Job>();
+  /** Runs this node asked another node to execute. */
+  private readonly followed = new Map<string, Followed>();
   private stopping = false;
 
   constructor(private readonly o: ExecutorOptions) {}
@@ -68,12 +95,16 @@ export class Executor {
 
   /** The executor's own record of a live (queued or started) run. */
   record(id: string): RunRecord | undefined {
-    return this.active.get(id)?.record ?? this.queue.find((j) => j.record.id === id)?.record;
+    return this.live(id)?.record;
+  }
+
+  private live(id: string): Tracked | undefined {
+    return this.active.get(id) ?? this.followed.get(id) ?? this.queue.find((j) => j.record.id === id);
   }
 
   /** Resolves once a run is over and everything it held is released (at once for one that is not live). */
   async settled(id: string): Promise<void> {
-    await (this.active.get(id) ?? this.queue.find((j) => j.record.id === id))?.settled;
+    await this.live(id)?.settled;
   }
 
   /** 1-based place in the queue, or undefined when the run is not queued. */
@@ -99,10 +130,60 @@ export class Executor {
   }
 
   /**
+   * Tracks a run that executes on another node: it is stored here like any other run, and its states and
+   * logs arrive from that node (no reservation here). If contact is lost before it ends, it ends `failed`.
+   */
+  follow(record: RunRecord, feed: RemoteFeed): void {
+    const job = { record, feed } as Followed;
+    job.settled = new Promise<void>((resolve) => (job.settle = resolve));
+    this.o.store.insertRun(record);
+    this.emitState(record, undefined, record.createdAt);
+    this.o.metrics.runsSubmitted.inc({ kind: record.kind });
+    this.followed.set(record.id, job);
+    void this.track(job);
+  }
+
+  private async track(job: Followed): Promise<void> {
+    const id = job.record.id;
+    try {
+      for await (const u of job.feed.updates) {
+        if (u.type === 'log') {
+          const eventId = this.o.store.appendEvent(id, u.stream, u.data, u.ts);
+          this.o.events.emit('log', { runId: id, eventId, stream: u.stream, data: u.data, ts: u.ts });
+        } else if (u.type === 'state') {
+          if (!isTerminal(u.state) && u.state !== job.record.state && canTransition(job.record.state, u.state)) this.transition(job, u.state, u.patch);
+        } else {
+          const { state, reason, result, driver, startedAt, endedAt } = u.run;
+          if (!isTerminal(state)) throw new Error(`node ${job.feed.node} ended the run in state ${state}`);
+          const patch: RunPatch = {};
+          if (driver !== undefined) patch.driver = driver;
+          if (startedAt !== undefined) patch.startedAt = startedAt;
+          if (endedAt !== undefined) patch.endedAt = endedAt;
+          this.finish(job, state, reason, result, patch);
+          break;
+        }
+      }
+      if (!isTerminal(job.record.state)) this.finish(job, 'failed', `node ${job.feed.node} closed the run's stream before it ended`);
+    } catch (err) {
+      this.o.logger.warn({ runId: id, node: job.feed.node, err }, 'lost contact with the node running a remote run');
+      this.finish(job, 'failed', `lost contact with node ${job.feed.node}: ${(err as Error).message}`);
+    } finally {
+      this.followed.delete(id);
+      job.settle();
+    }
+  }
+
+  /**
    * Cancels a live run: a queued one ends at once, a started one is stopped and ends `cancelled` when
-   * its sandbox is gone. Returns false when the run is not live here.
+   * its sandbox is gone, a remote one is cancelled by the node running it. Returns false when the run is
+   * not live here.
    */
   cancel(id: string, reason = 'cancelled by request'): boolean {
+    const remote = this.followed.get(id);
+    if (remote !== undefined) {
+      remote.feed.cancel(reason);
+      return true;
+    }
     const i = this.queue.findIndex((j) => j.record.id === id);
     if (i >= 0) {
       const [job] = this.queue.splice(i, 1);
@@ -146,6 +227,7 @@ export class Executor {
     op: 'pause' | 'resume' | 'snapshot',
     act: (job: Job, driver: Driver, sandbox: RunningSandbox) => Promise<void>,
   ): Promise<RunRecord> {
+    if (this.followed.has(id)) throw new UnsupportedError(`run ${id} runs on node ${this.followed.get(id)!.feed.node}: ask that node`, { field: 'id' });
     const job = this.active.get(id) ?? this.queue.find((j) => j.record.id === id);
     if (job === undefined || isTerminal(job.record.state)) throw new RunStateError(`run ${id} is not live on this node`, { field: 'id' });
     if (job.driver[op] === undefined) throw new UnsupportedError(`run ${id}: the ${job.driver.name} driver cannot ${op} a sandbox`, { field: 'id' });
@@ -169,7 +251,9 @@ export class Executor {
     for (const job of [...this.queue]) this.cancel(job.record.id, 'the node is shutting down');
     const live = [...this.active.values()];
     for (const job of live) job.controller.abort(new AbortedError('the node is shutting down'));
-    await Promise.all(live.map((j) => j.settled));
+    const remote = [...this.followed.values()];
+    for (const job of remote) job.feed.cancel('the requesting node is shutting down');
+    await Promise.all([...live, ...remote].map((j) => j.settled));
   }
 
   private pump(): void {
@@ -275,7 +359,7 @@ export class Executor {
     return result;
   }
 
-  private transition(job: Job, state: RunState, patch: RunPatch = {}): void {
+  private transition(job: Tracked, state: RunState, patch: RunPatch = {}): void {
     const from = job.record.state;
     if (!canTransition(from, state)) throw new Error(`run ${job.record.id}: illegal transition ${from} → ${state}`);
     const ts = new Date().toISOString();
@@ -284,16 +368,17 @@ export class Executor {
     this.emitState(job.record, patch.reason, ts);
   }
 
-  private finish(job: Job, state: TerminalState, reason: string | undefined, result?: RunResult): void {
+  private finish(job: Job | Followed, state: TerminalState, reason: string | undefined, result?: RunResult, extra: RunPatch = {}): void {
     if (isTerminal(job.record.state)) return;
-    const patch: RunPatch = { endedAt: new Date().toISOString() };
+    const patch: RunPatch = { endedAt: new Date().toISOString(), ...extra };
     if (reason !== undefined) patch.reason = reason;
     if (result !== undefined) patch.result = result;
     this.transition(job, state, patch);
-    this.o.logger.debug({ runId: job.record.id, driver: job.driver.name, state, reason, totalMs: result?.timings.totalMs }, 'run ended');
-    this.o.metrics.runsEnded.inc({ driver: job.driver.name, state });
+    const driver = 'driver' in job ? job.driver.name : 'remote';
+    this.o.logger.debug({ runId: job.record.id, driver, state, reason, totalMs: result?.timings.totalMs }, 'run ended');
+    this.o.metrics.runsEnded.inc({ driver, state });
     if (job.runningAt !== undefined) {
-      this.o.metrics.runDuration.observe({ driver: job.driver.name }, (performance.now() - job.runningAt) / 1000);
+      this.o.metrics.runDuration.observe({ driver }, (performance.now() - job.runningAt) / 1000);
     }
   }
 

@@ -19,8 +19,8 @@ import {
   parseWorkload,
   RunFinishedError,
   RunNotFoundError,
+  RunExistsError,
   isVmeshError,
-  type ResolvedResources,
   type Run,
   type Workload,
 } from '../spec/index.ts';
@@ -29,7 +29,8 @@ import { shortTag } from '../util/names.ts';
 import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
-import { defaultResources, type NodeConfig } from './config.ts';
+import { resolveResources, type NodeConfig } from './config.ts';
+import { newRunId } from './run-id.ts';
 import { NodeEvents, type StateEvent } from './events.ts';
 import { Executor } from './executor.ts';
 import { Ledger, type Capacity } from './ledger.ts';
@@ -37,8 +38,10 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
+import { remoteSpec, type RemoteDispatch } from './remote.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
-import { materializeSnapshot, readSnapshotIndex, storeSnapshot, type SnapshotIndex } from '../snapshots/snapshots.ts';
+import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
+export type { SnapshotInfo } from '../snapshots/snapshots.ts';
 
 export { VMESH_VERSION } from '../version.ts';
 import { VMESH_VERSION } from '../version.ts';
@@ -93,23 +96,6 @@ function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext
   ];
 }
 
-/** Time-ordered, unguessable run ids: `r` + 9 base36 chars of milliseconds + 12 hex chars of randomness. */
-/** Under the node's home: snapshots being captured or laid out for a restore (emptied at start). */
-const SNAPSHOT_WORK = 'snapshot-work';
-
-export interface SnapshotInfo {
-  /** The snapshot's id: the hash of its index blob. */
-  snapshot: string;
-  /** The run it was taken from, now paused. */
-  run: Run;
-  bytes: number;
-  /** File name → blob hash. */
-  files: Record<string, string>;
-}
-
-export function newRunId(now = Date.now()): string {
-  return `r${now.toString(36).padStart(9, '0')}${randomBytes(6).toString('hex')}`;
-}
 
 /**
  * One vmesh node: drivers, ledger, executor and store behind a small API that the HTTP layer (and the
@@ -121,6 +107,7 @@ export class VmeshNode {
   private readonly outputSink: OutputSink;
   /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
   private readonly afterRun = new Map<string, Promise<void>>();
+  private remote: RemoteDispatch | undefined;
 
   readonly id: string;
 
@@ -210,9 +197,15 @@ export class VmeshNode {
     return this.submitValid(workload);
   }
 
-  /** `submit` for a workload already checked against the Workload schema (the API validates bodies with it). */
-  async submitValid(submitted: Workload): Promise<Run> {
+  /**
+   * `submit` for a workload already checked against the Workload schema (the API validates bodies with
+   * it). `placement.node` naming another node sends the run there; this node stores it and follows it.
+   * `id` is given when another node asked for the run (the same id on both nodes).
+   */
+  async submitValid(submitted: Workload, options: { id?: string } = {}): Promise<Run> {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
+    const target = submitted.placement?.node;
+    if (target !== undefined && target !== this.id) return this.submitRemote(target, submitted);
     let restoreDir: string | undefined;
     try {
       let workload = submitted;
@@ -233,7 +226,8 @@ export class VmeshNode {
       const inPlace = workload.kind === 'container';
       const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
       const driver = this.registry.choose(workload, code);
-      const id = newRunId();
+      const id = options.id ?? newRunId();
+      if (options.id !== undefined && this.store.getRun(id) !== undefined) throw new RunExistsError(`run ${id} already exists on this node`, { field: 'id' });
       const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
       const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes, outputs: this.outputSink };
       if (dir !== undefined) request.sourceDir = dir;
@@ -279,6 +273,32 @@ export class VmeshNode {
     }
   }
 
+  /** Sends a run to node `target` and follows it there: stored here, executed there. */
+  private async submitRemote(target: string, workload: Workload): Promise<Run> {
+    try {
+      if (this.remote === undefined) {
+        throw new InvalidInputError(`placement.node: this node is in no mesh, so it cannot send a run to ${target}`, { field: 'placement.node' });
+      }
+      const resources = resolveResources(workload);
+      const spec = await remoteSpec(workload, this.blobs);
+      const id = newRunId();
+      const feed = await this.remote.start(target, id, spec);
+      const now = new Date().toISOString();
+      const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: target, spec, resources, createdAt: now, updatedAt: now };
+      if (workload.name !== undefined) record.name = workload.name;
+      this.executor.follow(record, feed);
+      return this.toPublic(record);
+    } catch (err) {
+      this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
+      throw err;
+    }
+  }
+
+  /** Lets the node send runs to, and fetch blobs from, other nodes (the mesh calls this once it is up). */
+  attachRemote(remote: RemoteDispatch): void {
+    this.remote = remote;
+  }
+
   /** Freezes a running run's sandbox (its resources stay reserved; its timeout keeps counting). */
   async pause(id: string): Promise<Run> {
     this.getRecord(id);
@@ -318,6 +338,10 @@ export class VmeshNode {
     if (archive === undefined) {
       const why = !isTerminal(run.state) ? `it is ${run.state}` : run.spec.outputs?.length ? 'its sandbox ended before they were collected' : 'it declared no outputs';
       throw new OutputsNotFoundError(`run ${id} has no outputs archive: ${why}`, { field: 'id' });
+    }
+    // A run that executed on another node left its archive there: fetch it from the mesh.
+    if (run.nodeId !== this.id && this.remote !== undefined && !(await this.blobs.has(archive.blob))) {
+      await this.remote.fetchBlob(archive.blob, run.nodeId).catch(() => undefined);
     }
     const file = await this.blobs.fileOf(archive.blob);
     if (file === undefined) throw new OutputsNotFoundError(`run ${id}: this node no longer holds its outputs archive ${archive.blob}`, { field: 'id' });
@@ -424,20 +448,4 @@ export class VmeshNode {
     }
     return run;
   }
-}
-
-/** Fills every resource the workload left out with its kind's default. */
-export function resolveResources(w: Workload): ResolvedResources {
-  const d = defaultResources(w.kind);
-  const r = w.resources ?? {};
-  return {
-    vcpus: r.vcpus ?? d.vcpus,
-    memoryMiB: r.memoryMiB ?? d.memoryMiB,
-    diskMiB: r.diskMiB ?? d.diskMiB,
-    timeoutMs: r.timeoutMs ?? d.timeoutMs,
-    network: {
-      egressMbps: r.network?.egressMbps ?? d.network.egressMbps,
-      ingressMbps: r.network?.ingressMbps ?? d.network.ingressMbps,
-    },
-  };
 }

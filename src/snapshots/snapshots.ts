@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { sha256, sha256File, type BlobStore } from '../blobs/blob-store.ts';
-import { InvalidInputError, type ResolvedResources, type WorkloadKind } from '../spec/index.ts';
+import { InvalidInputError, type ResolvedResources, type Run, type WorkloadKind } from '../spec/index.ts';
 
 export const SNAPSHOT_INDEX_FORMAT = 'vmesh-snapshot/1';
 
@@ -85,3 +85,17 @@ export async function materializeSnapshot(index: SnapshotIndex, blobs: BlobStore
     await fs.link(source, path.join(dir, name)).catch(() => fs.copyFile(source, path.join(dir, name)));
   }
 }
+
+/** Under the node's home: snapshots being captured or laid out for a restore (emptied at start). */
+export const SNAPSHOT_WORK = 'snapshot-work';
+
+export interface SnapshotInfo {
+  /** The snapshot's id: the hash of its index blob. */
+  snapshot: string;
+  /** The run it was taken from, now paused. */
+  run: Run;
+  bytes: number;
+  /** File name → blob hash. */
+  files: Record<string, string>;
+}
+

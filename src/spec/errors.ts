@@ -50,6 +50,23 @@ export class QueueFullError extends VmeshError {
   readonly status = 503;
 }
 
+/** A run with this id exists already (another node asked for the same run twice). */
+export class RunExistsError extends VmeshError {
+  readonly code = 'run_exists';
+  readonly status = 409;
+}
+
+/** Another node refused or failed a request; carries that node's own error code and status. */
+export class PeerError extends VmeshError {
+  readonly code: string;
+  readonly status: number;
+  constructor(error: { code: string; message: string; status: number; field?: string }, peer: string) {
+    super(`node ${peer}: ${error.message}`, error.field === undefined ? undefined : { field: error.field });
+    this.code = error.code;
+    this.status = error.status;
+  }
+}
+
 export class RunNotFoundError extends VmeshError {
   readonly code = 'run_not_found';
   readonly status = 404;
