@@ -21,6 +21,7 @@ interface RunOptions {
   disk?: number;
   timeout?: number;
   driver?: string;
+  node?: string;
   isolation?: Workload['isolation'];
   name?: string;
   output?: string[];
@@ -44,6 +45,7 @@ export function runCommand(program: Command): void {
     .option('--disk <MiB>', 'scratch disk', parseMiB)
     .option('--timeout <duration>', 'wall-clock limit, e.g. 500ms, 10s, 2m', parseDuration)
     .option('--driver <name>', 'use exactly this driver')
+    .option('--node <id>', 'run on exactly this node of the mesh (see `vmesh nodes`)')
     .option('--isolation <level>', 'least isolation acceptable: language, process, container or vm')
     .option('--name <name>', 'a label shown by `vmesh ps`')
     .option('--output <path>', 'a file or directory the workload writes (under /out in a container), returned as a tar with the result (repeatable)', collect)
@@ -92,6 +94,7 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
   if (opts.input !== undefined) workload.input = opts.input;
   if (opts.stdin !== undefined) workload.stdin = opts.stdin;
   if (opts.driver !== undefined) workload.driver = opts.driver;
+  if (opts.node !== undefined) workload.placement = { node: opts.node };
   if (opts.isolation !== undefined) workload.isolation = opts.isolation;
   if (opts.output !== undefined) workload.outputs = opts.output;
   const r: NonNullable<Workload['resources']> = {};
