@@ -12,6 +12,8 @@
 //   BENCH_CONTAINER_RUNS    measured container runs of each way (default: 40)
 //   BENCH_CONTAINER_WARMUP  unmeasured container runs of each way first (default: 5)
 //   BENCH_MICROVM_RUNS      measured microVM runs of each way (default: 5)
+//   BENCH_MESH_RUNS         measured remote and local runs of the mesh benchmark (default: 200)
+//   BENCH_MESH_NODES        in-process nodes whose adverts converge (default: 50)
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
@@ -20,9 +22,10 @@ import { describeMachine, type Machine } from './lib/machine.ts';
 import { quietWasiWarning } from './lib/quiet-wasi.ts';
 import { containersBenchmark } from './containers.ts';
 import { functionsBenchmark } from './functions.ts';
+import { meshBenchmark } from './mesh.ts';
 import { microvmsBenchmark } from './microvms.ts';
 
-const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark, microvmsBenchmark];
+const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark, microvmsBenchmark, meshBenchmark];
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const COMMAND = 'npm run bench';
 

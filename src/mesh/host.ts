@@ -62,6 +62,7 @@ export async function createMeshHost(key: PrivateKey, config: MeshConfig, gater:
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: gater,
+    connectionManager: { inboundConnectionThreshold: config.inboundConnectionsPerSecond },
     peerDiscovery,
     services: {
       identify: identify(),

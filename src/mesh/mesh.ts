@@ -1,6 +1,7 @@
 import { TopicValidatorResult, type Message } from '@libp2p/gossipsub';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { MeshConfig } from '../node/config.ts';
 import { ADVERT_FORMAT, type NodeAdvert } from '../spec/index.ts';
@@ -123,6 +124,8 @@ export class Mesh {
     every(this.o.config.advertIntervalMs, () => void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent')));
     every(Math.max(100, Math.min(1000, this.o.config.peerTtlMs / 4)), () => this.membership.expire());
     every(this.o.config.pingIntervalMs, () => void this.pingAll());
+    // libp2p's bootstrap dials once, at start: a node alone (its join peers were down, its link was cut) tries again.
+    if (this.o.config.join.length > 0) every(Math.max(1000, this.o.config.advertIntervalMs), () => void this.rejoin());
     await this.publish();
   }
 
@@ -183,6 +186,19 @@ export class Mesh {
       void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent'));
     }, wait);
     this.nudgeTimer.unref();
+  }
+
+  private async rejoin(): Promise<void> {
+    if (this.stopped || this.host.getPeers().length > 0) return;
+    for (const address of this.o.config.join) {
+      try {
+        await this.host.dial(multiaddr(address), { signal: AbortSignal.timeout(5000) });
+        this.o.logger.info({ address }, 'rejoined the mesh');
+        return;
+      } catch (err) {
+        this.o.logger.debug({ err, address }, 'join peer not reachable');
+      }
+    }
   }
 
   private async pingAll(): Promise<void> {

@@ -218,8 +218,9 @@ export class RemoteRuns implements RemoteDispatch {
             yield patch;
           } else if (f.type === 'end') {
             if (f.run.id !== id) throw new ProtocolError(`ended run ${f.run.id}, not ${id}`);
-            yield { type: 'end', run: { ...f.run, nodeId: target } };
+            // Closed before the last yield: a consumer that stops iterating at `end` never resumes us.
             await stream.close().catch(() => undefined);
+            yield { type: 'end', run: { ...f.run, nodeId: target } };
             return;
           } else throw new ProtocolError(`sent ${f.type} in the middle of a run`);
         }

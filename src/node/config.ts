@@ -16,6 +16,9 @@ const MeshSettings = Type.Object(
     peerTtlMs: Type.Optional(Type.Integer({ minimum: 300, maximum: 86_400_000, description: 'a peer whose adverts stop for this long leaves the membership' })),
     pingIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'how often each peer\'s round-trip time is measured' })),
     banMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 30 * 86_400_000, description: 'how long a peer that broke the protocol is refused' })),
+    inboundConnectionsPerSecond: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 100_000, description: 'new connections taken per second from one IP address (libp2p refuses the rest)' }),
+    ),
     labels: Type.Optional(NodeLabels),
     location: Type.Optional(NodeLocation),
   },
@@ -31,6 +34,7 @@ export interface MeshConfig {
   peerTtlMs: number;
   pingIntervalMs: number;
   banMs: number;
+  inboundConnectionsPerSecond: number;
   labels: Record<string, string>;
   location?: Static<typeof NodeLocation>;
 }
@@ -173,6 +177,7 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
     peerTtlMs: 35_000,
     pingIntervalMs: 5_000,
     banMs: 3_600_000,
+    inboundConnectionsPerSecond: 5,
     labels: {},
     ...rest,
   };

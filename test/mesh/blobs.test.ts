@@ -47,6 +47,8 @@ describe('blob pool', () => {
     const got = await b.daemon.node.blobs.get(hash);
     assert.ok(got !== undefined && got.equals(bytes));
     assert.equal(await c.daemon.node.blobs.has(hash), false, 'nobody else was sent it');
+    const open = () => [b, d].flatMap((x) => x.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/blob/1')));
+    await until(() => open().length === 0, 5000, 'the blob streams to close');
   });
 
   it('bytes that are not the blob asked for are thrown away and their sender banned', async () => {

@@ -45,6 +45,13 @@ describe('remote runs on /vmesh/run/1', () => {
     );
   });
 
+  it('finished runs leave no /vmesh/run/1 stream open on either side (libp2p caps them at 64 per connection)', async () => {
+    for (let i = 0; i < 5; i++) await client.run(js('export default () => 1', { placement: { node: c.daemon.node.id } }));
+    const open = () =>
+      [a, c].flatMap((d) => d.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/run/1')));
+    await until(() => open().length === 0, 5000, 'every run stream to close');
+  });
+
   it('a source over 256 KiB goes by blob: C fetches it from A', async () => {
     const padding = `/*${'x'.repeat(300 * 1024)}*/`;
     const run = await client.run(js(`${padding}\nexport default () => 'big'`, { placement: { node: c.daemon.node.id } }));
