@@ -68,16 +68,16 @@ describe('a mesh of five hosts in network namespaces', { skip }, () => {
       return rtt !== undefined && rtt.lastMs >= 80 && rtt.rttMs >= 70;
     }, 15_000, 'the delay to show');
     await new Promise((r) => setTimeout(r, 2000));
-    // Each observer's RTT to the delayed host, less its RTT to an undelayed one: the delay itself, with
-    // whatever the loaded machine adds to every round trip taken out.
+    // The delay shows in each observer's RTT to host 4; its RTT to an undelayed host stays far below
+    // (on a loaded machine that one also wanders, by up to ~20 ms, so it is not held to a number).
     for (const h of net.hosts.slice(0, 4)) {
       const view = (await h.client.nodes()).nodes;
       const far = view.find((n) => n.id === net.hosts[4]!.id)?.rtt;
       const near = view.find((n) => n.id === net.hosts[(h.index + 1) % 4]!.id)?.rtt;
       assert.ok(far !== undefined && near !== undefined, `host ${h.index} measured hosts 4 and ${(h.index + 1) % 4}`);
-      const added = far.rttMs - near.rttMs;
-      t.diagnostic(`host ${h.index}: ${far.rttMs.toFixed(1)} ms to host 4, ${near.rttMs.toFixed(1)} ms to host ${(h.index + 1) % 4}: ${added.toFixed(1)} ms added`);
-      assert.ok(Math.abs(added - 80) <= 16, `host ${h.index} measures ${added.toFixed(1)} ms more to host 4 than to an undelayed host (80 ms ± 20%)`);
+      t.diagnostic(`host ${h.index}: ${far.rttMs.toFixed(1)} ms to host 4 (last ${far.lastMs}), ${near.rttMs.toFixed(1)} ms to host ${(h.index + 1) % 4}`);
+      assert.ok(Math.abs(far.rttMs - 80) <= 16, `host ${h.index} measures ${far.rttMs.toFixed(1)} ms to host 4 (80 ms ± 20%)`);
+      assert.ok(near.rttMs < far.rttMs / 2, `host ${h.index} measures the undelayed host ${(h.index + 1) % 4} as near (${near.rttMs.toFixed(1)} ms)`);
     }
   });
 
