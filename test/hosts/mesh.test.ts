@@ -67,17 +67,26 @@ describe('a mesh of five hosts in network namespaces', { skip }, () => {
       const rtt = (await observer.client.nodes()).nodes.find((n) => n.id === far.id)?.rtt;
       return rtt !== undefined && rtt.lastMs >= 80 && rtt.rttMs >= 70;
     }, 15_000, 'the delay to show');
-    await new Promise((r) => setTimeout(r, 2000));
-    // The delay shows in each observer's RTT to host 4; its RTT to an undelayed host stays far below
-    // (on a loaded machine that one also wanders, by up to ~20 ms, so it is not held to a number).
-    for (const h of net.hosts.slice(0, 4)) {
-      const view = (await h.client.nodes()).nodes;
-      const far = view.find((n) => n.id === net.hosts[4]!.id)?.rtt;
-      const near = view.find((n) => n.id === net.hosts[(h.index + 1) % 4]!.id)?.rtt;
-      assert.ok(far !== undefined && near !== undefined, `host ${h.index} measured hosts 4 and ${(h.index + 1) % 4}`);
-      t.diagnostic(`host ${h.index}: ${far.rttMs.toFixed(1)} ms to host 4 (last ${far.lastMs}), ${near.rttMs.toFixed(1)} ms to host ${(h.index + 1) % 4}`);
-      assert.ok(Math.abs(far.rttMs - 80) <= 16, `host ${h.index} measures ${far.rttMs.toFixed(1)} ms to host 4 (80 ms ± 20%)`);
-      assert.ok(near.rttMs < far.rttMs / 2, `host ${h.index} measures the undelayed host ${(h.index + 1) % 4} as near (${near.rttMs.toFixed(1)} ms)`);
+    // Ten more samples (ping every 300 ms) leave under 6% of the old value in the EWMA.
+    await new Promise((r) => setTimeout(r, 3000));
+    // The delay shows in each observer's RTT to host 4; its RTT to an undelayed host stays far below.
+    // A loaded machine only ever adds to a round trip, so each estimate is read five times, 400 ms
+    // apart, and the lowest reading is the one judged.
+    const readings = new Map<number, { far: number; near: number }>();
+    for (let round = 0; round < 5; round++) {
+      for (const h of net.hosts.slice(0, 4)) {
+        const view = (await h.client.nodes()).nodes;
+        const far = view.find((n) => n.id === net.hosts[4]!.id)?.rtt?.rttMs ?? Infinity;
+        const near = view.find((n) => n.id === net.hosts[(h.index + 1) % 4]!.id)?.rtt?.rttMs ?? Infinity;
+        const held = readings.get(h.index);
+        readings.set(h.index, { far: Math.min(far, held?.far ?? Infinity), near: Math.min(near, held?.near ?? Infinity) });
+      }
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    for (const [index, { far, near }] of readings) {
+      t.diagnostic(`host ${index}: ${far.toFixed(1)} ms to host 4, ${near.toFixed(1)} ms to host ${(index + 1) % 4} (lowest of 5 readings)`);
+      assert.ok(Math.abs(far - 80) <= 16, `host ${index} measures ${far.toFixed(1)} ms to host 4 (80 ms ± 20%)`);
+      assert.ok(near < far / 2, `host ${index} measures the undelayed host ${(index + 1) % 4} as near (${near.toFixed(1)} ms)`);
     }
   });
 
