@@ -43,7 +43,6 @@ import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
 
-export { VMESH_VERSION } from '../version.ts';
 import { VMESH_VERSION } from '../version.ts';
 
 export interface NodeInfo {
