@@ -85,15 +85,9 @@ export class BlobStore {
   }
 
   /** Every blob held, by hash. */
-  async list(): Promise<Array<{ hash: string; bytes: number; usedAt: Date }>> {
-    const dir = path.join(this.root, 'sha256');
-    const names = await fs.readdir(dir).catch(() => [] as string[]);
-    const out: Array<{ hash: string; bytes: number; usedAt: Date }> = [];
-    for (const name of names) {
-      const st = await fs.stat(path.join(dir, name)).catch(() => undefined);
-      if (st !== undefined && /^[0-9a-f]{64}$/.test(name)) out.push({ hash: `sha256:${name}`, bytes: st.size, usedAt: st.atime > st.mtime ? st.atime : st.mtime });
-    }
-    return out;
+  async list(): Promise<string[]> {
+    const names = await fs.readdir(path.join(this.root, 'sha256')).catch(() => [] as string[]);
+    return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`);
   }
 
   /** The path of a blob this store holds (for streaming it out), or undefined. */

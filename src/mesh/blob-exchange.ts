@@ -63,8 +63,9 @@ export async function serveBlobs(host: MeshHost, blobs: BlobStore, guard: PeerGu
         }
         await frames.write({ ok: true, size });
         let sent = 0;
-        for await (const chunk of createReadStream(file, { highWaterMark: CHUNK, end: Math.max(0, size - 1) })) {
-          if (size === 0) break;
+        // Exactly the announced bytes (`end` is inclusive), even if the file grew meanwhile.
+        const chunks = size === 0 ? [] : createReadStream(file, { highWaterMark: CHUNK, end: size - 1 });
+        for await (const chunk of chunks) {
           await frames.writeChunk(chunk as Buffer);
           sent += (chunk as Buffer).byteLength;
         }

@@ -30,7 +30,9 @@ export interface PoolFetchOptions {
  * provider record, and fetches what it lacks from a provider, verifying the bytes as they come.
  */
 export class BlobPool {
-  private readonly announcing = new Set<string>();
+  /** Blobs waiting to be announced, oldest first; one DHT query at a time works through them. */
+  private readonly pending = new Set<string>();
+  private announcing = false;
 
   constructor(
     private readonly host: MeshHost,
@@ -45,14 +47,30 @@ export class BlobPool {
     this.blobs.onAdded((hash) => this.announce(hash));
   }
 
-  /** Tells the DHT that this node holds `hash` (in the background; a mesh of one has nobody to tell). */
+  /**
+   * Tells the DHT that this node holds `hash`, in the background and one blob at a time: a node that
+   * gains a blob per run, or joins holding thousands, does not start a DHT query for each at once. A
+   * mesh of one has nobody to tell (the blobs it holds are announced when its first peer comes).
+   */
   announce(hash: string): void {
-    if (this.announcing.has(hash) || this.host.getPeers().length === 0) return;
-    this.announcing.add(hash);
-    void this.host.contentRouting
-      .provide(blobCid(hash), { signal: AbortSignal.timeout(30_000) })
-      .catch((err: Error) => this.logger.debug({ err, hash }, 'provider record not placed'))
-      .finally(() => this.announcing.delete(hash));
+    if (this.host.getPeers().length === 0) return;
+    this.pending.add(hash);
+    if (!this.announcing) void this.drainAnnouncements();
+  }
+
+  private async drainAnnouncements(): Promise<void> {
+    this.announcing = true;
+    try {
+      for (const hash of this.pending) {
+        this.pending.delete(hash);
+        if (this.host.status !== 'started') return;
+        await this.host.contentRouting
+          .provide(blobCid(hash), { signal: AbortSignal.timeout(30_000) })
+          .catch((err: Error) => this.logger.debug({ err, hash }, 'provider record not placed'));
+      }
+    } finally {
+      this.announcing = false;
+    }
   }
 
   /** Makes sure the store holds `hash`, fetching it from the mesh if not; returns the peer it came from. */

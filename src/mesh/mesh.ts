@@ -104,7 +104,7 @@ export class Mesh {
   }
 
   private async announceHeld(): Promise<void> {
-    for (const { hash } of await this.o.blobs.list()) this.blobs.announce(hash);
+    for (const hash of await this.o.blobs.list()) this.blobs.announce(hash);
   }
 
   private async join(): Promise<void> {

@@ -8,6 +8,7 @@ import type { RemoteFeed, RemoteUpdate } from '../node/executor.ts';
 import type { VmeshNode } from '../node/node.ts';
 import { blobsOf, type RemoteDispatch } from '../node/remote.ts';
 import { InvalidInputError, isTerminal, isVmeshError, PeerError, Run, RunStateSchema, Workload, type Workload as WorkloadType } from '../spec/index.ts';
+import { readSnapshotIndex } from '../snapshots/snapshots.ts';
 import type { BlobPool } from './blob-pool.ts';
 import { frameChecker, JsonFrames, ProtocolError } from './frames.ts';
 import type { MeshHost } from './host.ts';
@@ -166,14 +167,12 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
   );
 }
 
+/** Fetches every blob the workload names that this node lacks, asking the requester first; a snapshot's files through its (checked) index. */
 async function fetchBlobs(workload: WorkloadType, pool: BlobPool, requester: PeerId): Promise<void> {
-  for (const hash of blobsOf(workload)) {
-    await pool.fetch(hash, { hints: [requester] });
-    if ('snapshot' in workload.source && hash === workload.source.snapshot) {
-      // A snapshot's index names its files: fetch them too.
-      const index = JSON.parse((await pool.blobs.get(hash))?.toString('utf8') ?? '{}') as { files?: Record<string, string> };
-      for (const file of Object.values(index.files ?? {})) await pool.fetch(file, { hints: [requester] });
-    }
+  for (const hash of blobsOf(workload)) await pool.fetch(hash, { hints: [requester] });
+  if ('snapshot' in workload.source) {
+    const index = await readSnapshotIndex(workload.source.snapshot, pool.blobs);
+    for (const file of Object.values(index.files)) await pool.fetch(file, { hints: [requester] });
   }
 }
 

@@ -1,4 +1,6 @@
+import { generateKeyPair } from '@libp2p/crypto/keys';
 import { pino } from 'pino';
+import { createMeshHost, type MeshHost } from '../../src/mesh/host.ts';
 import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
 import { loadConfig, type ConfigFile } from '../../src/node/config.ts';
 import { tempDir } from './tmp.ts';
@@ -35,12 +37,28 @@ export async function startMeshDaemon(mesh: NonNullable<ConfigFile['mesh']> = {}
   return { daemon, home: tmp.dir, stop, remove: async () => (await stop(), tmp.remove()) };
 }
 
-/** Polls `check` every 50 ms until it returns true or `ms` pass; returns the time it took. */
-export async function until(check: () => boolean, ms: number, what: string): Promise<number> {
+/**
+ * Polls `check` every 50 ms until it holds or `ms` pass; returns the time it took. A check that throws
+ * counts as not yet (a node's API may not answer for a moment); the last error is in the timeout's message.
+ */
+export async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<number> {
   const start = performance.now();
-  while (!check()) {
-    if (performance.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await check()) return performance.now() - start;
+    } catch (err) {
+      last = err;
+    }
+    if (performance.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}${last === undefined ? '' : ` (last error: ${(last as Error).message})`}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return performance.now() - start;
+}
+
+/** A bare libp2p host with vmesh's transports and services on loopback, and a fresh key: a stranger to the mesh. */
+export async function bareMeshHost(): Promise<MeshHost> {
+  const tmp = tempDir('vmesh-bare-');
+  const config = loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] } }).mesh;
+  tmp.remove();
+  return createMeshHost(await generateKeyPair('Ed25519'), config, {});
 }

@@ -1,19 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { until } from '../helpers/mesh.ts';
 import { Hosts, hostsSkip } from './harness.ts';
 
 const skip = hostsSkip();
 const TTL_MS = 3000;
-
-/** Polls `check` until it holds or `ms` pass; returns how long it took. */
-async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<number> {
-  const start = performance.now();
-  while (!(await check().catch(() => false))) {
-    if (performance.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return performance.now() - start;
-}
 
 describe('a mesh of five hosts in network namespaces', { skip }, () => {
   let net: Hosts;

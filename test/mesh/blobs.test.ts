@@ -3,15 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { generateKeyPair } from '@libp2p/crypto/keys';
 import { multiaddr } from '@multiformats/multiaddr';
 import { sha256 } from '../../src/blobs/blob-store.ts';
 import { BLOB_PROTOCOL } from '../../src/mesh/blob-exchange.ts';
 import { JsonFrames } from '../../src/mesh/frames.ts';
-import { createMeshHost, type MeshHost } from '../../src/mesh/host.ts';
-import { loadConfig } from '../../src/node/config.ts';
-import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
-import { tempDir } from '../helpers/tmp.ts';
+import type { MeshHost } from '../../src/mesh/host.ts';
+import { bareMeshHost, startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
 
 describe('blob pool', () => {
   const daemons: TestDaemon[] = [];
@@ -53,9 +50,7 @@ describe('blob pool', () => {
 
   it('bytes that are not the blob asked for are thrown away and their sender banned', async () => {
     const b = daemons[1]!;
-    const tmp = tempDir('vmesh-liar-');
-    liar = await createMeshHost(await generateKeyPair('Ed25519'), loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] } }).mesh, {});
-    tmp.remove();
+    liar = await bareMeshHost();
     // It answers every request with the right header and the wrong bytes.
     await liar.handle(BLOB_PROTOCOL, async (stream) => {
       const frames = new JsonFrames(stream, 1024, 1024);

@@ -6,20 +6,14 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { ADVERT_TOPIC, sealAdvert } from '../../src/mesh/adverts.ts';
 import { BLOB_PROTOCOL } from '../../src/mesh/blob-exchange.ts';
 import { JsonFrames } from '../../src/mesh/frames.ts';
-import { createMeshHost, type MeshHost } from '../../src/mesh/host.ts';
-import { loadConfig } from '../../src/node/config.ts';
-import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
-import { tempDir } from '../helpers/tmp.ts';
+import type { MeshHost } from '../../src/mesh/host.ts';
+import { bareMeshHost, startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
 
-/** A bare libp2p peer speaking vmesh's transports, which publishes whatever the test gives it. */
+/** A stranger that publishes whatever the test gives it. */
 async function rogue(): Promise<{ host: MeshHost; id: string }> {
-  const key = await generateKeyPair('Ed25519');
-  const tmp = tempDir('vmesh-rogue-');
-  const config = loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] } }).mesh;
-  tmp.remove();
-  const host = await createMeshHost(key, config, {});
+  const host = await bareMeshHost();
   host.services.pubsub.subscribe(ADVERT_TOPIC);
-  return { host, id: peerIdFromPrivateKey(key).toString() };
+  return { host, id: host.peerId.toString() };
 }
 
 /** One length-prefixed frame (unsigned varint length, then the bytes). */
