@@ -1,6 +1,12 @@
 export interface RttEstimate {
   /** Smoothed round-trip time in milliseconds (EWMA of the samples). */
   rttMs: number;
+  /**
+   * The lowest of the last `window` samples: the path's own latency. A busy machine only ever adds to
+   * a round trip (a queued frame, a late event loop), so the floor is the distance, the EWMA the
+   * distance plus what load adds now.
+   */
+  minMs: number;
   /** The newest sample. */
   lastMs: number;
   samples: number;
@@ -8,34 +14,39 @@ export interface RttEstimate {
   measuredAt: number;
 }
 
+interface Held {
+  estimate: RttEstimate;
+  /** The last `window` samples, oldest first. */
+  recent: number[];
+}
+
 /**
- * Round-trip times to peers, smoothed with an exponentially weighted moving average so that one slow
- * ping moves the estimate by `alpha` of the difference.
+ * Round-trip times to peers: an exponentially weighted moving average, so that one slow ping moves
+ * the estimate by `alpha` of the difference, and the minimum over a sliding window of samples.
  */
 export class Proximity {
-  private readonly estimates = new Map<string, RttEstimate>();
+  private readonly held = new Map<string, Held>();
 
   constructor(
     private readonly alpha = 0.25,
+    private readonly window = 10,
     private readonly now: () => number = Date.now,
   ) {}
 
   record(peer: string, ms: number): RttEstimate {
-    const held = this.estimates.get(peer);
-    const at = this.now();
-    const next: RttEstimate =
-      held === undefined
-        ? { rttMs: ms, lastMs: ms, samples: 1, measuredAt: at }
-        : { rttMs: held.rttMs + this.alpha * (ms - held.rttMs), lastMs: ms, samples: held.samples + 1, measuredAt: at };
-    this.estimates.set(peer, next);
-    return next;
+    const held = this.held.get(peer);
+    const recent = [...(held?.recent ?? []), ms].slice(-this.window);
+    const rttMs = held === undefined ? ms : held.estimate.rttMs + this.alpha * (ms - held.estimate.rttMs);
+    const estimate: RttEstimate = { rttMs, minMs: Math.min(...recent), lastMs: ms, samples: (held?.estimate.samples ?? 0) + 1, measuredAt: this.now() };
+    this.held.set(peer, { estimate, recent });
+    return estimate;
   }
 
   get(peer: string): RttEstimate | undefined {
-    return this.estimates.get(peer);
+    return this.held.get(peer)?.estimate;
   }
 
   forget(peer: string): void {
-    this.estimates.delete(peer);
+    this.held.delete(peer);
   }
 }

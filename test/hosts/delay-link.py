@@ -26,6 +26,13 @@ def tap(name):
     return fd
 
 
+def send(fd, frame):
+    try:
+        os.write(fd, frame)
+    except OSError:
+        pass  # that side is down (EIO): the frame is lost, as on a wire
+
+
 inner, outer = tap(sys.argv[1]), tap(sys.argv[2])
 delay = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
 stdin = sys.stdin.fileno()
@@ -51,13 +58,10 @@ while True:
             except BlockingIOError:
                 break
             if fd == outer:
-                os.write(inner, frame)
+                send(inner, frame)
             else:
                 seq += 1
                 heapq.heappush(held, (time.monotonic() + delay, seq, frame))
     now = time.monotonic()
     while held and held[0][0] <= now:
-        try:
-            os.write(outer, heapq.heappop(held)[2])
-        except OSError:
-            pass  # the link is down: the frame is lost, as on a wire
+        send(outer, heapq.heappop(held)[2])

@@ -135,11 +135,12 @@ export class Hosts {
       link.once('exit', (code) => reject(new Error(`the delay link exited with ${code}`)));
       link.stdout!.once('data', () => resolve());
     });
+    // dl0 first: a frame bound for it while it is down would only be lost, not kill the link.
+    await ip('link', 'set', 'dl0', 'up');
     await ip('link', 'add', 'b0', 'type', 'bridge');
     await ip('link', 'set', 'eth0', 'master', 'b0');
     await ip('link', 'set', 'dl1', 'master', 'b0', 'up');
     await ip('link', 'set', 'b0', 'up');
-    await ip('link', 'set', 'dl0', 'up');
     return link;
   }
 
@@ -154,11 +155,11 @@ export class Hosts {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const info = readInfo(h.home);
-      if (info !== undefined && info.pid !== undefined && h.process.exitCode === null) {
+      if (info !== undefined && info.pid !== undefined && !ended(h.process)) {
         const token = readFileSync(path.join(h.home, 'token'), 'utf8').trim();
         const client = new VmeshClient({ url: info.url, token });
         try {
-          const node = await client.node();
+          const node = await client.node(AbortSignal.timeout(5000));
           await h.client.close();
           Object.assign(h, { client, id: node.id, meshAddress: `/ip4/${h.address}/tcp/${MESH_PORT}/p2p/${node.id}` });
           return h;
@@ -166,7 +167,7 @@ export class Hosts {
           await client.close();
         }
       }
-      if (h.process.exitCode !== null) throw new Error(`the node of host ${i} exited with ${h.process.exitCode}; see ${path.join(h.home, 'node.log')}`);
+      if (ended(h.process)) throw new Error(`the node of host ${i} exited (${h.process.exitCode ?? h.process.signalCode}); see ${path.join(h.home, 'node.log')}`);
       if (Date.now() > deadline) throw new Error(`the node of host ${i} did not answer within 30 s; see ${path.join(h.home, 'node.log')}`);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -177,7 +178,7 @@ export class Hosts {
     const h = this.hosts[i]!;
     const info = readInfo(h.home);
     if (info?.pid !== undefined) process.kill(info.pid, 'SIGKILL');
-    if (h.process !== undefined && h.process.exitCode === null) await new Promise((r) => h.process!.once('exit', r));
+    if (h.process !== undefined) await whenEnded(h.process);
     rmSync(path.join(h.home, 'node.json'), { force: true });
   }
 
@@ -195,16 +196,16 @@ export class Hosts {
 
   async remove(): Promise<void> {
     for (const h of this.hosts) {
-      const info = readInfo(h.home);
-      if (info?.pid !== undefined) {
+      // A node may be mid-start (no node.json yet): its process is killed whether or not it wrote one.
+      for (const pid of [readInfo(h.home)?.pid, h.process?.pid]) {
         try {
-          process.kill(info.pid, 'SIGKILL');
+          if (pid !== undefined) process.kill(pid, 'SIGKILL');
         } catch {
           // already gone
         }
       }
-      if (h.process !== undefined && h.process.exitCode === null) await new Promise((r) => h.process!.once('exit', r));
-      h.delayLink?.kill();
+      if (h.process !== undefined) await whenEnded(h.process);
+      h.delayLink?.kill('SIGKILL');
       await h.client.close();
     }
     // Deleting a namespace takes its end of every veth, and with it the other end.
@@ -213,6 +214,19 @@ export class Hosts {
     await exec('ip', ['link', 'del', `vh${this.o.tag}r`]).catch(() => {});
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+function ended(p: ChildProcess): boolean {
+  return p.exitCode !== null || p.signalCode !== null;
+}
+
+/** Resolves once `p` has ended, or after 10 s whatever it does (a cleanup must not hang a test run). */
+async function whenEnded(p: ChildProcess): Promise<void> {
+  if (ended(p)) return;
+  await new Promise((resolve) => {
+    p.once('exit', resolve);
+    setTimeout(resolve, 10_000).unref();
+  });
 }
 
 function readInfo(home: string): { pid?: number; url: string } | undefined {

@@ -13,7 +13,7 @@ const MeshNodeSchema = Type.Object({
   connected: Type.Boolean(),
   advert: NodeAdvert,
   advertAgeMs: Type.Number(),
-  rtt: Type.Optional(Type.Object({ rttMs: Type.Number(), lastMs: Type.Number(), samples: Type.Integer(), measuredAt: Type.Number() })),
+  rtt: Type.Optional(Type.Object({ rttMs: Type.Number(), minMs: Type.Number(), lastMs: Type.Number(), samples: Type.Integer(), measuredAt: Type.Number() })),
 });
 
 const NodesResponse = Type.Object({

@@ -64,7 +64,7 @@ export function inspectCommands(program: Command): void {
             `${a.free.memoryMiB}/${a.capacity.memoryMiB} MiB`,
             `${a.runs.active}+${a.runs.queued}`,
             a.location?.region ?? '-',
-            n.self ? '-' : n.rtt === undefined ? '?' : `${n.rtt.rttMs.toFixed(1)} ms`,
+            n.self ? '-' : n.rtt === undefined ? '?' : `${n.rtt.minMs.toFixed(1)} ms`,
             n.self ? 'now' : `${(n.advertAgeMs / 1000).toFixed(1)} s ago`,
           ]);
         }
