@@ -9,6 +9,15 @@ export function envNumber(name: string, fallback: number, { min = 0, integer = f
   return value;
 }
 
+/** Reads a comma-separated list of integers from the environment, e.g. BENCH_MESH_NODES=10,20,50. */
+export function envList(name: string, fallback: number[], { min = 0 } = {}): number[] {
+  const raw = process.env[name]?.trim();
+  if (raw === undefined || raw === '') return fallback;
+  const values = raw.split(',').map((v) => Number(v.trim()));
+  if (values.some((v) => !Number.isInteger(v) || v < min)) throw new Error(`${name}=${raw}: expected integers >= ${min}, separated by commas`);
+  return values;
+}
+
 /** Reads an on/off switch from the environment: 0, false, no and off are off. */
 export function envFlag(name: string, fallback: boolean): boolean {
   const raw = process.env[name]?.trim().toLowerCase();

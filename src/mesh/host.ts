@@ -2,7 +2,7 @@ import './polyfill.ts';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { bootstrap } from '@libp2p/bootstrap';
-import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
+import { gossipsub, StrictNoSign, type GossipSub } from '@libp2p/gossipsub';
 import { identify, type Identify } from '@libp2p/identify';
 import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht';
@@ -46,6 +46,8 @@ function parseAddress(text: string, field: string) {
   }
 }
 
+const LOOPBACK_IPS = ['127.0.0.1', '::1'];
+
 /**
  * A libp2p host for one node: TCP with noise and yamux; identify, ping, gossipsub and vmesh's kad-dht;
  * bootstrap from the join list and, when switched on, multicast DNS.
@@ -66,8 +68,22 @@ export async function createMeshHost(key: PrivateKey, config: MeshConfig, gater:
     peerDiscovery,
     services: {
       identify: identify(),
-      ping: ping(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, ignoreDuplicatePublishError: true, emitSelf: false }),
+      // libp2p's connection monitor pings every connection too, and aborts the connection when its
+      // ping cannot open a stream: room for its ping beside proximity's, from either side.
+      ping: ping({ maxOutboundStreams: 4, maxInboundStreams: 8 }),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        ignoreDuplicatePublishError: true,
+        emitSelf: false,
+        // Every message on vmesh's topics is a signed envelope that receivers check (src/trust): a
+        // second gossipsub signature would double the cost of each advert for nothing. Unsigned
+        // messages carry no author or seqno, and are told apart by the hash of their bytes.
+        globalSignaturePolicy: StrictNoSign,
+        // Gossipsub scores down every peer beyond the 10th from one IP (a sybil defence), and never
+        // meshes a peer scored below zero: eleven nodes on one machine would stop hearing each other.
+        // Peers over loopback are this machine's own.
+        scoreParams: { IPColocationFactorWhitelist: new Set(LOOPBACK_IPS) },
+      }),
       dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper }),
     },
   });

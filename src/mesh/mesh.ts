@@ -132,7 +132,7 @@ export class Mesh {
   private async takeAdvert(from: PeerId, msg: Message): Promise<TopicValidatorResult> {
     const source = from.toString();
     try {
-      const advert = await openAdvert(msg.data, msg.type === 'signed' ? msg.from.toString() : undefined);
+      const advert = await openAdvert(msg.data);
       if (advert.node === this.id) return TopicValidatorResult.Ignore;
       return this.membership.accept(advert) === 'stale' ? TopicValidatorResult.Ignore : TopicValidatorResult.Accept;
     } catch (err) {

@@ -1,4 +1,5 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { PrivateKey } from '@libp2p/interface';
 import { pino } from 'pino';
 import { createMeshHost, type MeshHost } from '../../src/mesh/host.ts';
 import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
@@ -56,9 +57,9 @@ export async function until(check: () => boolean | Promise<boolean>, ms: number,
 }
 
 /** A bare libp2p host with vmesh's transports and services on loopback, and a fresh key: a stranger to the mesh. */
-export async function bareMeshHost(): Promise<MeshHost> {
+export async function bareMeshHost(key?: PrivateKey): Promise<MeshHost> {
   const tmp = tempDir('vmesh-bare-');
   const config = loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] } }).mesh;
   tmp.remove();
-  return createMeshHost(await generateKeyPair('Ed25519'), config, {});
+  return createMeshHost(key ?? (await generateKeyPair('Ed25519')), config, {});
 }
