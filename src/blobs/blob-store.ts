@@ -2,6 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { InvalidInputError } from '../spec/index.ts';
+import { BlobIndex } from './blob-index.ts';
+
+export { BlobStoreFullError } from './blob-index.ts';
 
 const HASH = /^sha256:([0-9a-f]{64})$/;
 
@@ -16,17 +19,41 @@ export async function sha256File(file: string): Promise<string> {
   return `sha256:${hash.digest('hex')}`;
 }
 
+export interface BlobStoreOptions {
+  /** The most bytes the store keeps; older blobs are evicted to make room (default: no limit). */
+  maxBytes?: number;
+}
+
+export interface BlobEntry {
+  hash: string;
+  bytes: number;
+  /** Whether a live run holds it (it cannot be evicted until that run ends). */
+  held: boolean;
+}
+
 /**
  * Content-addressed bytes on local disk: `<root>/sha256/<hex>`. Writes go to `<root>/incoming` and are
  * renamed into place (`tempPath` + `adopt`), so a reader never sees a partial blob; reads re-check the hash.
+ *
+ * The store is a cache with a size cap: when a new blob would take it over `maxBytes`, the least recently
+ * used blobs go (use is a put, a read or a `fileOf`, kept in the files' mtimes across restarts), except
+ * those a live run holds (`hold`). A blob that cannot fit is refused before it is written.
  */
 export class BlobStore {
-  /** Hashes known to be on disk already: a repeated put costs no system call. */
-  private readonly known = new Set<string>();
-  /** Told of every blob that enters the store (the mesh announces it as a provider). */
-  private readonly listeners: Array<(hash: string) => void> = [];
+  private index: Promise<BlobIndex> | undefined;
+  /** Blobs being moved into place: a second writer of the same blob waits for the first. */
+  private readonly arriving = new Map<string, Promise<void>>();
+  private placing: Promise<void> = Promise.resolve();
+  private readonly added: Array<(hash: string) => void> = [];
+  private readonly removed: Array<(hash: string) => void> = [];
+  readonly maxBytes: number;
 
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    o: BlobStoreOptions = {},
+  ) {
+    this.maxBytes = o.maxBytes ?? Number.POSITIVE_INFINITY;
+  }
 
   private pathOf(hash: string): string {
     const m = HASH.exec(hash);
@@ -34,21 +61,59 @@ export class BlobStore {
     return path.join(this.root, 'sha256', m[1]!);
   }
 
+  /** The index of what is on disk, read once (oldest mtime first) and trimmed to `maxBytes`. */
+  private loaded(): Promise<BlobIndex> {
+    this.index ??= (async () => {
+      const index = new BlobIndex(this.maxBytes);
+      const dir = path.join(this.root, 'sha256');
+      const names = (await fs.readdir(dir).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{64}$/.test(n));
+      const found = await Promise.all(names.map(async (n) => ({ n, st: await fs.stat(path.join(dir, n)).catch(() => undefined) })));
+      found.sort((a, b) => (a.st?.mtimeMs ?? 0) - (b.st?.mtimeMs ?? 0));
+      for (const { n, st } of found) if (st?.isFile() === true) index.add(`sha256:${n}`, st.size);
+      await this.evict(index.evictFor(0));
+      return index;
+    })();
+    return this.index;
+  }
+
+  private async evict(victims: string[]): Promise<void> {
+    await Promise.all(victims.map((hash) => fs.rm(this.pathOf(hash), { force: true })));
+    for (const hash of victims) for (const l of this.removed) l(hash);
+  }
+
+  /** Marks a blob as just used, in memory and in its mtime (which orders eviction after a restart). */
+  private touch(index: BlobIndex, hash: string): void {
+    if (!index.touch(hash)) return;
+    const now = new Date();
+    fs.utimes(this.pathOf(hash), now, now).catch(() => undefined);
+  }
+
   /** Stores bytes and returns their hash; `knownHash` (trusted: computed by the caller) skips rehashing. */
   async put(bytes: Uint8Array, knownHash?: string): Promise<string> {
     const hash = knownHash ?? sha256(bytes);
-    if (this.known.has(hash) || (await this.has(hash))) {
-      this.known.add(hash);
+    this.pathOf(hash);
+    const index = await this.loaded();
+    if (index.has(hash) && !this.arriving.has(hash)) {
+      this.touch(index, hash);
       return hash;
     }
+    index.assertRoom(bytes.byteLength);
     const tmp = await this.tempPath();
     try {
       await fs.writeFile(tmp, bytes, { mode: 0o600 });
-      return await this.adopt(tmp, hash);
     } catch (err) {
       await fs.rm(tmp, { force: true });
       throw err;
     }
+    return this.adopt(tmp, hash);
+  }
+
+  /**
+   * Throws `BlobStoreFullError` unless a blob of `bytes` could be stored now; a writer that knows the
+   * size calls it before writing, so a blob that cannot fit is refused before a byte moves.
+   */
+  async assertRoom(bytes: number): Promise<void> {
+    (await this.loaded()).assertRoom(bytes);
   }
 
   /**
@@ -66,39 +131,106 @@ export class BlobStore {
     await fs.rm(path.join(this.root, 'incoming'), { recursive: true, force: true });
   }
 
-  /** Moves a finished file (from `tempPath`) into the store under `hash`, which the caller computed while writing it. */
+  /**
+   * Moves a finished file (from `tempPath`) into the store under `hash`, which the caller computed while
+   * writing it, evicting the least recently used blobs to make room. The file is gone afterwards, also
+   * when the store refuses it (`BlobStoreFullError`).
+   */
   async adopt(file: string, hash: string): Promise<string> {
-    const target = this.pathOf(hash);
-    if (this.known.has(hash) || (await this.has(hash))) {
+    try {
+      const target = this.pathOf(hash);
+      const index = await this.loaded();
+      for (let p = this.arriving.get(hash); p !== undefined; p = this.arriving.get(hash)) await p.catch(() => undefined);
+      if (index.has(hash)) {
+        this.touch(index, hash);
+        await fs.rm(file, { force: true });
+        return hash;
+      }
+      const placing = this.place(index, file, hash, target);
+      this.arriving.set(hash, placing);
+      try {
+        await placing;
+      } finally {
+        this.arriving.delete(hash);
+      }
+      for (const l of this.added) l(hash);
+      return hash;
+    } catch (err) {
       await fs.rm(file, { force: true });
-    } else {
+      throw err;
+    }
+  }
+
+  /**
+   * Evicts what must go and renames the file into place. Placements run one at a time (each is a few
+   * unlinks and a rename), so that no writer chooses as its victim a blob whose file is not there yet.
+   */
+  private async place(index: BlobIndex, file: string, hash: string, target: string): Promise<void> {
+    const { size } = await fs.stat(file);
+    const turn = this.placing.then(async () => {
+      const victims = index.evictFor(size);
+      await this.evict(victims);
       await fs.mkdir(path.dirname(target), { recursive: true });
       await fs.rename(file, target);
-      for (const l of this.listeners) l(hash);
-    }
-    this.known.add(hash);
-    return hash;
+      index.add(hash, size);
+    });
+    this.placing = turn.catch(() => undefined);
+    await turn;
   }
 
   onAdded(listener: (hash: string) => void): void {
-    this.listeners.push(listener);
+    this.added.push(listener);
   }
 
-  /** Every blob held, by hash. */
+  /** Told of every blob evicted or found corrupt (the mesh stops offering it). */
+  onRemoved(listener: (hash: string) => void): void {
+    this.removed.push(listener);
+  }
+
+  /**
+   * Keeps blobs from eviction until the returned function is called: a run holds what it reads from
+   * the store (its source, inputs, snapshot) from admission to the end of its cleanup.
+   */
+  async hold(hashes: Iterable<string>): Promise<() => void> {
+    return (await this.loaded()).hold(hashes);
+  }
+
+  /** Every blob held, by hash, least recently used first. */
   async list(): Promise<string[]> {
-    const names = await fs.readdir(path.join(this.root, 'sha256')).catch(() => [] as string[]);
-    return names.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`);
+    return (await this.loaded()).hashes().filter((h) => !this.arriving.has(h));
   }
 
-  /** The path of a blob this store holds (for streaming it out), or undefined. */
+  /** Every blob with its size, least recently used first. */
+  async entries(): Promise<BlobEntry[]> {
+    const index = await this.loaded();
+    return (await this.list()).map((hash) => ({ hash, bytes: index.sizeOf(hash) ?? 0, held: index.isHeld(hash) }));
+  }
+
+  /** Bytes and blobs stored, and the cap. */
+  async usage(): Promise<{ bytes: number; blobs: number; maxBytes: number; heldBytes: number }> {
+    const index = await this.loaded();
+    return { bytes: index.bytes, blobs: index.count, maxBytes: this.maxBytes, heldBytes: index.heldBytes() };
+  }
+
+  /** The size of a blob this store holds, or undefined. */
+  async sizeOf(hash: string): Promise<number | undefined> {
+    this.pathOf(hash);
+    return (await this.has(hash)) ? (await this.loaded()).sizeOf(hash) : undefined;
+  }
+
+  /** The path of a blob this store holds (for streaming it out), or undefined. Counts as a use. */
   async fileOf(hash: string): Promise<string | undefined> {
     const file = this.pathOf(hash);
-    return (await this.has(hash)) ? file : undefined;
+    if (!(await this.has(hash))) return undefined;
+    this.touch(await this.loaded(), hash);
+    return file;
   }
 
   /** The blob's bytes, or undefined when this store does not hold it (or holds a corrupted copy). */
   async get(hash: string): Promise<Buffer | undefined> {
     const file = this.pathOf(hash);
+    if (!(await this.has(hash))) return undefined;
+    const index = await this.loaded();
     let bytes: Buffer;
     try {
       bytes = await fs.readFile(file);
@@ -106,19 +238,15 @@ export class BlobStore {
       return undefined;
     }
     if (sha256(bytes) !== hash) {
-      this.known.delete(hash);
-      await fs.rm(file, { force: true });
+      if (index.remove(hash)) await this.evict([hash]);
       return undefined;
     }
+    this.touch(index, hash);
     return bytes;
   }
 
   async has(hash: string): Promise<boolean> {
-    try {
-      await fs.access(this.pathOf(hash));
-      return true;
-    } catch {
-      return false;
-    }
+    this.pathOf(hash);
+    return (await this.loaded()).has(hash) && !this.arriving.has(hash);
   }
 }

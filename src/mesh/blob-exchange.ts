@@ -103,6 +103,7 @@ export async function fetchBlob(host: MeshHost, guard: PeerGuard, peer: PeerId, 
     const header = await frames.read(readHeader, signal);
     if (!header.ok) throw new BlobUnavailableError(`${peer.toString()}: ${header.message}`, { field: 'blob' });
     if (header.size > o.maxBytes) throw new BlobUnavailableError(`${hash} is ${header.size} bytes, more than the ${o.maxBytes} this node takes`, { field: 'blob' });
+    await blobs.assertRoom(header.size);
     const tap = hashingTap();
     let received = 0;
     const source = Readable.from(

@@ -2,7 +2,7 @@ import type { PeerId } from '@libp2p/interface';
 import { CID } from 'multiformats/cid';
 import * as Digest from 'multiformats/hashes/digest';
 import type { Logger } from 'pino';
-import type { BlobStore } from '../blobs/blob-store.ts';
+import { BlobStoreFullError, type BlobStore } from '../blobs/blob-store.ts';
 import { isVmeshError } from '../spec/index.ts';
 import { BlobUnavailableError, fetchBlob, serveBlobs } from './blob-exchange.ts';
 import type { MeshHost } from './host.ts';
@@ -45,6 +45,7 @@ export class BlobPool {
   async start(): Promise<void> {
     await serveBlobs(this.host, this.blobs, this.guard, this.logger);
     this.blobs.onAdded((hash) => this.announce(hash));
+    this.blobs.onRemoved((hash) => this.pending.delete(hash));
   }
 
   /**
@@ -85,7 +86,8 @@ export class BlobPool {
         await fetchBlob(this.host, this.guard, peer, hash, this.blobs, { maxBytes: this.maxBytes, ...o });
         return true;
       } catch (err) {
-        if (o.signal?.aborted) throw err;
+        // Another peer would not help: the caller gave up, or this node has no room for the blob.
+        if (o.signal?.aborted || err instanceof BlobStoreFullError) throw err;
         this.logger.debug({ err, peer: id, hash }, 'blob not fetched from this peer');
         if (isVmeshError(err) && err.code === 'blob_corrupt') this.logger.warn({ peer: id, hash, reason: err.message }, 'a peer sent a corrupt blob');
         return false;

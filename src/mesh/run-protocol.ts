@@ -121,12 +121,16 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
         node.events.on('log', onLog);
         try {
           let run: Run;
+          const holds: Array<() => void> = [];
           try {
-            await fetchBlobs(first.workload, pool, peer);
+            await fetchBlobs(first.workload, pool, peer, holds);
             run = await node.submitValid(first.workload, { id });
           } catch (err) {
             await frames.write({ type: 'refused', error: errorShape(err) });
             return void (await stream.close());
+          } finally {
+            // The run holds its blobs itself once submitted.
+            for (const release of holds) release();
           }
           accepted = true;
           send({ type: 'accepted', run });
@@ -167,12 +171,20 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
   );
 }
 
-/** Fetches every blob the workload names that this node lacks, asking the requester first; a snapshot's files through its (checked) index. */
-async function fetchBlobs(workload: WorkloadType, pool: BlobPool, requester: PeerId): Promise<void> {
-  for (const hash of blobsOf(workload)) await pool.fetch(hash, { hints: [requester] });
+/**
+ * Fetches every blob the workload names that this node lacks, asking the requester first; a snapshot's
+ * files through its (checked) index. Each is held from eviction (releases pushed onto `holds`), so a
+ * later fetch cannot evict an earlier one.
+ */
+async function fetchBlobs(workload: WorkloadType, pool: BlobPool, requester: PeerId, holds: Array<() => void>): Promise<void> {
+  const fetchAll = async (hashes: string[]) => {
+    holds.push(await pool.blobs.hold(hashes));
+    for (const hash of hashes) await pool.fetch(hash, { hints: [requester] });
+  };
+  await fetchAll(blobsOf(workload));
   if ('snapshot' in workload.source) {
     const index = await readSnapshotIndex(workload.source.snapshot, pool.blobs);
-    for (const file of Object.values(index.files)) await pool.fetch(file, { hints: [requester] });
+    await fetchAll(Object.values(index.files));
   }
 }
 

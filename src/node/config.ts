@@ -82,6 +82,9 @@ export const ConfigFile = Type.Object(
           ),
           requestBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 2 ** 20 })),
           blobBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 2 ** 50, description: 'the largest blob this node takes from a client or a peer' })),
+          blobStoreBytes: Type.Optional(
+            Type.Integer({ minimum: 1024, maximum: 2 ** 50, description: 'the most bytes the blob store keeps; least recently used blobs are evicted beyond it' }),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -118,7 +121,7 @@ export interface NodeConfig {
   api: { host: string; port: number };
   capacity: Static<typeof CapacityOverrides>;
   executor: { maxConcurrent: number; queueLimit: number; queueTimeoutMs: number };
-  limits: { outputBytes: number; inlineOutputBytes: number; outputsArchiveBytes: number; requestBytes: number; blobBytes: number };
+  limits: { outputBytes: number; inlineOutputBytes: number; outputsArchiveBytes: number; requestBytes: number; blobBytes: number; blobStoreBytes: number };
   workers: number;
   workerIdleMs: number;
   fileRoots: string[];
@@ -156,7 +159,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     api: { host: '127.0.0.1', port: DEFAULT_PORT, ...fromFile.api, ...overrides.api },
     capacity: { ...fromFile.capacity, ...overrides.capacity },
     executor: { maxConcurrent: 256, queueLimit: 10_000, queueTimeoutMs: 60_000, ...fromFile.executor, ...overrides.executor },
-    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, outputsArchiveBytes: 256 * 2 ** 20, requestBytes: 48 * 2 ** 20, blobBytes: 16 * 2 ** 30, ...fromFile.limits, ...overrides.limits },
+    limits: { outputBytes: 1 * 2 ** 20, inlineOutputBytes: 1 * 2 ** 20, outputsArchiveBytes: 256 * 2 ** 20, requestBytes: 48 * 2 ** 20, blobBytes: 16 * 2 ** 30, blobStoreBytes: 64 * 2 ** 30, ...fromFile.limits, ...overrides.limits },
     workers: pick('workers') ?? Math.max(2, os.availableParallelism()),
     workerIdleMs: pick('workerIdleMs') ?? 30_000,
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),

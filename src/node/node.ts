@@ -6,11 +6,7 @@ import { BlobStore, sha256 } from '../blobs/blob-store.ts';
 import type { OutputSink } from '../outputs/pack.ts';
 import { blobSink } from '../outputs/sink.ts';
 import type { Driver, SandboxRequest } from '../drivers/driver.ts';
-import { OciDriver } from '../drivers/oci/driver.ts';
-import { QemuDriver } from '../drivers/qemu/driver.ts';
-import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
 import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
-import { WasmDriver } from '../drivers/wasm/driver.ts';
 import {
   isTerminal,
   InvalidInputError,
@@ -25,7 +21,6 @@ import {
   type Workload,
 } from '../spec/index.ts';
 import { startHostNetworking } from '../net/host.ts';
-import { shortTag } from '../util/names.ts';
 import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
@@ -38,12 +33,14 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
-import { remoteSpec, type RemoteDispatch } from './remote.ts';
+import { blobsOf, remoteSpec, type RemoteDispatch } from './remote.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
 
 import { VMESH_VERSION } from '../version.ts';
+import { defaultDrivers, type DriverContext } from './default-drivers.ts';
+export type { DriverContext } from './default-drivers.ts';
 
 export interface NodeInfo {
   id: string;
@@ -64,37 +61,6 @@ export interface NodeOptions {
   /** Drivers in preference order; the default set is wasm and quickjs. */
   drivers?: (context: DriverContext) => Driver[];
 }
-
-/** What the node hands its drivers when it makes them. */
-export interface DriverContext {
-  nodeId: string;
-  config: NodeConfig;
-  /** Parent of per-run sandbox directories. */
-  sandboxRoot: string;
-  /** Sandbox networking, when this host has it. */
-  networks: NetworkManager | undefined;
-}
-
-function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext): Driver[] {
-  const options = {
-    sandboxRoot,
-    workers: config.workers,
-    workerIdleTimeoutMs: config.workerIdleMs,
-  };
-  return [
-    new WasmDriver(options),
-    new QuickJsDriver(options),
-    new OciDriver({
-      sandboxRoot,
-      stateDir: path.join(config.home, 'oci-state'),
-      imageRoot: path.join(config.home, 'image-cache'),
-      cgroupParent: `/vmesh/${shortTag(nodeId)}`,
-      ...(networks === undefined ? {} : { networks }),
-    }),
-    new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) }),
-  ];
-}
-
 
 /**
  * One vmesh node: drivers, ledger, executor and store behind a small API that the HTTP layer (and the
@@ -167,7 +133,7 @@ export class VmeshNode {
         queueLimit: config.executor.queueLimit,
         queueTimeoutMs: config.executor.queueTimeoutMs,
       });
-      const blobs = new BlobStore(path.join(config.home, 'blobs'));
+      const blobs = new BlobStore(path.join(config.home, 'blobs'), { maxBytes: config.limits.blobStoreBytes });
       await blobs.clearIncoming();
       await fs.rm(path.join(config.home, SNAPSHOT_WORK), { recursive: true, force: true });
       const node = new VmeshNode(identity, config, logger, store, blobs, ledger, registry, executor, events, metrics, reconciled, host.networks, host.reason);
@@ -205,6 +171,8 @@ export class VmeshNode {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
     const target = submitted.placement?.node;
     if (target !== undefined && target !== this.id) return this.submitRemote(target, submitted);
+    // What the run reads from the blob store stays there until its cleanup is over.
+    const holds = [await this.blobs.hold(blobsOf(submitted))];
     let restoreDir: string | undefined;
     try {
       let workload = submitted;
@@ -212,6 +180,7 @@ export class VmeshNode {
       if ('snapshot' in workload.source) {
         // A restore runs on the driver that took the snapshot, with what its run had reserved.
         snapshot = await readSnapshotIndex(workload.source.snapshot, this.blobs);
+        holds.push(await this.blobs.hold(Object.values(snapshot.files)));
         if (workload.kind !== snapshot.kind) throw new InvalidInputError(`kind: the snapshot is of a ${snapshot.kind}, not a ${workload.kind}`, { field: 'kind' });
         if (workload.driver !== undefined && workload.driver !== snapshot.driver) {
           throw new InvalidInputError(`driver: the snapshot was taken by the ${snapshot.driver} driver and only it can load it`, { field: 'driver' });
@@ -253,19 +222,15 @@ export class VmeshNode {
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
       this.executor.submit(record, driver, request);
-      if (restoreDir !== undefined) {
-        const dir = restoreDir;
-        restoreDir = undefined;
-        this.afterRun.set(
-          id,
-          this.executor
-            .settled(id)
-            .then(() => fs.rm(dir, { recursive: true, force: true }))
-            .finally(() => this.afterRun.delete(id)),
-        );
-      }
+      const restored = restoreDir;
+      restoreDir = undefined;
+      this.afterSettled(id, async () => {
+        for (const release of holds.splice(0)) release();
+        if (restored !== undefined) await fs.rm(restored, { recursive: true, force: true });
+      });
       return this.toPublic(record);
     } catch (err) {
+      for (const release of holds) release();
       if (restoreDir !== undefined) await fs.rm(restoreDir, { recursive: true, force: true });
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
       throw err;
@@ -286,6 +251,8 @@ export class VmeshNode {
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: target, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
       this.executor.follow(record, feed);
+      // The executing node fetches the run's blobs from here: they stay until the run is over.
+      this.afterSettled(id, await this.blobs.hold(blobsOf(spec)));
       return this.toPublic(record);
     } catch (err) {
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
@@ -384,6 +351,11 @@ export class VmeshNode {
       this.events.on('state', onState);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Runs `work` once the run's sandbox is cleaned up; `settled` waits for it too. */
+  private afterSettled(id: string, work: () => Promise<void> | void): void {
+    this.afterRun.set(id, this.executor.settled(id).then(work).finally(() => this.afterRun.delete(id)));
   }
 
   /** Resolves once a run is over and every resource it held is released (results come out before that). */

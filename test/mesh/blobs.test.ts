@@ -59,6 +59,8 @@ describe('blob pool', () => {
       await stream.close();
     });
     await liar.dial(multiaddr(b.daemon.mesh!.addresses()[0]!));
+    // B answers over the liar's connection (the liar listens nowhere): wait until B has it too.
+    await until(() => b.daemon.mesh!.host.getConnections(liar!.peerId).length > 0, 5000, 'B to see the liar\'s connection');
     const hash = sha256(new TextEncoder().encode('truth'));
     await assert.rejects(b.daemon.mesh!.blobs.fetch(hash, { hints: [liar.peerId] }), { code: 'blob_unavailable' });
     assert.equal(await b.daemon.node.blobs.has(hash), false);

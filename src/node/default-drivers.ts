@@ -1,0 +1,40 @@
+import path from 'node:path';
+import type { Driver } from '../drivers/driver.ts';
+import { OciDriver } from '../drivers/oci/driver.ts';
+import { QemuDriver } from '../drivers/qemu/driver.ts';
+import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
+import { WasmDriver } from '../drivers/wasm/driver.ts';
+import type { NetworkManager } from '../net/sandbox-network.ts';
+import { shortTag } from '../util/names.ts';
+import type { NodeConfig } from './config.ts';
+
+/** What the node hands its drivers when it makes them. */
+export interface DriverContext {
+  nodeId: string;
+  config: NodeConfig;
+  /** Parent of per-run sandbox directories. */
+  sandboxRoot: string;
+  /** Sandbox networking, when this host has it. */
+  networks: NetworkManager | undefined;
+}
+
+/** The drivers a node has unless told otherwise, in preference order. */
+export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext): Driver[] {
+  const options = {
+    sandboxRoot,
+    workers: config.workers,
+    workerIdleTimeoutMs: config.workerIdleMs,
+  };
+  return [
+    new WasmDriver(options),
+    new QuickJsDriver(options),
+    new OciDriver({
+      sandboxRoot,
+      stateDir: path.join(config.home, 'oci-state'),
+      imageRoot: path.join(config.home, 'image-cache'),
+      cgroupParent: `/vmesh/${shortTag(nodeId)}`,
+      ...(networks === undefined ? {} : { networks }),
+    }),
+    new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) }),
+  ];
+}
