@@ -150,7 +150,7 @@ describe('node: a run holds the blobs it reads', () => {
       assert.equal(await node.blobs.has(source), true, 'a live run\'s source is never evicted');
       await assert.rejects(node.blobs.put(blob(4 * KB)), BlobStoreFullError);
       const ended = await node.waitFor(run.id);
-      assert.equal(ended.state, 'succeeded', JSON.stringify(ended.error ?? ended.result));
+      assert.equal(ended.state, 'succeeded', ended.reason ?? JSON.stringify(ended.result));
       assert.equal(ended.result?.output, 'held');
       await node.settled(run.id);
       for (let i = 0; i < 4; i++) await node.blobs.put(blob());
