@@ -7,6 +7,7 @@ import type { VmeshNode } from '../node/node.ts';
 import { VMESH_VERSION } from '../version.ts';
 import { checkBearer } from './auth.ts';
 import { errorHandler } from './errors.ts';
+import { blobRoutes } from './routes/blobs.ts';
 import { meshRoutes } from './routes/mesh.ts';
 import { nodeRoutes } from './routes/node.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -53,6 +54,7 @@ export async function buildApi({ node, mesh, token, logger }: ApiOptions): Promi
   nodeRoutes(app, node);
   runRoutes(app, node);
   meshRoutes(app, node, mesh);
+  blobRoutes(app, node, mesh);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -6,6 +6,24 @@ export class BlobStoreFullError extends VmeshError {
   readonly status = 507;
 }
 
+/** More bytes came than a blob may have (the node's `limits.blobBytes`, or what the sender announced). */
+export class BlobTooLargeError extends VmeshError {
+  readonly code = 'blob_too_large';
+  readonly status = 413;
+}
+
+/** The bytes that came are not the blob they were said to be (another hash, or another size). */
+export class BlobMismatchError extends VmeshError {
+  readonly code = 'blob_mismatch';
+  readonly status = 400;
+}
+
+/** A blob held by a live run cannot be removed. */
+export class BlobHeldError extends VmeshError {
+  readonly code = 'blob_held';
+  readonly status = 409;
+}
+
 /**
  * What a blob store holds, in memory: each blob's size in least-recently-used order, and how many live
  * runs hold each one. It decides what to evict so that a new blob fits under `maxBytes`, never choosing

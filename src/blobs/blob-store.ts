@@ -1,10 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { InvalidInputError } from '../spec/index.ts';
-import { BlobIndex } from './blob-index.ts';
+import { hashingTap } from '../util/hashing-tap.ts';
+import { BlobHeldError, BlobIndex, BlobMismatchError, BlobTooLargeError } from './blob-index.ts';
 
-export { BlobStoreFullError } from './blob-index.ts';
+export { BlobHeldError, BlobMismatchError, BlobStoreFullError, BlobTooLargeError } from './blob-index.ts';
 
 const HASH = /^sha256:([0-9a-f]{64})$/;
 
@@ -22,6 +25,17 @@ export async function sha256File(file: string): Promise<string> {
 export interface BlobStoreOptions {
   /** The most bytes the store keeps; older blobs are evicted to make room (default: no limit). */
   maxBytes?: number;
+}
+
+export interface ReceiveOptions {
+  /** More bytes than this are refused (`BlobTooLargeError`) as soon as they arrive. */
+  maxBytes: number;
+  /** The size the sender announced: checked against the room in the store before a byte is written, and against what comes. */
+  size?: number;
+  /** The hash the bytes must have (`BlobMismatchError` otherwise). */
+  expect?: string;
+  signal?: AbortSignal;
+  onProgress?: (bytes: number) => void;
 }
 
 export interface BlobEntry {
@@ -106,6 +120,59 @@ export class BlobStore {
       throw err;
     }
     return this.adopt(tmp, hash);
+  }
+
+  /**
+   * Streams bytes into the store: hashed and counted as they come, written to a temporary file and moved
+   * into place only when whole and as promised (`expect`, `size`); nothing is left behind otherwise.
+   */
+  async receive(source: Readable | AsyncIterable<Uint8Array>, o: ReceiveOptions): Promise<{ hash: string; bytes: number; created: boolean }> {
+    if (o.expect !== undefined) this.pathOf(o.expect);
+    const limit = o.size ?? o.maxBytes;
+    if (o.size !== undefined) {
+      if (o.size > o.maxBytes) throw new BlobTooLargeError(`the blob is ${o.size} bytes, more than the ${o.maxBytes} this node takes (limits.blobBytes)`, { field: 'blob' });
+      await this.assertRoom(o.size);
+    }
+    const tap = hashingTap();
+    const cap = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        const bytes = tap.bytes() + chunk.byteLength;
+        if (bytes > limit) {
+          // An announced size is within maxBytes (checked above): passing it is a broken promise, not a big blob.
+          done(
+            o.size !== undefined
+              ? new BlobMismatchError(`more than the ${o.size} bytes announced came`, { field: 'blob' })
+              : new BlobTooLargeError(`more than the ${o.maxBytes} bytes this node takes (limits.blobBytes) came`, { field: 'blob' }),
+          );
+          return;
+        }
+        o.onProgress?.(bytes);
+        done(null, chunk);
+      },
+    });
+    const tmp = await this.tempPath();
+    try {
+      await pipeline(source, cap, tap.stream, createWriteStream(tmp, { mode: 0o600 }), o.signal === undefined ? {} : { signal: o.signal });
+      const [hash, bytes] = [tap.digest(), tap.bytes()];
+      if (o.size !== undefined && bytes !== o.size) throw new BlobMismatchError(`${bytes} bytes came of the ${o.size} announced`, { field: 'blob' });
+      if (o.expect !== undefined && hash !== o.expect) throw new BlobMismatchError(`the bytes that came hash to ${hash}, not ${o.expect}`, { field: 'blob' });
+      const created = !(await this.has(hash));
+      await this.adopt(tmp, hash);
+      return { hash, bytes, created };
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+  }
+
+  /** Deletes a blob nobody holds; false when the store does not have it. */
+  async remove(hash: string): Promise<boolean> {
+    this.pathOf(hash);
+    const index = await this.loaded();
+    if (index.isHeld(hash)) throw new BlobHeldError(`${hash} is held by a live run; it can go once the run is over`, { field: 'blob' });
+    if (!index.has(hash) || this.arriving.has(hash)) return false;
+    index.remove(hash);
+    await this.evict([hash]);
+    return true;
   }
 
   /**

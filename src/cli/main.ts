@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ApiError, NodeUnreachableError } from '../sdk/errors.ts';
 import { isVmeshError } from '../spec/errors.ts';
 import { VMESH_VERSION } from '../version.ts';
+import { blobCommands } from './commands/blob.ts';
 import { controlCommands } from './commands/control.ts';
 import { inspectCommands } from './commands/inspect.ts';
 import { outputsCommand } from './commands/outputs.ts';
@@ -28,6 +29,7 @@ controlCommands(program);
 outputsCommand(program);
 vmCommands(program);
 imageCommands(program);
+blobCommands(program);
 
 function statusToExit(status: number): number {
   if (status === 404) return EXIT.notFound;

@@ -1,13 +1,10 @@
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { createReadStream, promises as fs } from 'node:fs';
 import type { PeerId, Stream } from '@libp2p/interface';
 import { RateLimiter } from '@libp2p/utils';
 import type { Logger } from 'pino';
 import Type from 'typebox';
-import type { BlobStore } from '../blobs/blob-store.ts';
+import { BlobMismatchError, type BlobStore } from '../blobs/blob-store.ts';
 import { SHA256_PATTERN, VmeshError } from '../spec/index.ts';
-import { hashingTap } from '../util/hashing-tap.ts';
 import { frameChecker, JsonFrames, ProtocolError } from './frames.ts';
 import type { MeshHost } from './host.ts';
 import type { PeerGuard } from './peer-guard.ts';
@@ -95,7 +92,6 @@ export interface FetchOptions {
 export async function fetchBlob(host: MeshHost, guard: PeerGuard, peer: PeerId, hash: string, blobs: BlobStore, o: FetchOptions): Promise<number> {
   const signal = o.signal;
   const stream: Stream = await host.dialProtocol(peer, BLOB_PROTOCOL, signal === undefined ? {} : { signal });
-  const tmp = await blobs.tempPath();
   try {
     const frames = new JsonFrames(stream, MAX_FRAME, CHUNK);
     await frames.write({ hash }, signal);
@@ -103,32 +99,28 @@ export async function fetchBlob(host: MeshHost, guard: PeerGuard, peer: PeerId, 
     const header = await frames.read(readHeader, signal);
     if (!header.ok) throw new BlobUnavailableError(`${peer.toString()}: ${header.message}`, { field: 'blob' });
     if (header.size > o.maxBytes) throw new BlobUnavailableError(`${hash} is ${header.size} bytes, more than the ${o.maxBytes} this node takes`, { field: 'blob' });
-    await blobs.assertRoom(header.size);
-    const tap = hashingTap();
-    let received = 0;
-    const source = Readable.from(
-      (async function* () {
-        while (received < header.size) {
-          const bytes = await frames.readChunk(signal);
-          received += bytes.byteLength;
-          if (received > header.size) throw new ProtocolError(`sent more than the ${header.size} bytes it announced`);
-          o.onProgress?.(received, header.size);
-          yield bytes;
-        }
-      })(),
-    );
-    await pipeline(source, tap.stream, createWriteStream(tmp, { mode: 0o600 }), signal === undefined ? {} : { signal });
-    if (received !== header.size) throw new ProtocolError(`sent ${received} of the ${header.size} bytes it announced`);
-    const digest = tap.digest();
-    if (digest !== hash) throw new ProtocolError(`sent bytes whose hash is ${digest}, not ${hash}`);
-    await blobs.adopt(tmp, hash);
-    return received;
+    const chunks = (async function* () {
+      for (let received = 0; received < header.size; ) {
+        const bytes = await frames.readChunk(signal);
+        received += bytes.byteLength;
+        yield bytes;
+      }
+    })();
+    const received = await blobs.receive(chunks, {
+      maxBytes: o.maxBytes,
+      size: header.size,
+      expect: hash,
+      ...(signal === undefined ? {} : { signal }),
+      ...(o.onProgress === undefined ? {} : { onProgress: (bytes: number) => o.onProgress!(bytes, header.size) }),
+    });
+    return received.bytes;
   } catch (err) {
-    await fs.rm(tmp, { force: true });
     stream.abort(err as Error);
-    if (err instanceof ProtocolError) {
-      guard.offence(peer.toString(), `${BLOB_PROTOCOL}: ${err.message}`);
-      throw new BlobCorruptError(`${peer.toString()} ${err.message}; nothing was kept`, { field: 'blob' });
+    // Bytes that are not what was announced or asked for: the peer broke the protocol.
+    const broken = err instanceof ProtocolError || err instanceof BlobMismatchError ? err.message : undefined;
+    if (broken !== undefined) {
+      guard.offence(peer.toString(), `${BLOB_PROTOCOL}: ${broken}`);
+      throw new BlobCorruptError(`${peer.toString()} sent bytes that are not ${hash} (${broken}); nothing was kept`, { field: 'blob' });
     }
     throw err;
   }

@@ -21,6 +21,8 @@ export function blobCid(hash: string): CID {
 export interface PoolFetchOptions {
   /** Peers likely to hold it (the node that asked for a run, say), tried before the DHT is asked. */
   hints?: PeerId[];
+  /** false: ask only the hinted peers, not the providers the DHT names. */
+  lookup?: boolean;
   signal?: AbortSignal;
   onProgress?: (bytes: number, total: number) => void;
 }
@@ -83,7 +85,11 @@ export class BlobPool {
       if (id === this.host.peerId.toString() || tried.includes(id) || this.guard.isBanned(id)) return false;
       tried.push(id);
       try {
-        await fetchBlob(this.host, this.guard, peer, hash, this.blobs, { maxBytes: this.maxBytes, ...o });
+        await fetchBlob(this.host, this.guard, peer, hash, this.blobs, {
+          maxBytes: this.maxBytes,
+          ...(o.signal === undefined ? {} : { signal: o.signal }),
+          ...(o.onProgress === undefined ? {} : { onProgress: o.onProgress }),
+        });
         return true;
       } catch (err) {
         // Another peer would not help: the caller gave up, or this node has no room for the blob.
@@ -94,6 +100,9 @@ export class BlobPool {
       }
     };
     for (const peer of o.hints ?? []) if (await attempt(peer)) return peer.toString();
+    if (o.lookup === false) throw new BlobUnavailableError(`${tried.length > 0 ? tried.join(', ') : 'no peer'} could provide ${hash}`, { field: 'blob' });
+    // A node alone has nobody to ask: the DHT would only wait out its timeout.
+    if (this.host.getPeers().length === 0) throw new BlobUnavailableError(`no node of the mesh could provide ${hash} (this node is connected to none)`, { field: 'blob' });
     const lookup = AbortSignal.any([AbortSignal.timeout(30_000), ...(o.signal === undefined ? [] : [o.signal])]);
     try {
       for await (const provider of this.host.contentRouting.findProviders(blobCid(hash), { signal: lookup })) {

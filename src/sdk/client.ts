@@ -22,6 +22,12 @@ export interface MeshView {
   banned: Offence[];
 }
 
+export interface BlobList {
+  /** Most recently used first; `held` ones are read by a live run and cannot be evicted. */
+  blobs: Array<{ hash: string; bytes: number; held: boolean }>;
+  usage: { bytes: number; blobs: number; maxBytes: number; heldBytes: number };
+}
+
 export interface ClientOptions {
   /** Base URL of a node's API, e.g. http://127.0.0.1:7420 */
   url: string;
@@ -114,6 +120,55 @@ export class VmeshClient {
     return res.body as WebReadableStream<Uint8Array>;
   }
 
+  /**
+   * Stores bytes in the node's blob store and returns their hash. A stream is sent as it is read; give
+   * `size` with it so that the node can refuse a blob that does not fit before it is sent.
+   */
+  async putBlob(
+    body: Uint8Array | AsyncIterable<Uint8Array>,
+    opts: { size?: number; expect?: string; signal?: AbortSignal } = {},
+  ): Promise<{ blob: string; bytes: number; created: boolean }> {
+    const size = body instanceof Uint8Array ? body.byteLength : opts.size;
+    const query = opts.expect === undefined ? '' : `?expect=${encodeURIComponent(opts.expect)}`;
+    const res = await this.send('POST', `/v1/blobs${query}`, undefined, opts.signal, {
+      'content-type': 'application/octet-stream',
+      ...(size === undefined ? {} : { 'content-length': String(size) }),
+    }, body);
+    return (await res.json()) as { blob: string; bytes: number; created: boolean };
+  }
+
+  /**
+   * A blob's bytes as a stream, with its size and, when the node fetched it from the mesh first, the
+   * node it came from. `local` keeps the node from asking the mesh.
+   */
+  async getBlob(hash: string, opts: { local?: boolean; signal?: AbortSignal } = {}): Promise<{ body: WebReadableStream<Uint8Array>; bytes: number; from?: string }> {
+    const res = await this.send('GET', `/v1/blobs/${encodeURIComponent(hash)}${opts.local === true ? '?local=true' : ''}`, undefined, opts.signal, { accept: 'application/octet-stream' });
+    if (res.body === null) throw new Error(`GET /v1/blobs/${hash} returned no body`);
+    const from = res.headers.get('x-vmesh-from');
+    return { body: res.body as WebReadableStream<Uint8Array>, bytes: Number(res.headers.get('content-length')), ...(from === null ? {} : { from }) };
+  }
+
+  /** The size of a blob the node holds itself, or undefined (the mesh is not asked). */
+  async blobSize(hash: string, signal?: AbortSignal): Promise<number | undefined> {
+    try {
+      const res = await this.send('HEAD', `/v1/blobs/${encodeURIComponent(hash)}`, undefined, signal);
+      return Number(res.headers.get('content-length'));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** The blobs the node holds, most recently used first, and how full its store is. */
+  listBlobs(opts: { limit?: number; signal?: AbortSignal } = {}): Promise<BlobList> {
+    return this.request<BlobList>('GET', `/v1/blobs${opts.limit === undefined ? '' : `?limit=${opts.limit}`}`, undefined, opts.signal);
+  }
+
+  /** Deletes a blob from the node (not from other nodes); refused while a live run holds it. */
+  async deleteBlob(hash: string, signal?: AbortSignal): Promise<void> {
+    await this.send('DELETE', `/v1/blobs/${encodeURIComponent(hash)}`, undefined, signal);
+  }
+
   /** A run's output and state changes: the stored ones first, then live ones until the run ends. */
   async *logs(id: string, opts: { follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<LogEvent> {
     const follow = opts.follow ?? true;
@@ -146,7 +201,15 @@ export class VmeshClient {
     return (await res.json()) as T;
   }
 
-  private async send(method: string, path: string, body: unknown, signal: AbortSignal | undefined, headers: Record<string, string> = {}) {
+  /** One request; `body` is sent as JSON, `raw` (bytes or a stream) as it is. Throws `ApiError` for an error answer. */
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    headers: Record<string, string> = {},
+    raw?: Uint8Array | AsyncIterable<Uint8Array>,
+  ) {
     const url = `${this.base}${path}`;
     let res;
     try {
@@ -157,7 +220,8 @@ export class VmeshClient {
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           ...headers,
         },
-        body: body === undefined ? null : JSON.stringify(body),
+        body: raw ?? (body === undefined ? null : JSON.stringify(body)),
+        ...(raw === undefined || raw instanceof Uint8Array ? {} : { duplex: 'half' as const }),
         dispatcher: this.dispatcher,
         signal: signal ?? null,
       });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -170,6 +171,41 @@ describe('vmesh CLI against a real detached node', () => {
     assert.match(again.stderr, /exists; pass --force/);
     const none = await vmesh(home, ['outputs', 'rnope', '-o', '-']);
     assert.equal(none.code, 4, none.stderr);
+  });
+
+  it('puts, lists, gets and removes blobs with vmesh blob, checking what it writes', async () => {
+    const file = path.join(home, 'random.bin');
+    const bytes = randomBytes(300_000);
+    writeFileSync(file, bytes);
+    const put = await vmesh(home, ['blob', 'put', file]);
+    assert.equal(put.code, 0, put.stderr);
+    const hash = put.stdout.trim();
+    assert.equal(hash, `sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+    const piped = json<{ blob: string; bytes: number; created: boolean }>(await vmesh(home, ['--json', 'blob', 'put', '-'], { input: 'piped text\n' }));
+    assert.deepEqual(piped, { blob: `sha256:${createHash('sha256').update('piped text\n').digest('hex')}`, bytes: 11, created: true });
+
+    const list = json<{ blobs: Array<{ hash: string; bytes: number }> }>(await vmesh(home, ['--json', 'blob', 'ls']));
+    assert.deepEqual(list.blobs.slice(0, 2).map((b) => [b.hash, b.bytes]), [[piped.blob, 11], [hash, 300_000]]);
+    assert.match((await vmesh(home, ['blob', 'ls'])).stdout, /^BLOB\s+SIZE\s+HELD$[\s\S]*\d+ blobs, [\d.]+ MiB of 65536\.0 MiB/m);
+
+    const out = path.join(home, 'copy.bin');
+    const got = await vmesh(home, ['--json', 'blob', 'get', hash, '-o', out]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.deepEqual(json<{ file: string; bytes: number; blob: string }>(got), { file: out, bytes: 300_000, blob: hash });
+    assert.ok(readFileSync(out).equals(bytes));
+    assert.equal((await vmesh(home, ['blob', 'get', piped.blob])).stdout, 'piped text\n', 'to stdout by default');
+    assert.match((await vmesh(home, ['blob', 'get', hash, '-o', out])).stderr, /exists; pass --force/);
+
+    const rm = await vmesh(home, ['blob', 'rm', hash, piped.blob]);
+    assert.equal(rm.code, 0, rm.stderr);
+    const gone = await vmesh(home, ['blob', 'get', hash, '--local']);
+    assert.equal(gone.code, 4, gone.stderr);
+    assert.match(gone.stderr, /does not hold sha256:/);
+    const bad = await vmesh(home, ['blob', 'get', 'sha256:xyz']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /hash/);
+    assert.equal((await vmesh(home, ['blob', 'put', path.join(home, 'no-such-file')])).code, 2);
+    assert.deepEqual(readdirSync(home).filter((f) => f.endsWith('.part')), [], 'no partial download left');
   });
 
   it('exits 4 for an unknown run and 3 when no node answers', async () => {

@@ -66,6 +66,6 @@ describe('blob pool', () => {
     assert.equal(await b.daemon.node.blobs.has(hash), false);
     assert.deepEqual(readdirSync(path.join(b.daemon.node.blobs.root, 'incoming')), [], 'no partial file left');
     const ban = b.daemon.mesh!.guard.list().find((x) => x.peer === liar!.peerId.toString());
-    assert.match(ban?.reason ?? '', /\/vmesh\/blob\/1: sent bytes whose hash is sha256:[0-9a-f]{64}, not sha256:/);
+    assert.match(ban?.reason ?? '', /\/vmesh\/blob\/1: the bytes that came hash to sha256:[0-9a-f]{64}, not sha256:/);
   });
 });

@@ -1,12 +1,9 @@
 import type { Command } from 'commander';
-import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, promises as fs } from 'node:fs';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { withClient } from '../connect.ts';
 import { printJson } from '../format.ts';
-import { hashingTap } from '../../util/hashing-tap.ts';
+import { saveStream } from '../save-stream.ts';
 
 /** `vmesh outputs <id>`: download the tar of a run's declared outputs. */
 export function outputsCommand(program: Command): void {
@@ -23,19 +20,8 @@ export function outputsCommand(program: Command): void {
           await pipeline(body, process.stdout);
           return;
         }
-        const file = path.resolve(opts.out === '<id>-outputs.tar' ? `${id}-outputs.tar` : opts.out);
-        if (!opts.force && existsSync(file)) throw new Error(`${file} exists; pass --force to overwrite it`);
-        // Written beside the target and renamed, so an interrupted download never leaves a partial tar under its name.
-        const temp = `${file}.${randomBytes(4).toString('hex')}.part`;
-        const tap = hashingTap();
-        try {
-          await pipeline(body, tap.stream, createWriteStream(temp, { mode: 0o644 }));
-          await fs.rename(temp, file);
-        } catch (err) {
-          await fs.rm(temp, { force: true });
-          throw err;
-        }
-        const [bytes, blob] = [tap.bytes(), tap.digest()];
+        const target = opts.out === '<id>-outputs.tar' ? `${id}-outputs.tar` : opts.out;
+        const { file, bytes, blob } = await saveStream(body, target, { force: opts.force ?? false });
         if (global.json) printJson({ file, bytes, blob });
         else process.stderr.write(`vmesh: wrote ${bytes} bytes to ${file} (${blob})\n`);
       }),
