@@ -3,9 +3,11 @@ import { CID } from 'multiformats/cid';
 import * as Digest from 'multiformats/hashes/digest';
 import type { Logger } from 'pino';
 import { BlobStoreFullError, type BlobStore } from '../blobs/blob-store.ts';
+import type { CopiesPlaced } from '../node/remote.ts';
 import { isVmeshError } from '../spec/index.ts';
 import { BlobUnavailableError, fetchBlob, serveBlobs } from './blob-exchange.ts';
 import type { MeshHost } from './host.ts';
+import { askToKeep } from './keep-protocol.ts';
 import type { PeerGuard } from './peer-guard.ts';
 
 const RAW_CODEC = 0x55;
@@ -113,5 +115,40 @@ export class BlobPool {
       this.logger.debug({ err, hash }, 'provider lookup ended');
     }
     throw new BlobUnavailableError(`no node of the mesh could provide ${hash}${tried.length > 0 ? ` (asked ${tried.join(', ')})` : ' (no provider found)'}`, { field: 'blob' });
+  }
+
+  /**
+   * Places `copies` more copies of a blob this node holds on other nodes: `candidates` are asked in
+   * order, `copies` at a time, each fetching the blob from here (`/vmesh/keep/1`), until enough have one
+   * or none is left. The blob is held here meanwhile, so that eviction cannot take it mid-transfer.
+   */
+  async keepCopies(hash: string, copies: number, candidates: PeerId[], signal?: AbortSignal): Promise<CopiesPlaced> {
+    const size = await this.blobs.sizeOf(hash);
+    if (size === undefined) throw new BlobUnavailableError(`this node does not hold ${hash}`, { field: 'blob' });
+    const release = await this.blobs.hold([hash]);
+    const placed: CopiesPlaced = { nodes: [], refused: [] };
+    const queue = [...candidates];
+    let asking = 0;
+    // Never more asks under way than copies still missing: none is placed twice over.
+    const worker = async () => {
+      while (placed.nodes.length + asking < copies && queue.length > 0 && signal?.aborted !== true) {
+        const peer = queue.shift()!;
+        asking++;
+        try {
+          await askToKeep(this.host, this.guard, peer, hash, size, signal);
+          placed.nodes.push(peer.toString());
+        } catch (err) {
+          placed.refused.push({ node: peer.toString(), reason: (err as Error).message });
+        } finally {
+          asking--;
+        }
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(copies, queue.length) }, worker));
+    } finally {
+      release();
+    }
+    return placed;
   }
 }

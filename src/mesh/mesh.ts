@@ -12,6 +12,7 @@ import { RemoteRuns, serveRuns } from './run-protocol.ts';
 import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
+import { KEEP_TIMEOUT_MS, serveKeeps } from './keep-protocol.ts';
 import { Membership } from './membership.ts';
 import { PeerGuard } from './peer-guard.ts';
 import { Proximity, type RttEstimate } from './proximity.ts';
@@ -109,6 +110,11 @@ export class Mesh {
 
   private async join(): Promise<void> {
     await this.blobs.start();
+    await serveKeeps(this.host, this.blobs, this.guard, this.o.logger, {
+      isMember: (id) => this.membership.get(id) !== undefined,
+      maxBytes: this.o.maxBlobBytes,
+      timeoutMs: KEEP_TIMEOUT_MS,
+    });
     const pubsub = this.host.services.pubsub;
     pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.takeAdvert(from, msg));
     pubsub.subscribe(ADVERT_TOPIC);
@@ -144,7 +150,18 @@ export class Mesh {
   /** Takes runs from other nodes for `node`, and lets `node` send runs to them (`placement.node`). */
   async serve(node: VmeshNode): Promise<void> {
     await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
-    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined));
+    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers()));
+  }
+
+  /** The members this node is connected to and does not refuse, nearest first (unmeasured ones last). */
+  keepers(): PeerId[] {
+    const connected = new Map(this.host.getPeers().map((p) => [p.toString(), p]));
+    const distance = (id: string) => this.proximity.get(id)?.minMs ?? Number.POSITIVE_INFINITY;
+    return this.membership
+      .list()
+      .filter((m) => connected.has(m.id) && !this.guard.isBanned(m.id))
+      .sort((a, b) => distance(a.id) - distance(b.id) || a.id.localeCompare(b.id))
+      .map((m) => connected.get(m.id)!);
   }
 
   /** Makes the current advert. */

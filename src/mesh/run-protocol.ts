@@ -6,7 +6,7 @@ import Type, { type Static } from 'typebox';
 import type { LogEvent, StateEvent } from '../node/events.ts';
 import type { RemoteFeed, RemoteUpdate } from '../node/executor.ts';
 import type { VmeshNode } from '../node/node.ts';
-import { blobsOf, type RemoteDispatch } from '../node/remote.ts';
+import { blobsOf, type CopiesPlaced, type RemoteDispatch } from '../node/remote.ts';
 import { InvalidInputError, isTerminal, isVmeshError, PeerError, Run, RunStateSchema, Workload, type Workload as WorkloadType } from '../spec/index.ts';
 import { readSnapshotIndex } from '../snapshots/snapshots.ts';
 import type { BlobPool } from './blob-pool.ts';
@@ -195,6 +195,8 @@ export class RemoteRuns implements RemoteDispatch {
     private readonly pool: BlobPool,
     private readonly guard: PeerGuard,
     private readonly known: (id: string) => boolean,
+    /** Other nodes to keep copies on, nearest first. */
+    private readonly keepers: () => PeerId[],
   ) {}
 
   async start(target: string, id: string, workload: WorkloadType, signal?: AbortSignal): Promise<RemoteFeed> {
@@ -253,7 +255,11 @@ export class RemoteRuns implements RemoteDispatch {
     };
   }
 
-  async fetchBlob(hash: string, from?: string, signal?: AbortSignal): Promise<void> {
-    await this.pool.fetch(hash, { ...(from === undefined ? {} : { hints: [peerIdFromString(from)] }), ...(signal === undefined ? {} : { signal }) });
+  async fetchBlob(hash: string, hints: string[] = [], signal?: AbortSignal): Promise<void> {
+    await this.pool.fetch(hash, { hints: hints.map((id) => peerIdFromString(id)), ...(signal === undefined ? {} : { signal }) });
+  }
+
+  keepCopies(hash: string, copies: number, signal?: AbortSignal): Promise<CopiesPlaced> {
+    return this.pool.keepCopies(hash, copies, this.keepers(), signal);
   }
 }

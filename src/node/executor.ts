@@ -6,10 +6,12 @@ import {
   AbortedError,
   canTransition,
   isTerminal,
+  outputReplicas,
   QueueFullError,
   RunStateError,
   UnsupportedError,
   type Run,
+  type OutputsArchive,
   type RunResult,
   type RunState,
   type TerminalState,
@@ -18,8 +20,11 @@ import type { RunPatch, RunRecord, Store } from '../store/store.ts';
 import type { NodeEvents } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import type { NodeMetrics } from './metrics.ts';
+import type { CopiesPlaced } from './remote.ts';
 
 export interface ExecutorOptions {
+  /** This node's id, as the first holder of what its runs make. */
+  nodeId: string;
   store: Store;
   ledger: Ledger;
   events: NodeEvents;
@@ -28,6 +33,8 @@ export interface ExecutorOptions {
   maxConcurrent: number;
   queueLimit: number;
   queueTimeoutMs: number;
+  /** Places `copies` more copies of a blob on other nodes (a run's outputs archive, for `outputs.replicas`). */
+  keepCopies?(hash: string, copies: number, signal: AbortSignal): Promise<CopiesPlaced>;
 }
 
 /** What the executor tracks of any run, local or remote. */
@@ -288,6 +295,8 @@ export class Executor {
     const cap = job.request.outputCapBytes;
     const captured: Record<StreamName, CappedStream> = { stdout: new CappedStream(cap), stderr: new CappedStream(cap) };
     let exit: SandboxExit | undefined;
+    /** The run's end, once its sandbox has ended: at once, or after its outputs' copies are placed. */
+    let ending: Promise<void> | undefined;
     try {
       job.placedAt = performance.now();
       this.transition(job, 'placed', { driver: job.driver.name });
@@ -312,7 +321,11 @@ export class Executor {
         delete job.sandbox;
         const [state, reason] = terminalOf(ended);
         const why = state === 'cancelled' ? abortReason(job.controller.signal) : reason;
-        this.finish(job, state, why, this.result(job, ended, captured));
+        const result = this.result(job, ended, captured);
+        const copies = outputReplicas(job.request.workload);
+        if (copies > 1 && result.outputsArchive !== undefined && state !== 'cancelled') {
+          ending = this.keepOutputs(job, result.outputsArchive, copies).then(() => this.finish(job, state, why, result));
+        } else this.finish(job, state, why, result);
       };
       await runInSandbox(job.driver, job.request, io, job.controller.signal, {
         onRunning: (sandbox) => {
@@ -322,7 +335,9 @@ export class Executor {
         },
         onExit: publish,
       });
+      await ending;
     } catch (err) {
+      await ending;
       const cancelled = err instanceof AbortedError || job.controller.signal.aborted;
       const reason = cancelled ? abortReason(job.controller.signal) : `the driver failed: ${(err as Error).message}`;
       if (!cancelled) this.o.logger.warn({ runId: id, err }, 'run failed in its driver');
@@ -333,6 +348,30 @@ export class Executor {
       job.settle();
       this.pump();
     }
+  }
+
+  /**
+   * Puts copies of a run's outputs archive on `copies - 1` other nodes and records where they went in
+   * `archive.copies`; never throws (a shortfall is said in `missing`). A cancel stops it.
+   */
+  private async keepOutputs(job: Job, archive: OutputsArchive, copies: number): Promise<void> {
+    const nodes = [this.o.nodeId];
+    let missing: string | undefined;
+    try {
+      if (this.o.keepCopies === undefined) throw new Error('this node cannot place copies');
+      const placed = await this.o.keepCopies(archive.blob, copies - 1, job.controller.signal);
+      nodes.push(...placed.nodes);
+      if (nodes.length < copies) {
+        const asked = placed.nodes.length + placed.refused.length;
+        const refusals = placed.refused.map((r) => `${r.node}: ${r.reason}`).join('; ');
+        missing = `asked ${asked} other nodes and ${placed.nodes.length} took a copy: ${nodes.length} of the ${copies} wanted${refusals === '' ? '' : ` (${refusals})`}`;
+      }
+    } catch (err) {
+      missing = (err as Error).message;
+    }
+    if (job.controller.signal.aborted) missing = `stopped: ${abortReason(job.controller.signal)}`;
+    archive.copies = { wanted: copies, nodes, ...(missing === undefined ? {} : { missing: missing.slice(0, 4096) }) };
+    if (missing !== undefined) this.o.logger.warn({ runId: job.record.id, blob: archive.blob, copies: nodes.length, wanted: copies, missing }, 'outputs kept on fewer nodes than asked');
   }
 
   private result(job: Job, exit: SandboxExit | undefined, captured: Record<StreamName, CappedStream>): RunResult {

@@ -17,6 +17,7 @@ import {
   RunNotFoundError,
   RunExistsError,
   isVmeshError,
+  outputPaths,
   type Run,
   type Workload,
 } from '../spec/index.ts';
@@ -33,7 +34,7 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
-import { blobsOf, remoteSpec, type RemoteDispatch } from './remote.ts';
+import { blobsOf, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
@@ -124,6 +125,7 @@ export class VmeshNode {
       const metrics = new NodeMetrics();
       const events = new NodeEvents();
       const executor = new Executor({
+        nodeId: id,
         store,
         ledger,
         events,
@@ -132,6 +134,11 @@ export class VmeshNode {
         maxConcurrent: config.executor.maxConcurrent,
         queueLimit: config.executor.queueLimit,
         queueTimeoutMs: config.executor.queueTimeoutMs,
+        // Called only after a run, by which time `node` exists and the mesh, if any, is attached.
+        keepCopies: async (hash, copies, signal): Promise<CopiesPlaced> => {
+          if (node.remote === undefined) throw new Error('this node is in no mesh (started with --no-mesh)');
+          return node.remote.keepCopies(hash, copies, signal);
+        },
       });
       const blobs = new BlobStore(path.join(config.home, 'blobs'), { maxBytes: config.limits.blobStoreBytes });
       await blobs.clearIncoming();
@@ -302,12 +309,14 @@ export class VmeshNode {
     if (run === undefined) throw new RunNotFoundError(id);
     const archive = run.result?.outputsArchive;
     if (archive === undefined) {
-      const why = !isTerminal(run.state) ? `it is ${run.state}` : run.spec.outputs?.length ? 'its sandbox ended before they were collected' : 'it declared no outputs';
+      const why = !isTerminal(run.state) ? `it is ${run.state}` : outputPaths(run.spec).length > 0 ? 'its sandbox ended before they were collected' : 'it declared no outputs';
       throw new OutputsNotFoundError(`run ${id} has no outputs archive: ${why}`, { field: 'id' });
     }
-    // A run that executed on another node left its archive there: fetch it from the mesh.
-    if (run.nodeId !== this.id && this.remote !== undefined && !(await this.blobs.has(archive.blob))) {
-      await this.remote.fetchBlob(archive.blob, run.nodeId).catch(() => undefined);
+    // Not here (the run executed elsewhere, or this copy was evicted): fetch it from the mesh, asking the
+    // node that ran it and those that keep copies first.
+    if (this.remote !== undefined && !(await this.blobs.has(archive.blob))) {
+      const hints = [run.nodeId, ...(archive.copies?.nodes ?? [])].filter((n): n is string => n !== undefined && n !== this.id);
+      await this.remote.fetchBlob(archive.blob, [...new Set(hints)]).catch(() => undefined);
     }
     const file = await this.blobs.fileOf(archive.blob);
     if (file === undefined) throw new OutputsNotFoundError(`run ${id}: this node no longer holds its outputs archive ${archive.blob}`, { field: 'id' });

@@ -10,8 +10,16 @@ export interface RemoteDispatch {
    * and throws the typed error it refused with otherwise.
    */
   start(target: string, id: string, workload: Workload, signal?: AbortSignal): Promise<RemoteFeed>;
-  /** Fetches a blob into this node's store from the mesh, trying `from` first. */
-  fetchBlob(hash: string, from?: string, signal?: AbortSignal): Promise<void>;
+  /** Fetches a blob into this node's store from the mesh, trying the nodes in `hints` first. */
+  fetchBlob(hash: string, hints?: string[], signal?: AbortSignal): Promise<void>;
+  /** Places `copies` more copies of a blob this node holds on other nodes of the mesh, nearest first. */
+  keepCopies(hash: string, copies: number, signal?: AbortSignal): Promise<CopiesPlaced>;
+}
+
+/** Where the copies of a blob went, and why the nodes that took none did not. */
+export interface CopiesPlaced {
+  nodes: string[];
+  refused: Array<{ node: string; reason: string }>;
 }
 
 /** Inline data above this size travels as a blob the executing node fetches, not inside the request. */

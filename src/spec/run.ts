@@ -88,6 +88,16 @@ export const OutputsArchive = Type.Object({
   bytes: Type.Integer(),
   entries: Type.Integer({ description: 'files and directories in the tar' }),
   truncated: Type.Boolean({ description: 'true when the size or entry cap left files out (they are listed in `outputsSkipped`)' }),
+  copies: Type.Optional(
+    Type.Object(
+      {
+        wanted: Type.Integer({ description: '`outputs.replicas`' }),
+        nodes: Type.Array(Type.String(), { description: 'the nodes that had the archive when the run ended, the executing node first' }),
+        missing: Type.Optional(Type.String({ description: 'why fewer nodes than wanted have it' })),
+      },
+      { description: 'present when `outputs.replicas` asked for more than one copy' },
+    ),
+  ),
 });
 export type OutputsArchive = Static<typeof OutputsArchive>;
 

@@ -157,6 +157,14 @@ export const InputFile = Type.Object(
 );
 export type InputFile = Static<typeof InputFile>;
 
+/** The most nodes one run's outputs archive can be kept on. */
+export const MAX_OUTPUT_REPLICAS = 8;
+
+const OutputPaths = Type.Array(Type.String({ pattern: RelativePath, maxLength: 1024 }), {
+  maxItems: 64,
+  description: 'files or directories (relative to the sandbox scratch directory) returned as a tar with the result',
+});
+
 export const Workload = Type.Object(
   {
     kind: WorkloadKind,
@@ -195,12 +203,36 @@ export const Workload = Type.Object(
     driver: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'use exactly this driver' })),
     placement: Type.Optional(PlacementHints),
     outputs: Type.Optional(
-      Type.Array(Type.String({ pattern: RelativePath, maxLength: 1024 }), {
-        maxItems: 64,
-        description: 'files or directories (relative to the sandbox scratch directory) returned as a tar with the result',
-      }),
+      Type.Union([
+        OutputPaths,
+        Type.Object(
+          {
+            paths: OutputPaths,
+            replicas: Type.Optional(
+              Type.Integer({
+                minimum: 1,
+                maximum: MAX_OUTPUT_REPLICAS,
+                description: 'how many nodes keep the outputs archive, the executing node included (default 1); the run ends once they have it',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ]),
     ),
   },
   { additionalProperties: false },
 );
 export type Workload = Static<typeof Workload>;
+
+/** The paths a workload declares as outputs, in either form of `outputs`. */
+export function outputPaths(w: Pick<Workload, 'outputs'>): string[] {
+  const o = w.outputs;
+  return o === undefined ? [] : Array.isArray(o) ? o : o.paths;
+}
+
+/** How many nodes are to keep the workload's outputs archive (1: the executing node alone). */
+export function outputReplicas(w: Pick<Workload, 'outputs'>): number {
+  const o = w.outputs;
+  return o === undefined || Array.isArray(o) ? 1 : (o.replicas ?? 1);
+}

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { InvalidInputError, InvalidSourceError, type Workload } from '../../spec/index.ts';
+import { InvalidInputError, InvalidSourceError, outputPaths, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import { placeInputs } from '../inputs.ts';
 import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
@@ -143,7 +143,7 @@ export class OciDriver implements Driver {
     this.prepared.add(prepared);
     try {
       await makeMountPoints(sfs);
-      if ((request.workload.outputs ?? []).length > 0) {
+      if (outputPaths(request.workload).length > 0) {
         await mountScratch(sfs, request.resources.diskMiB);
         prepared.scratchMounted = true;
       }
@@ -211,7 +211,7 @@ export class OciDriver implements Driver {
     try {
       const code = await r.exited;
       const stats = await readCgroupStats(this.cgroups, p.cgroupsPath);
-      const declared = p.request.workload.outputs ?? [];
+      const declared = outputPaths(p.request.workload);
       const setupFailed = code !== 0 && r.stopReason === undefined ? await setupFailure(p.fs) : undefined;
       const outputs = !p.scratchMounted || declared.length === 0 || setupFailed !== undefined ? NO_OUTPUTS : await packOutputs(p.fs.outputsDir, declared, p.request.outputs);
       const usage: SandboxExit['usage'] = {};

@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { runArchive } from '../../guest/agent.ts';
 import type { Link } from '../../net/address-pool.ts';
-import { InvalidInputError, InvalidSourceError } from '../../spec/index.ts';
+import { InvalidInputError, InvalidSourceError, outputPaths } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
 
 /** A guest needs this much memory to boot the Debian kernel and the agent (64 MiB died in early boot). */
@@ -49,7 +49,7 @@ export async function guestRunArchive(request: SandboxRequest, modules: readonly
     env: w.env ?? {},
     workdir: w.workdir ?? '/',
     ...(w.stdin === undefined ? {} : { stdin: w.stdin }),
-    outputs: w.outputs ?? [],
+    outputs: outputPaths(w),
     modules,
     files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
     ...(link === undefined ? {} : { network: { address: link.sandboxAddress, prefixLength: link.prefixLength, ...(mayLeave ? { gateway: link.hostAddress } : {}) } }),

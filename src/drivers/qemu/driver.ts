@@ -6,7 +6,7 @@ import { ConsoleParser } from '../../guest/console.ts';
 import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../guest/image.ts';
 import type { Progress } from '../../guest/kernel.ts';
 import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
-import { AbortedError, UnsupportedError, type Workload } from '../../spec/index.ts';
+import { AbortedError, outputPaths, UnsupportedError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { applyLayer } from '../oci/image/unpack.ts';
@@ -162,7 +162,7 @@ export class QemuDriver implements Driver {
       return this.stage(request, () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), outputs: [] }));
     }
     const image = await this.guestImage(signal);
-    const outputs = request.workload.outputs ?? [];
+    const outputs = outputPaths(request.workload);
     const describe = (dir: string) => ({
       ...machine,
       kernel: image.kernel,

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ResourceLimits } from 'node:worker_threads';
-import type { IsolationLevel, Workload, WorkloadKind } from '../../spec/index.ts';
+import { outputPaths, type IsolationLevel, type Workload, type WorkloadKind } from '../../spec/index.ts';
 import type {
   Driver,
   DriverProbe,
@@ -117,7 +117,7 @@ export abstract class WorkerSandboxDriver<P extends WorkerPrepared, Task> implem
         io.total('stderr', result.streamBytes.stderr);
       }
       const verdict = this.verdict(p, result);
-      const outputs = await packOutputs(p.scratch, p.request.workload.outputs ?? [], p.request.outputs);
+      const outputs = await packOutputs(p.scratch, outputPaths(p.request.workload), p.request.outputs);
       const usage: SandboxExit['usage'] = {};
       if (result.memoryPeakBytes !== undefined) usage.memoryPeakBytes = result.memoryPeakBytes;
       if (result.diskBytes !== undefined) usage.diskBytes = result.diskBytes;
