@@ -13,11 +13,36 @@ const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
 /**
+ * libp2p's byte reader buffers whatever arrives and aborts the stream past a cap (4 MiB), with no
+ * backpressure: a sender faster than the reader (a blob read from disk, written to a slower one) tripped
+ * it. So the frames pause the stream once more than PAUSE_AT bytes wait unread (yamux then stops
+ * granting window, and the sender stops after at most one window, 16 MiB) and resume it below RESUME_AT.
+ * The caps leave room for that window on top of what waited.
+ */
+const PAUSE_AT = 1 << 20;
+const RESUME_AT = 256 << 10;
+const YAMUX_MAX_WINDOW = 16 << 20;
+const BUFFER_CAP = PAUSE_AT + YAMUX_MAX_WINDOW + (4 << 20);
+
+/** Bytes of the varint that prefixes a frame of `n` bytes. */
+function prefixBytes(n: number): number {
+  let bytes = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    bytes++;
+  }
+  return bytes;
+}
+
+/**
  * JSON messages over a libp2p stream, each length-prefixed and capped in size; every message read is
  * checked against the schema the reader expects, so that nothing a peer sends reaches the node unchecked.
  */
 export class JsonFrames<S extends MessageStream = Stream> {
   private readonly lp: LengthPrefixedStream<S>;
+  /** Bytes the stream delivered that no read has taken yet. */
+  private unread = 0;
+  private paused = false;
 
   /**
    * `maxBytes` caps each JSON message; `maxChunkBytes` each raw chunk (`readChunk`), for protocols that
@@ -28,7 +53,12 @@ export class JsonFrames<S extends MessageStream = Stream> {
     private readonly maxBytes: number,
     private readonly maxChunkBytes = 0,
   ) {
-    this.lp = lpStream(stream, { maxDataLength: Math.max(maxBytes, maxChunkBytes) });
+    this.lp = lpStream(stream, { maxDataLength: Math.max(maxBytes, maxChunkBytes), maxBufferSize: BUFFER_CAP });
+    stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, BUFFER_CAP);
+    stream.addEventListener('message', (e) => {
+      this.unread += e.data.byteLength;
+      if (!this.paused && this.unread > PAUSE_AT) this.flow(false);
+    });
   }
 
   /** The next message, checked against `check`; throws ProtocolError for anything else, and at the end of the stream. */
@@ -61,8 +91,21 @@ export class JsonFrames<S extends MessageStream = Stream> {
       if (e.name === 'InvalidDataLengthError' || e.name === 'InvalidDataLengthLengthError') throw new ProtocolError(`a frame over ${cap} bytes`);
       throw err;
     }
+    this.unread -= prefixBytes(bytes.byteLength) + bytes.byteLength;
+    if (this.paused && this.unread < RESUME_AT) this.flow(true);
     if (bytes.byteLength > cap) throw new ProtocolError(`a frame of ${bytes.byteLength} bytes where at most ${cap} belong`);
     return bytes;
+  }
+
+  /** Pauses or resumes the stream's reading; a stream that is closing for reading takes neither. */
+  private flow(on: boolean): void {
+    try {
+      if (on) this.stream.resume();
+      else this.stream.pause();
+      this.paused = !on;
+    } catch {
+      // closing or closed: nothing more will come
+    }
   }
 
   async write(value: unknown, signal?: AbortSignal): Promise<void> {
