@@ -4,6 +4,7 @@ export interface Summary {
   p50: number;
   p99: number;
   mean: number;
+  min: number;
   max: number;
 }
 
@@ -23,6 +24,7 @@ export function summarize(samples: readonly number[]): Summary {
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     mean: sorted.length === 0 ? Number.NaN : total / sorted.length,
+    min: sorted.length === 0 ? Number.NaN : sorted[0]!,
     max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]!,
   };
 }
