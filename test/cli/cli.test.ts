@@ -10,6 +10,7 @@ import type { Run } from '../../src/spec/index.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { watFixture } from '../helpers/wat.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'vmesh.js');
@@ -206,6 +207,18 @@ describe('vmesh CLI against a real detached node', () => {
     assert.match(bad.stderr, /hash/);
     assert.equal((await vmesh(home, ['blob', 'put', path.join(home, 'no-such-file')])).code, 2);
     assert.deepEqual(readdirSync(home).filter((f) => f.endsWith('.part')), [], 'no partial download left');
+  });
+
+  it('keeps outputs on as many nodes as it can with --replicas, and says how many', async () => {
+    const module = path.join(home, 'write-arg.wasm');
+    writeFileSync(module, await watFixture('write-arg'));
+    const r = await vmesh(home, ['run', module, '--output', 'out.txt', '--replicas', '2', '--', 'kept']);
+    assert.equal(r.code, 0, r.stderr);
+    // A mesh of one: nobody else to keep a copy.
+    assert.match(r.stderr, /vmesh: outputs kept on 1 of 2 nodes: 12D3KooW\w+ \(asked 0 other nodes and 0 took a copy: 1 of the 2 wanted\)/);
+    const bad = await vmesh(home, ['run', module, '--output', 'out.txt', '--replicas', '9', '--', 'x']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /outputs\.replicas: must be <= 8/);
   });
 
   it('exits 4 for an unknown run and 3 when no node answers', async () => {

@@ -7,7 +7,7 @@ import type { VmeshClient } from '../../sdk/client.ts';
 import { withClient, type GlobalOptions } from '../connect.ts';
 import { exitCodeOf } from '../exit-codes.ts';
 import { printJson } from '../format.ts';
-import { collect, collectEnv, parseDuration, parseJson, parseMiB, parseNumber } from '../parse.ts';
+import { collect, collectEnv, parseDuration, parseInteger, parseJson, parseMiB, parseNumber } from '../parse.ts';
 
 interface RunOptions {
   kind: WorkloadKind;
@@ -25,6 +25,7 @@ interface RunOptions {
   isolation?: Workload['isolation'];
   name?: string;
   output?: string[];
+  replicas?: number;
   detach?: boolean;
 }
 
@@ -49,6 +50,7 @@ export function runCommand(program: Command): void {
     .option('--isolation <level>', 'least isolation acceptable: language, process, container or vm')
     .option('--name <name>', 'a label shown by `vmesh ps`')
     .option('--output <path>', 'a file or directory the workload writes (under /out in a container), returned as a tar with the result (repeatable)', collect)
+    .option('--replicas <k>', 'keep the outputs archive on k nodes: this run\'s and the k-1 nearest others (1-8)', parseInteger)
     .option('--detach', 'print the run id and return at once')
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
       const workload = buildWorkload(file, args, opts);
@@ -96,7 +98,8 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
   if (opts.driver !== undefined) workload.driver = opts.driver;
   if (opts.node !== undefined) workload.placement = { node: opts.node };
   if (opts.isolation !== undefined) workload.isolation = opts.isolation;
-  if (opts.output !== undefined) workload.outputs = opts.output;
+  if (opts.replicas !== undefined) workload.outputs = { paths: opts.output ?? [], replicas: opts.replicas };
+  else if (opts.output !== undefined) workload.outputs = opts.output;
   const r: NonNullable<Workload['resources']> = {};
   if (opts.memory !== undefined) r.memoryMiB = opts.memory;
   if (opts.vcpus !== undefined) r.vcpus = opts.vcpus;
@@ -140,6 +143,10 @@ function printResult(run: Run): void {
     for (const s of r.outputsSkipped ?? []) process.stderr.write(`vmesh: output ${s.path} left out: ${s.reason}\n`);
     if (r.outputsArchive !== undefined) {
       process.stderr.write(`vmesh: outputs archive ${r.outputsArchive.bytes} bytes ${r.outputsArchive.blob}: vmesh outputs ${run.id}\n`);
+      const copies = r.outputsArchive.copies;
+      if (copies !== undefined) {
+        process.stderr.write(`vmesh: outputs kept on ${copies.nodes.length} of ${copies.wanted} nodes: ${copies.nodes.join(', ')}${copies.missing === undefined ? '' : ` (${copies.missing})`}\n`);
+      }
     }
   }
   if (run.state !== 'succeeded') {
