@@ -60,16 +60,29 @@ describe('a mesh of five hosts in network namespaces', { skip }, () => {
     }, 20_000, 'the delay to show');
     // The delay shows as what an observer measures to host 4 beyond what it measures to an undelayed
     // host. The floor is what is compared: load only ever adds to a round trip (10 ms and more on a
-    // busy CI machine), and the floor is the sample it added least to.
-    for (const h of net.hosts.slice(0, 4)) {
-      const view = (await h.client.nodes()).nodes;
-      const other = (h.index + 1) % 4;
-      const far = view.find((n) => n.id === delayed.id)!.rtt!;
-      const near = view.find((n) => n.id === net.hosts[other]!.id)!.rtt!;
-      const added = far.minMs - near.minMs;
-      t.diagnostic(`host ${h.index}: ${far.minMs} ms to host 4 (EWMA ${far.rttMs.toFixed(1)}), ${near.minMs} ms to host ${other} (EWMA ${near.rttMs.toFixed(1)}): ${added} ms added`);
-      assert.ok(far.minMs >= 80, `host ${h.index} measures ${far.minMs} ms to host 4: no round trip is shorter than the 80 ms delay`);
-      assert.ok(Math.abs(added - 80) <= 16, `host ${h.index} measures ${added} ms more to host 4 than to host ${other} (80 ms ± 20%)`);
+    // busy CI machine), and the floor is the sample it added least to. A burst of load that outlasts
+    // the ten samples of one floor (3 s) still lifts it, so the judgement is taken again until every
+    // observer holds it at once, for up to 20 s; the last readings are in the diagnostics.
+    let readings: string[] = [];
+    const judged = async () => {
+      readings = [];
+      let ok = true;
+      for (const h of net.hosts.slice(0, 4)) {
+        const view = (await h.client.nodes()).nodes;
+        const other = (h.index + 1) % 4;
+        const far = view.find((n) => n.id === delayed.id)!.rtt!;
+        const near = view.find((n) => n.id === net.hosts[other]!.id)!.rtt!;
+        const added = far.minMs - near.minMs;
+        readings.push(`host ${h.index}: ${far.minMs} ms to host 4 (EWMA ${far.rttMs.toFixed(1)}), ${near.minMs} ms to host ${other} (EWMA ${near.rttMs.toFixed(1)}): ${added} ms added`);
+        assert.ok(far.minMs >= 80, `host ${h.index} measures ${far.minMs} ms to host 4: no round trip is shorter than the 80 ms delay`);
+        ok &&= Math.abs(added - 80) <= 16;
+      }
+      return ok;
+    };
+    try {
+      await until(judged, 20_000, 'every observer to measure 80 ms ± 20% more to host 4 than to an undelayed host');
+    } finally {
+      for (const r of readings) t.diagnostic(r);
     }
   });
 
