@@ -54,7 +54,8 @@ export async function buildApi({ node, mesh, token, logger }: ApiOptions): Promi
   nodeRoutes(app, node);
   runRoutes(app, node);
   meshRoutes(app, node, mesh);
-  blobRoutes(app, node, mesh);
+  // A scope of its own: the raw octet-stream parser blob uploads use reaches only these routes.
+  await app.register(async (scope) => blobRoutes(scope, node, mesh));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -235,7 +235,7 @@ describe('HTTP API', () => {
     assert.match(metrics.text, /vmesh_capacity\{resource="vcpus"\}/);
     const spec = await raw('GET', '/openapi.json', { token: null });
     const paths = Object.keys((spec.json as { paths: object }).paths);
-    for (const p of ['/v1/runs', '/v1/runs/{id}', '/v1/runs/{id}/cancel', '/v1/runs/{id}/logs', '/v1/node', '/healthz', '/metrics']) {
+    for (const p of ['/v1/runs', '/v1/runs/{id}', '/v1/runs/{id}/cancel', '/v1/runs/{id}/logs', '/v1/node', '/v1/blobs', '/v1/blobs/{hash}', '/healthz', '/metrics']) {
       assert.ok(paths.includes(p), `openapi lacks ${p}`);
     }
     const docs = await fetch(`${daemon.url}/docs/`);

@@ -5,12 +5,10 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer, text } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
 import { sha256 } from '../../src/blobs/blob-store.ts';
-import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
-import { loadConfig } from '../../src/node/config.ts';
+import type { Daemon } from '../../src/daemon/daemon.ts';
 import { ApiError, VmeshClient } from '../../src/sdk/client.ts';
-import { tempDir } from '../helpers/tmp.ts';
+import { startMeshDaemon, type TestDaemon } from '../helpers/mesh.ts';
 
 const MiB = 2 ** 20;
 
@@ -22,7 +20,7 @@ function chunked(bytes: Buffer): Readable {
 }
 
 describe('HTTP API: /v1/blobs', () => {
-  const tmp = tempDir('vmesh-api-blobs-');
+  let node: TestDaemon;
   let daemon: Daemon;
   let client: VmeshClient;
   const incoming = () => {
@@ -34,20 +32,13 @@ describe('HTTP API: /v1/blobs', () => {
   };
 
   before(async () => {
-    const config = loadConfig(tmp.dir, {
-      api: { port: 0 },
-      mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      logLevel: 'silent',
-      workers: 2,
-      limits: { blobBytes: 2 * MiB, blobStoreBytes: 4 * MiB },
-    });
-    daemon = await startDaemon(config, pino({ level: 'silent' }));
+    node = await startMeshDaemon({}, undefined, { limits: { blobBytes: 2 * MiB, blobStoreBytes: 4 * MiB } });
+    daemon = node.daemon;
     client = new VmeshClient({ url: daemon.url, token: daemon.token });
   });
   after(async () => {
     await client.close();
-    await daemon.close();
-    tmp.remove();
+    await node.remove();
   });
 
   async function rejects(p: Promise<unknown>, status: number, code: string, message?: RegExp) {

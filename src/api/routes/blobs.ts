@@ -33,7 +33,8 @@ const OCTETS = 'application/octet-stream';
 export function blobRoutes(app: FastifyInstance, node: VmeshNode, mesh: Mesh | undefined): void {
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
   const blobs = node.blobs;
-  // Blob bodies are streamed into the store as they come, capped by limits.blobBytes (not requestBytes).
+  // Blob bodies are streamed into the store as they come, capped by limits.blobBytes (not requestBytes);
+  // `app` is a scope of the blob routes alone, so no other route takes a body this way.
   app.addContentTypeParser(OCTETS, (_req, payload, done) => done(null, payload));
 
   api.post(
