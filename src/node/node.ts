@@ -197,7 +197,7 @@ export class VmeshNode {
       }
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
-      // Containers use their image where it lies (a directory or an archive); functions need the bytes.
+      // Containers use their image where it lies (a directory, an archive, an archive blob); functions need the bytes.
       const inPlace = workload.kind === 'container';
       const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
       const driver = this.registry.choose(workload, code);

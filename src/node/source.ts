@@ -33,6 +33,12 @@ export async function resolveSource(source: Source, ctx: SourceContext, opts: { 
     if (initrd !== undefined && initrd.path === undefined) throw new InvalidInputError('source.initrd: names a directory, not an initramfs file', { field: 'source.initrd' });
     return { code: new Uint8Array(0), kernel: kernel.path, ...(initrd?.path === undefined ? {} : { initrd: initrd.path }) };
   }
+  // An image archive in the blob store is used where it lies, like one under a file root.
+  if ('blob' in source && opts.inPlace === true) {
+    const file = await ctx.blobs.fileOf(source.blob);
+    if (file === undefined) throw new InvalidInputError(`source.blob: this node holds no blob ${source.blob}`, { field: 'source.blob' });
+    return { code: new Uint8Array(0), path: file };
+  }
   return { code: await resolveBytes(source, ctx) };
 }
 

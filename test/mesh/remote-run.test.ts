@@ -1,8 +1,19 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ApiError, VmeshClient, type LogEvent } from '../../src/sdk/client.ts';
 import type { Workload } from '../../src/spec/index.ts';
 import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
+import { entriesOf, tarOf, writeOciLayout } from '../helpers/oci-image.ts';
+import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const containerSkip =
+  skipUnless('root', process.getuid?.() === 0, 'run the tests as root (containers need it)') ||
+  skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static');
 
 const js = (code: string, extra: Partial<Workload> = {}): Workload => ({ kind: 'function', source: { inline: code }, ...extra });
 
@@ -82,6 +93,35 @@ describe('remote runs on /vmesh/run/1', () => {
       return true;
     });
     assert.equal(a.daemon.node.listRuns().filter((r) => r.state === 'queued').length, 0, 'nothing half-created on A');
+  });
+
+  it('a container image travels as a blob: put on A, run on A and on B, which fetches it from A', { skip: containerSkip }, async () => {
+    const tmp = tempDir('vmesh-image-blob-');
+    try {
+      const layout = path.join(tmp.dir, 'layout');
+      await writeOciLayout(layout, [entriesOf(busyboxRootfs(path.join(tmp.dir, 'rootfs')))], { Entrypoint: ['/bin/sh', '-c', 'echo "from a blob image: $0"'] });
+      const { blob } = await client.putBlob(await tarOf(entriesOf(layout)));
+      const image = (extra: Partial<Workload>): Workload => ({ kind: 'container', source: { blob }, args: ['x'], ...extra });
+      const here = await client.run(image({}));
+      assert.equal(here.state, 'succeeded', here.reason);
+      assert.equal(here.result?.stdout.text, 'from a blob image: x\n');
+      assert.equal(await b.daemon.node.blobs.has(blob), false);
+      const there = await client.run(image({ placement: { node: b.daemon.node.id } }));
+      assert.equal(there.state, 'succeeded', there.reason);
+      assert.equal(there.nodeId, b.daemon.node.id);
+      assert.equal(there.result?.stdout.text, 'from a blob image: x\n');
+      assert.equal(await b.daemon.node.blobs.has(blob), true, 'B fetched the image from A');
+      const notAnImage = await client.putBlob(Buffer.from('not a tar'));
+      const runs = a.daemon.node.listRuns().length;
+      await assert.rejects(client.run(image({ source: { blob: notAnImage.blob } })), (err: ApiError) => {
+        assert.deepEqual([err.status, err.code, err.field], [422, 'invalid_source', 'source']);
+        assert.match(err.message, /is not a readable tar/);
+        return true;
+      });
+      assert.equal(a.daemon.node.listRuns().length, runs, 'a blob that is not an image makes no run');
+    } finally {
+      tmp.remove();
+    }
   });
 
   it('when the requesting node goes away, the executing node cancels the run', async () => {

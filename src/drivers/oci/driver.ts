@@ -348,14 +348,16 @@ export class OciDriver implements Driver {
     let rootfs: string;
     let image: ImageConfig = { entrypoint: [], cmd: [], env: {} };
     if (request.sourceFile !== undefined) {
-      ({ rootfs, config: image } = await this.images.ensureArchive(request.sourceFile, diskBytes));
+      // An archive blob is known by its hash; a file by its path, size and mtime.
+      const blob = 'blob' in w.source ? w.source.blob : undefined;
+      ({ rootfs, config: image } = await this.images.ensureArchive(request.sourceFile, diskBytes, blob));
     } else if (dir !== undefined && isImageDir(dir)) {
       ({ rootfs, config: image } = await this.images.ensure(dir, diskBytes));
     } else if (dir !== undefined) {
       rootfs = dir;
     } else {
       throw new InvalidSourceError(
-        "source: a container needs a root file system or an image: source.file naming a directory or an image archive under the node's file roots",
+        "source: a container needs a root file system or an image: source.file naming a directory or an image archive under the node's file roots, or source.blob holding an image archive",
         { field: 'source' },
       );
     }

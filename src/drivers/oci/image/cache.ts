@@ -79,11 +79,15 @@ export class ImageCache {
 
   /**
    * The image in an archive file. An archive is opened (extracted to a temporary directory) only the
-   * first time it is seen; later runs of the same unchanged file go straight to the cache.
+   * first time it is seen; later runs of the same unchanged file go straight to the cache. A file whose
+   * content hash is known (a blob) is known by it: its mtime moves each time the blob store uses it.
    */
-  async ensureArchive(file: string, maxBytes: number): Promise<UnpackedImage> {
-    const stat = await fs.stat(file);
-    const id = `${file}:${stat.size}:${stat.mtimeMs}`;
+  async ensureArchive(file: string, maxBytes: number, contentHash?: string): Promise<UnpackedImage> {
+    let id = contentHash;
+    if (id === undefined) {
+      const stat = await fs.stat(file);
+      id = `${file}:${stat.size}:${stat.mtimeMs}`;
+    }
     const known = this.archives.get(id);
     const cached = known === undefined ? undefined : await this.load(known);
     if (cached !== undefined && cached.bytes <= maxBytes) return cached;
