@@ -187,7 +187,8 @@ function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, conver
   const all = [...tables, targetTable];
   const note =
     'All in-process nodes share one event loop: N nodes cost N times the CPU column on one core, so convergence stops where that ' +
-    'passes about 1000 ms/s, a limit of the benchmark, not of a mesh whose nodes each have a machine.';
+    'passes about 1000 ms/s, a limit of the benchmark, not of a mesh whose nodes each have a machine.' +
+    ' Where the misses go (probes, 2026-12-02): a blob fetch between two node processes on loopback waits 2.1 of 2.3 s on its own hash-and-write pipeline, which alone writes 256 MiB in 0.45 s, so the receiving node\'s main thread (noise, yamux, GC) is the limit; yamux windows of 1 or 4 MiB and 1 MiB chunks did not help. Of a remote run\'s ~6.5 ms overhead (two nodes in one process), opening the /vmesh/run/1 stream is 2.5 ms (libp2p\'s dialProtocol alone 1.4–2.1 ms, lazy negotiation or not).';
   return {
     heading: 'Mesh: remote runs and advert convergence (issue 5)',
     text: [...all.map(tableText), note].join('\n\n'),
