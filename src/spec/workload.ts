@@ -97,14 +97,42 @@ export interface ResolvedResources {
   network: { egressMbps: number; ingressMbps: number };
 }
 
-export const PlacementHints = Type.Object(
+/** How placement weighs its score terms; every weight 0..100, a term with weight 0 is left out. */
+export const PlacementWeights = Type.Object(
   {
-    node: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'run on exactly this node' })),
-    labels: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }))),
-    region: Type.Optional(Type.String({ maxLength: 64 })),
+    resources: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'resource fit (bin-pack or spread)' })),
+    proximity: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'measured round-trip time (or distance between declared locations)' })),
+    reputation: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'the reputation this node holds of the candidate' })),
+    load: Type.Optional(Type.Number({ minimum: 0, maximum: 100, description: 'runs active and queued per vCPU' })),
   },
   { additionalProperties: false },
 );
+export type PlacementWeights = Static<typeof PlacementWeights>;
+
+export const PlacementStrategy = Type.Union([Type.Literal('binpack'), Type.Literal('spread')], {
+  description: 'binpack: fill the fullest node that fits (keeps whole nodes free); spread: the emptiest',
+});
+export type PlacementStrategy = Static<typeof PlacementStrategy>;
+
+const RegionName = Type.String({ minLength: 1, maxLength: 64 });
+
+export const PlacementHints = Type.Object(
+  {
+    node: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'run on exactly this node' })),
+    labels: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), { maxProperties: 32, description: 'the node must carry each of these labels' }),
+    ),
+    region: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'the node must declare this region' })),
+    regions: Type.Optional(Type.Array(RegionName, { minItems: 1, maxItems: 64, description: 'the node must declare one of these regions' })),
+    excludeRegions: Type.Optional(Type.Array(RegionName, { minItems: 1, maxItems: 64, description: 'the node must not declare any of these regions' })),
+    minReputation: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: "the least reputation (0..1) the requesting node must hold of the node" })),
+    maxRttMs: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 60_000, description: 'the most round-trip time from the requesting node' })),
+    strategy: Type.Optional(PlacementStrategy),
+    weights: Type.Optional(PlacementWeights),
+  },
+  { additionalProperties: false },
+);
+export type PlacementHints = Static<typeof PlacementHints>;
 
 const IPV4_CIDR = '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$';
 
