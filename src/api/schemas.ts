@@ -42,6 +42,7 @@ export const RunIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLeng
 
 export const SubmitQuery = Type.Object({
   wait: Type.Optional(Type.Boolean({ default: true, description: 'wait for the result (default) or return at once' })),
+  explain: Type.Optional(Type.Boolean({ description: "keep placement's whole explanation in the run's `placement.explanation`" })),
 });
 
 export const ListQuery = Type.Object({

@@ -10,6 +10,7 @@ import { runCommand } from './commands/run.ts';
 import { upCommand } from './commands/up.ts';
 import { vmCommands } from './commands/vm.ts';
 import { imageCommands } from './commands/image.ts';
+import { receiptCommands } from './commands/receipt.ts';
 import { EXIT } from './exit-codes.ts';
 
 const program = new Command('vmesh')
@@ -30,6 +31,7 @@ outputsCommand(program);
 vmCommands(program);
 imageCommands(program);
 blobCommands(program);
+receiptCommands(program);
 
 function statusToExit(status: number): number {
   if (status === 404) return EXIT.notFound;

@@ -6,7 +6,6 @@ import { buildApi } from '../api/server.ts';
 import type { NodeConfig } from '../node/config.ts';
 import { VmeshNode } from '../node/node.ts';
 import { Mesh } from '../mesh/mesh.ts';
-import { describeNode } from './describe.ts';
 import { daemonInfoPath, readDaemonInfo, type DaemonInfo } from './info.ts';
 
 export interface Daemon {
@@ -32,7 +31,7 @@ export async function startDaemon(config: NodeConfig, logger: Logger = pino({ le
         identity: node.identity,
         config: config.mesh,
         logger,
-        describe: () => describeNode(node),
+        describe: () => node.describe(),
         blobs: node.blobs,
         maxBlobBytes: config.limits.blobBytes,
       });

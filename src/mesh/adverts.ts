@@ -1,7 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface';
-import { Compile } from 'typebox/compile';
-import { ADVERT_FORMAT, explainSchemaErrors, NodeAdvert, type SchemaError } from '../spec/index.ts';
-import { BadEnvelopeError, open, seal } from '../trust/envelope.ts';
+import { ADVERT_FORMAT, NodeAdvert } from '../spec/index.ts';
+import { seal, signedStatement } from '../trust/envelope.ts';
 
 /** The gossip topic adverts travel on. */
 export const ADVERT_TOPIC = 'vmesh/adverts/1';
@@ -12,7 +11,6 @@ export const MAX_ADVERT_BYTES = 32 * 1024;
 /** A free resource that moved by this share of its capacity is news worth an early advert. */
 export const CHANGE_THRESHOLD = 0.1;
 
-const check = Compile(NodeAdvert);
 const encoder = new TextEncoder();
 
 export async function sealAdvert(key: PrivateKey, advert: NodeAdvert): Promise<Uint8Array> {
@@ -24,15 +22,7 @@ export async function sealAdvert(key: PrivateKey, advert: NodeAdvert): Promise<U
  * node that signed it. Whoever passed it on does not matter: only its signer can have made it. Throws
  * BadEnvelopeError.
  */
-export async function openAdvert(bytes: Uint8Array): Promise<NodeAdvert> {
-  const { signer, value } = await open(bytes, DOMAIN, MAX_ADVERT_BYTES);
-  if (!check.Check(value)) {
-    const { message } = explainSchemaErrors([...check.Errors(value)] as SchemaError[], value, 'advert');
-    throw new BadEnvelopeError(message);
-  }
-  if (value.node !== signer) throw new BadEnvelopeError(`advert.node: ${value.node} is not its signer ${signer}`);
-  return value;
-}
+export const openAdvert: (bytes: Uint8Array) => Promise<NodeAdvert> = signedStatement(NodeAdvert, DOMAIN, MAX_ADVERT_BYTES, 'advert');
 
 /** Whether `next` says something the mesh should hear before the next regular advert. */
 export function changedEnough(prev: NodeAdvert | undefined, next: NodeAdvert): boolean {

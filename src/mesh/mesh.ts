@@ -4,7 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { MeshConfig } from '../node/config.ts';
-import { ADVERT_FORMAT, type NodeAdvert } from '../spec/index.ts';
+import { ADVERT_FORMAT, type NodeAdvert, type NodeDescription } from '../spec/index.ts';
 import type { BlobStore } from '../blobs/blob-store.ts';
 import type { VmeshNode } from '../node/node.ts';
 import { BlobPool } from './blob-pool.ts';
@@ -17,8 +17,7 @@ import { Membership } from './membership.ts';
 import { PeerGuard } from './peer-guard.ts';
 import { Proximity, type RttEstimate } from './proximity.ts';
 
-/** What a node says about itself in each advert, read when the advert is made. */
-export type NodeDescription = Pick<NodeAdvert, 'version' | 'drivers' | 'capacity' | 'free' | 'runs'>;
+export type { NodeDescription } from '../spec/index.ts';
 
 export interface MeshOptions {
   identity: NodeIdentity;
@@ -150,7 +149,11 @@ export class Mesh {
   /** Takes runs from other nodes for `node`, and lets `node` send runs to them (`placement.node`). */
   async serve(node: VmeshNode): Promise<void> {
     await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
-    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers()));
+    const members = () =>
+      this.nodes()
+        .filter((n) => !n.self && !this.guard.isBanned(n.id))
+        .map((n) => ({ advert: n.advert, connected: n.connected, ...(n.rtt === undefined ? {} : { rttMs: n.rtt.minMs }) }));
+    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers(), members));
   }
 
   /** The members this node is connected to and does not refuse, nearest first (unmeasured ones last). */

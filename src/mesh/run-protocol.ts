@@ -6,7 +6,7 @@ import Type, { type Static } from 'typebox';
 import type { LogEvent, StateEvent } from '../node/events.ts';
 import type { RemoteFeed, RemoteUpdate } from '../node/executor.ts';
 import type { VmeshNode } from '../node/node.ts';
-import { blobsOf, type CopiesPlaced, type RemoteDispatch } from '../node/remote.ts';
+import { blobsOf, type CopiesPlaced, type MemberView, type RemoteDispatch } from '../node/remote.ts';
 import { InvalidInputError, isTerminal, isVmeshError, PeerError, Run, RunStateSchema, Workload, type Workload as WorkloadType } from '../spec/index.ts';
 import { readSnapshotIndex } from '../snapshots/snapshots.ts';
 import type { BlobPool } from './blob-pool.ts';
@@ -30,7 +30,16 @@ const ErrorShape = Type.Object(
 );
 
 const ClientFrame = Type.Union([
-  Type.Object({ type: Type.Literal('run'), id: Type.String({ pattern: RUN_ID }), workload: Workload }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('run'),
+      id: Type.String({ pattern: RUN_ID }),
+      workload: Workload,
+      /** Placed by the requester: refuse (no_room) rather than queue when the run does not fit now. */
+      mustFitNow: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object({ type: Type.Literal('cancel'), reason: Type.String({ maxLength: 1024 }) }, { additionalProperties: false }),
 ]);
 const ServerFrame = Type.Union([
@@ -124,7 +133,8 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
           const holds: Array<() => void> = [];
           try {
             await fetchBlobs(first.workload, pool, peer, holds);
-            run = await node.submitValid(first.workload, { id });
+            // Runs here whatever its placement hints say: the requester placed it on this node.
+            run = await node.submitValid(first.workload, { id, local: true, requester: peer.toString(), mustFitNow: first.mustFitNow === true });
           } catch (err) {
             await frames.write({ type: 'refused', error: errorShape(err) });
             return void (await stream.close());
@@ -197,9 +207,11 @@ export class RemoteRuns implements RemoteDispatch {
     private readonly known: (id: string) => boolean,
     /** Other nodes to keep copies on, nearest first. */
     private readonly keepers: () => PeerId[],
+    readonly members: () => MemberView[],
   ) {}
 
-  async start(target: string, id: string, workload: WorkloadType, signal?: AbortSignal): Promise<RemoteFeed> {
+  async start(target: string, id: string, workload: WorkloadType, options: { mustFitNow?: boolean; signal?: AbortSignal } = {}): Promise<RemoteFeed> {
+    const { signal } = options;
     if (!this.known(target)) {
       throw new InvalidInputError(`placement.node: no node ${target} in this node's view of the mesh (vmesh nodes lists it)`, { field: 'placement.node' });
     }
@@ -207,7 +219,7 @@ export class RemoteRuns implements RemoteDispatch {
     const stream: Stream = await this.host.dialProtocol(peer, RUN_PROTOCOL, signal === undefined ? {} : { signal });
     const frames = new JsonFrames(stream, MAX_FRAME);
     try {
-      await frames.write({ type: 'run', id, workload }, signal);
+      await frames.write({ type: 'run', id, workload, ...(options.mustFitNow === true ? { mustFitNow: true } : {}) }, signal);
       const answer = await frames.read(readServer, signal);
       if (answer.type === 'refused') throw new PeerError(answer.error, target);
       if (answer.type !== 'accepted' || answer.run.id !== id) throw new ProtocolError(`answered a run request with ${answer.type}`);

@@ -4,7 +4,8 @@ import path from 'node:path';
 import Type, { type Static } from 'typebox';
 import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
 import { DEFAULT_MESH_PORT, DEFAULT_PORT, defaultHome } from './home.ts';
-import { InvalidInputError, NodeLabels, NodeLocation, validator, type ResolvedResources, type Workload, type WorkloadKind } from '../spec/index.ts';
+import { InvalidInputError, NodeLabels, NodeLocation, PlacementStrategy, PlacementWeights, validator, type ResolvedResources, type Workload, type WorkloadKind } from '../spec/index.ts';
+import { DEFAULT_POLICY, type PlacementPolicy } from '../placement/policy.ts';
 
 const MeshSettings = Type.Object(
   {
@@ -99,6 +100,24 @@ export const ConfigFile = Type.Object(
       ),
     ),
     mesh: Type.Optional(MeshSettings),
+    placement: Type.Optional(
+      Type.Object(
+        {
+          strategy: Type.Optional(PlacementStrategy),
+          weights: Type.Optional(PlacementWeights),
+          minReputation: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'nodes held below this reputation get no work' })),
+          jitter: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'size of the random tie-break between nodes that score alike' })),
+          attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: 'nodes asked in turn before a run is refused' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    trust: Type.Optional(
+      Type.Object(
+        { reputationHalfLifeMs: Type.Optional(Type.Integer({ minimum: 1000, description: 'what a node observed of a peer counts half as much after this long' })) },
+        { additionalProperties: false },
+      ),
+    ),
     logLevel: Type.Optional(
       Type.Union([
         Type.Literal('fatal'),
@@ -127,6 +146,8 @@ export interface NodeConfig {
   fileRoots: string[];
   network: { range: string };
   mesh: MeshConfig;
+  placement: PlacementPolicy & { attempts: number };
+  trust: { reputationHalfLifeMs: number };
   logLevel: string;
 }
 
@@ -165,7 +186,19 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),
     network: { range: DEFAULT_SANDBOX_RANGE, ...fromFile.network, ...overrides.network },
     mesh: meshConfig({ ...fromFile.mesh, ...overrides.mesh }),
+    placement: placementConfig({ ...fromFile.placement, ...overrides.placement }),
+    trust: { reputationHalfLifeMs: 24 * 3600 * 1000, ...fromFile.trust, ...overrides.trust },
     logLevel: pick('logLevel') ?? 'info',
+  };
+}
+
+function placementConfig(p: NonNullable<ConfigFile['placement']>): NodeConfig['placement'] {
+  return {
+    strategy: p.strategy ?? DEFAULT_POLICY.strategy,
+    weights: { ...DEFAULT_POLICY.weights, ...p.weights },
+    minReputation: p.minReputation ?? DEFAULT_POLICY.minReputation,
+    jitter: p.jitter ?? DEFAULT_POLICY.jitter,
+    attempts: p.attempts ?? 3,
   };
 }
 

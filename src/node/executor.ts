@@ -21,6 +21,8 @@ import type { NodeEvents } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { CopiesPlaced } from './remote.ts';
+import type { Envelope } from '../trust/envelope.ts';
+import type { ReceiptContext } from '../trust/receipt.ts';
 
 export interface ExecutorOptions {
   /** This node's id, as the first holder of what its runs make. */
@@ -35,6 +37,8 @@ export interface ExecutorOptions {
   queueTimeoutMs: number;
   /** Places `copies` more copies of a blob on other nodes (a run's outputs archive, for `outputs.replicas`). */
   keepCopies?(hash: string, copies: number, signal: AbortSignal): Promise<CopiesPlaced>;
+  /** Signs the receipt of a run this node executed, as it ends. */
+  signReceipt?(run: Run, context: ReceiptContext): Envelope;
 }
 
 /** What the executor tracks of any run, local or remote. */
@@ -76,6 +80,8 @@ interface Job extends Tracked {
   sandbox?: RunningSandbox;
   /** An operation on the sandbox (pause, resume, snapshot) is under way: one at a time. */
   busy?: boolean;
+  /** What the run's receipt says it was asked (its spec's hash, its blobs, who asked). */
+  receipt?: ReceiptContext;
 }
 
 /**
@@ -121,11 +127,12 @@ export class Executor {
   }
 
   /** Stores the run as queued and starts it as soon as it fits. */
-  submit(record: RunRecord, driver: Driver, request: SandboxRequest): void {
+  submit(record: RunRecord, driver: Driver, request: SandboxRequest, receipt?: ReceiptContext): void {
     if (this.queue.length >= this.o.queueLimit) {
       throw new QueueFullError(`the queue is full (${this.o.queueLimit} runs); try again later`);
     }
     const job = { record, driver, request, controller: new AbortController(), submittedAt: performance.now() } as Job;
+    if (receipt !== undefined) job.receipt = receipt;
     job.settled = new Promise<void>((resolve) => (job.settle = resolve));
     this.o.store.insertRun(record);
     this.emitState(record, undefined, record.createdAt);
@@ -166,6 +173,7 @@ export class Executor {
           if (driver !== undefined) patch.driver = driver;
           if (startedAt !== undefined) patch.startedAt = startedAt;
           if (endedAt !== undefined) patch.endedAt = endedAt;
+          if (u.run.receipt !== undefined) patch.receipt = u.run.receipt;
           this.finish(job, state, reason, result, patch);
           break;
         }
@@ -412,6 +420,10 @@ export class Executor {
     const patch: RunPatch = { endedAt: new Date().toISOString(), ...extra };
     if (reason !== undefined) patch.reason = reason;
     if (result !== undefined) patch.result = result;
+    if ('receipt' in job && job.receipt !== undefined && this.o.signReceipt !== undefined) {
+      const { spec: _spec, ...ended } = { ...job.record, ...patch, state };
+      patch.receipt = this.o.signReceipt(ended, job.receipt);
+    }
     this.transition(job, state, patch);
     const driver = 'driver' in job ? job.driver.name : 'remote';
     this.o.logger.debug({ runId: job.record.id, driver, state, reason, totalMs: result?.timings.totalMs }, 'run ended');

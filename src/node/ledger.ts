@@ -55,6 +55,12 @@ export class Ledger {
     }
   }
 
+  /** Whether the resources would fit now, beside what is reserved. */
+  fitsNow(r: ResolvedResources): boolean {
+    const want = amountsOf(r);
+    return KEYS.every((k) => this.used[k] + scaled(k, want[k]) <= scaled(k, this.capacity[k]));
+  }
+
   /** Reserves the resources if they fit now; returns false (and reserves nothing) if they do not. */
   tryReserve(id: string, r: ResolvedResources): boolean {
     if (this.reservations.has(id)) throw new Error(`run ${id} already holds a reservation`);

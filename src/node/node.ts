@@ -17,10 +17,22 @@ import {
   RunNotFoundError,
   RunExistsError,
   isVmeshError,
+  NoNodeFitsError,
+  NoRoomError,
   outputPaths,
+  ADVERT_FORMAT,
+  type NodeAdvert,
+  type NodeDescription,
   type Run,
+  type RunPlacement,
   type Workload,
 } from '../spec/index.ts';
+import { explain, PlacementView, placementRequest, requestPolicy, seedOf, type Candidate, type PlacementExplanation } from '../placement/index.ts';
+import { canonicalHash } from '../trust/canonical.ts';
+import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
+import { Reputation, type Outcome } from '../trust/reputation.ts';
+import { EnvelopeSigner } from '../trust/signer.ts';
+import type { Envelope } from '../trust/envelope.ts';
 import { startHostNetworking } from '../net/host.ts';
 import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
@@ -34,7 +46,7 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
-import { blobsOf, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
+import { blobsOf, receiptChecked, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
@@ -56,6 +68,28 @@ export interface NodeInfo {
   network: { available: boolean; range: string; reason?: string };
 }
 
+export interface SubmitOptions {
+  /** The run id another node chose (the same id on both nodes), or placement chose beforehand. */
+  id?: string;
+  /** Run it on this node whatever its placement hints say (another node placed it here). */
+  local?: boolean;
+  /** Refuse with no_room instead of queueing when it does not fit now (placement then asks another node). */
+  mustFitNow?: boolean;
+  /** The node that asked for the run: its receipt names it. */
+  requester?: string;
+  /** Keep placement's whole explanation with the run (`?explain=true`, `vmesh run --explain`). */
+  explain?: boolean;
+  /** Where placement put the run and why: stored with it. */
+  placement?: RunPlacement;
+}
+
+/** Error codes with which a node says "not me" rather than "not this request": placement asks the next node. */
+const NODE_REFUSALS = new Set(['no_room', 'no_driver', 'capacity_exceeded', 'queue_full', 'node_stopping', 'rate_limited', 'blob_store_full', 'internal']);
+
+function isNodeRefusal(err: unknown): boolean {
+  return !isVmeshError(err) || NODE_REFUSALS.has(err.code);
+}
+
 export interface NodeOptions {
   config: NodeConfig;
   logger?: Logger;
@@ -74,6 +108,12 @@ export class VmeshNode {
   /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
   private readonly afterRun = new Map<string, Promise<void>>();
   private remote: RemoteDispatch | undefined;
+  /** The candidates of the last placement, in columns (kept between decisions, updated in place). */
+  private readonly view = new PlacementView();
+  /** Signs this node's receipts. */
+  private readonly signer: EnvelopeSigner;
+  /** What this node has seen of its peers' work. */
+  readonly reputation: Reputation;
 
   readonly id: string;
 
@@ -93,6 +133,8 @@ export class VmeshNode {
     private readonly networkReason: string | undefined,
   ) {
     this.id = identity.id;
+    this.signer = new EnvelopeSigner(identity.privateKey, identity.id);
+    this.reputation = new Reputation(store, config.trust.reputationHalfLifeMs);
     this.outputSink = blobSink(blobs, { maxBytes: config.limits.outputsArchiveBytes, inlineBytes: config.limits.inlineOutputBytes });
   }
 
@@ -134,6 +176,7 @@ export class VmeshNode {
         maxConcurrent: config.executor.maxConcurrent,
         queueLimit: config.executor.queueLimit,
         queueTimeoutMs: config.executor.queueTimeoutMs,
+        signReceipt: (run, context): Envelope => signReceipt(node.signer, run, context),
         // Called only after a run, by which time `node` exists and the mesh, if any, is attached.
         keepCopies: async (hash, copies, signal): Promise<CopiesPlaced> => {
           if (node.remote === undefined) throw new Error('this node is in no mesh (started with --no-mesh)');
@@ -171,13 +214,26 @@ export class VmeshNode {
 
   /**
    * `submit` for a workload already checked against the Workload schema (the API validates bodies with
-   * it). `placement.node` naming another node sends the run there; this node stores it and follows it.
-   * `id` is given when another node asked for the run (the same id on both nodes).
+   * it). `placement.node` naming another node sends the run there; otherwise, in a mesh, placement chooses
+   * the node (this one included). Either way this node stores the run and follows it.
    */
-  async submitValid(submitted: Workload, options: { id?: string } = {}): Promise<Run> {
+  async submitValid(submitted: Workload, options: SubmitOptions = {}): Promise<Run> {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
     const target = submitted.placement?.node;
-    if (target !== undefined && target !== this.id) return this.submitRemote(target, submitted);
+    if (target !== undefined && target !== this.id && options.local !== true) {
+      return this.submitRemote(target, submitted, { placement: { node: target, summary: 'named by placement.node', tried: [] } });
+    }
+    // Restores stay where they are asked for: a snapshot loads only under the QEMU and accelerator that took it.
+    // A node alone runs everything itself, and says exactly why it cannot (no_driver, capacity_exceeded).
+    if (target === undefined && options.local !== true && this.remote !== undefined && !('snapshot' in submitted.source) && this.remote.members().length > 0) {
+      return this.submitPlaced(submitted, options);
+    }
+    return this.submitHere(submitted, options);
+  }
+
+  /** Validates and queues a run on this node. */
+  private async submitHere(submitted: Workload, options: SubmitOptions): Promise<Run> {
+    const specHash = canonicalHash(submitted);
     // What the run reads from the blob store stays there until its cleanup is over.
     const holds = [await this.blobs.hold(blobsOf(submitted))];
     let restoreDir: string | undefined;
@@ -197,6 +253,10 @@ export class VmeshNode {
       }
       const resources = resolveResources(workload);
       this.ledger.checkFits(resources);
+      if (options.mustFitNow === true && (!this.ledger.fitsNow(resources) || this.executor.queued > 0)) {
+        const free = this.ledger.free();
+        throw new NoRoomError(`no room free now (${free.vcpus} vCPUs, ${free.memoryMiB} MiB memory, ${free.diskMiB} MiB disk free; ${this.executor.queued} queued)`);
+      }
       // Containers use their image where it lies (a directory, an archive, an archive blob); functions need the bytes.
       const inPlace = workload.kind === 'container';
       const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
@@ -228,7 +288,10 @@ export class VmeshNode {
       const now = new Date().toISOString();
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
-      this.executor.submit(record, driver, request);
+      if (options.placement !== undefined) record.placement = options.placement;
+      const receipt: ReceiptContext = { specHash, inputs: [codeHash, ...blobsOf(spec)] };
+      if (options.requester !== undefined) receipt.requester = options.requester;
+      this.executor.submit(record, driver, request, receipt);
       const restored = restoreDir;
       restoreDir = undefined;
       this.afterSettled(id, async () => {
@@ -244,22 +307,96 @@ export class VmeshNode {
     }
   }
 
+  /**
+   * Places a run: ranks the nodes that fit (this one included), asks the best, and on a refusal ("not me":
+   * no room now, no such driver after all, gone) the next, up to `placement.attempts` nodes. When none has
+   * the room free now, the run goes to the queue of the best node that has the room in all.
+   */
+  private async submitPlaced(workload: Workload, options: SubmitOptions): Promise<Run> {
+    const id = options.id ?? newRunId();
+    const candidates = this.candidates();
+    const request = placementRequest(workload, resolveResources(workload), seedOf(id), this.config.mesh.location);
+    const policy = requestPolicy(this.config.placement, workload.placement);
+    const explanation = options.explain === true ? explain(candidates, request, policy) : undefined;
+    this.view.replaceAll(candidates);
+    const tried: RunPlacement['tried'] = [];
+    const roomless = new Set<string>();
+    for (const queued of [false, true]) {
+      request.ignoreFree = queued;
+      for (const node of roomless) request.exclude.delete(node); // they may queue it
+      for (let asked = 0; asked < this.config.placement.attempts; asked++) {
+        const best = this.view.rank(request, policy, 1)[0];
+        if (best === undefined) break;
+        const placement: RunPlacement = {
+          node: best.id,
+          summary: explanation?.summary ?? `rank 1 of the nodes that fit, among ${candidates.length} known`,
+          tried: [...tried],
+          ...(queued ? { queued: true } : {}),
+          ...(explanation === undefined ? {} : { explanation }),
+        };
+        try {
+          return best.id === this.id
+            ? await this.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
+            : await this.submitRemote(best.id, workload, { id, mustFitNow: !queued, placement });
+        } catch (err) {
+          if (!isNodeRefusal(err)) throw err;
+          const reason = (err as Error).message;
+          tried.push({ node: best.id, reason: reason.slice(0, 1024) });
+          request.exclude.set(best.id, `asked already: ${reason}`);
+          if (isVmeshError(err) && err.code === 'no_room') roomless.add(best.id);
+        }
+      }
+    }
+    this.metrics.runsRejected.inc({ code: 'no_node_fits' });
+    const refusals = tried.length === 0 ? '' : ` (asked: ${tried.map((t) => `${t.node}: ${t.reason}`).join('; ')})`;
+    throw new NoNodeFitsError(`${explain(candidates, request, policy).summary}${refusals}`, { field: 'placement' });
+  }
+
+  /** Where placement would put a workload, and why: every node, every filter's verdict, every score term. */
+  explainPlacement(workload: Workload): PlacementExplanation {
+    const request = placementRequest(workload, resolveResources(workload), seedOf(newRunId()), this.config.mesh.location);
+    return explain(this.candidates(), request, requestPolicy(this.config.placement, workload.placement));
+  }
+
+  /** This node and every member of the mesh it sees, as placement candidates. */
+  private candidates(): Candidate[] {
+    const self: Candidate = { id: this.id, self: true, advert: this.soloAdvert(), reputation: 1 };
+    const others = (this.remote?.members() ?? []).map((m): Candidate => {
+      const c: Candidate = { id: m.advert.node, self: false, advert: m.advert, reputation: this.reputation.score(m.advert.node) };
+      if (m.rttMs !== undefined) c.rttMs = m.rttMs;
+      return c;
+    });
+    return [self, ...others];
+  }
+
   /** Sends a run to node `target` and follows it there: stored here, executed there. */
-  private async submitRemote(target: string, workload: Workload): Promise<Run> {
+  private async submitRemote(target: string, workload: Workload, options: { id?: string; mustFitNow?: boolean; placement?: RunPlacement } = {}): Promise<Run> {
     try {
       if (this.remote === undefined) {
         throw new InvalidInputError(`placement.node: this node is in no mesh, so it cannot send a run to ${target}`, { field: 'placement.node' });
       }
       const resources = resolveResources(workload);
       const spec = await remoteSpec(workload, this.blobs);
-      const id = newRunId();
-      const feed = await this.remote.start(target, id, spec);
+      const id = options.id ?? newRunId();
+      const started = await this.remote.start(target, id, spec, { mustFitNow: options.mustFitNow === true });
+      let outcome: Outcome | undefined;
+      const feed = receiptChecked(started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
+        outcome = 'bad_receipt';
+        this.logger.warn({ runId: id, node: target, problem }, 'a node sent back a run whose receipt does not check');
+      });
       const now = new Date().toISOString();
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: target, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
+      if (options.placement !== undefined) record.placement = options.placement;
       this.executor.follow(record, feed);
       // The executing node fetches the run's blobs from here: they stay until the run is over.
-      this.afterSettled(id, await this.blobs.hold(blobsOf(spec)));
+      const release = await this.blobs.hold(blobsOf(spec));
+      this.afterSettled(id, () => {
+        release();
+        const ended = this.store.getRun(id);
+        outcome ??= ended === undefined ? undefined : outcomeOf(ended);
+        if (outcome !== undefined) this.reputation.record(target, outcome);
+      });
       return this.toPublic(record);
     } catch (err) {
       this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
@@ -380,6 +517,32 @@ export class VmeshNode {
     return this.getRun(id);
   }
 
+  /** What this node says about itself in its adverts. */
+  describe(): NodeDescription {
+    const info = this.info();
+    return {
+      version: info.version,
+      drivers: info.drivers.map((d) => ({
+        name: d.name,
+        kinds: d.kinds as NodeDescription['drivers'][number]['kinds'],
+        isolation: d.isolation,
+        available: d.probe.available,
+        ...(d.probe.version === undefined ? {} : { version: d.probe.version.slice(0, 128) }),
+      })),
+      capacity: info.capacity,
+      free: info.free,
+      runs: info.runs,
+    };
+  }
+
+  /** This node's advert as it stands, unsigned (what placement knows of this node, and `vmesh nodes` without a mesh). */
+  soloAdvert(): NodeAdvert {
+    const now = Date.now();
+    const advert: NodeAdvert = { format: ADVERT_FORMAT, node: this.id, seq: now, issuedAt: new Date(now).toISOString(), addresses: [], labels: this.config.mesh.labels, ...this.describe() };
+    if (this.config.mesh.location !== undefined) advert.location = this.config.mesh.location;
+    return advert;
+  }
+
   info(): NodeInfo {
     this.refreshGauges();
     return {
@@ -427,5 +590,24 @@ export class VmeshNode {
       if (position !== undefined) (run as Run).queuePosition = position;
     }
     return run;
+  }
+}
+
+/** What a run that ended says about the node that executed it. */
+function outcomeOf(run: RunRecord): Outcome | undefined {
+  switch (run.state) {
+    case 'succeeded':
+      return 'succeeded';
+    case 'failed':
+      if (run.reason?.startsWith('lost contact') === true || run.reason?.includes('closed the run') === true) return 'lost';
+      return run.result?.exitCode !== null && run.result?.exitCode !== undefined ? 'failed' : 'crashed';
+    case 'oom':
+      return 'failed';
+    case 'timeout':
+      return 'timeout';
+    case 'lost':
+      return 'lost';
+    default:
+      return undefined; // cancelled, or not over
   }
 }

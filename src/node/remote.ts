@@ -1,7 +1,8 @@
 import type { BlobStore } from '../blobs/blob-store.ts';
 import { decodeInline } from './source.ts';
-import type { RemoteFeed } from './executor.ts';
-import type { Workload } from '../spec/index.ts';
+import type { RemoteFeed, RemoteUpdate } from './executor.ts';
+import type { NodeAdvert, Run, Workload } from '../spec/index.ts';
+import { checkReceiptFor } from '../trust/receipt.ts';
 
 /** How the node reaches other nodes (the mesh provides it; a node outside any mesh has none). */
 export interface RemoteDispatch {
@@ -9,11 +10,20 @@ export interface RemoteDispatch {
    * Asks node `target` to run `workload` under run id `id`; resolves once that node has accepted it,
    * and throws the typed error it refused with otherwise.
    */
-  start(target: string, id: string, workload: Workload, signal?: AbortSignal): Promise<RemoteFeed>;
+  start(target: string, id: string, workload: Workload, options?: { mustFitNow?: boolean; signal?: AbortSignal }): Promise<RemoteFeed>;
+  /** The other nodes of the mesh as this node sees them: their signed adverts and measured round trips. */
+  members(): MemberView[];
   /** Fetches a blob into this node's store from the mesh, trying the nodes in `hints` first. */
   fetchBlob(hash: string, hints?: string[], signal?: AbortSignal): Promise<void>;
   /** Places `copies` more copies of a blob this node holds on other nodes of the mesh, nearest first. */
   keepCopies(hash: string, copies: number, signal?: AbortSignal): Promise<CopiesPlaced>;
+}
+
+export interface MemberView {
+  advert: NodeAdvert;
+  /** The lowest recent round trip to it, in ms, once measured. */
+  rttMs?: number;
+  connected: boolean;
 }
 
 /** Where the copies of a blob went, and why the nodes that took none did not. */
@@ -55,4 +65,39 @@ export function blobsOf(workload: Workload): string[] {
   if ('snapshot' in workload.source) out.push(workload.source.snapshot);
   for (const i of workload.inputs ?? []) if (i.blob !== undefined) out.push(i.blob);
   return out;
+}
+
+/**
+ * The feed of a remote run with its end checked: the receipt must be signed by the node the run was sent
+ * to, for this run, for exactly the spec sent, over the result that came with it. A run whose receipt does
+ * not check ends `failed` without its result, and `onBad` hears why.
+ */
+export function receiptChecked(feed: RemoteFeed, expect: { run: string; specHash: string }, onBad: (problem: string) => void): RemoteFeed {
+  const updates = (async function* (): AsyncGenerator<RemoteUpdate> {
+    for await (const u of feed.updates) {
+      if (u.type !== 'end') {
+        yield u;
+        continue;
+      }
+      const problem = await receiptProblem(u.run, feed.node, expect);
+      if (problem === undefined) yield u;
+      else {
+        onBad(problem);
+        const { result: _dropped, receipt: _bad, ...run } = u.run;
+        yield { type: 'end', run: { ...run, state: 'failed', reason: `node ${feed.node} sent back a run whose receipt does not check: ${problem}` } };
+      }
+      return;
+    }
+  })();
+  return { ...feed, updates };
+}
+
+async function receiptProblem(run: Run, node: string, expect: { run: string; specHash: string }): Promise<string | undefined> {
+  if (run.receipt === undefined) return 'it has no receipt';
+  try {
+    await checkReceiptFor(run.receipt, { node, ...expect, ...(run.result === undefined ? {} : { result: run.result }) });
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

@@ -1,44 +1,16 @@
+import type { Static } from 'typebox';
+import type { CandidateVerdictSchema, PlacementExplanationSchema, ScoreTerms } from '../spec/index.ts';
 import type { Candidate } from './candidate.ts';
 import { idHash } from './candidate.ts';
 import { amountText, FILTER_NAMES, FILTERS, type FilterName } from './filters.ts';
 import type { PlacementPolicy } from './policy.ts';
-import { effectiveRtt, RESOURCE_KEYS, type PlacementRequest, type RttSource } from './request.ts';
+import { effectiveRtt, RESOURCE_KEYS, type PlacementRequest } from './request.ts';
 import { combine, jitterTerm, loadTerm, proximityTerm, resourceTerm, totalWeight } from './scores.ts';
 
-export interface ScoreTerms {
-  resources: number;
-  proximity: number;
-  reputation: number;
-  load: number;
-  /** The tie-break, before it is scaled by the policy's jitter. */
-  jitter: number;
-}
-
-/** Every candidate with each filter's verdict and, if it passed them all, each score term. */
-export interface CandidateVerdict {
-  node: string;
-  self: boolean;
-  eligible: boolean;
-  /** Each filter in order: whether it passed, and why not. */
-  filters: Array<{ filter: FilterName; pass: boolean; reason?: string }>;
-  /** The round trip placement assumed, and where it came from. */
-  rtt: { ms: number | null; source: RttSource };
-  reputation: number;
-  score?: number;
-  terms?: ScoreTerms;
-  /** 1 for the chosen node, then the order the other eligible nodes would be tried in. */
-  rank?: number;
-}
-
-export interface PlacementExplanation {
-  /** The node placement chose, or null when none fits. */
-  chosen: string | null;
-  policy: PlacementPolicy;
-  /** Eligible nodes by rank, then the rejected ones. */
-  candidates: CandidateVerdict[];
-  /** One sentence: how many nodes, how many fit, and what excluded the rest. */
-  summary: string;
-}
+/** Every candidate with each filter's verdict and, if it passed them all, each score term and its rank. */
+export type CandidateVerdict = Static<typeof CandidateVerdictSchema>;
+export type PlacementExplanation = Omit<Static<typeof PlacementExplanationSchema>, 'policy'> & { policy: PlacementPolicy };
+export type { ScoreTerms };
 
 /** The score terms of an eligible candidate (the same arithmetic as the fast path). */
 export function scoreOf(c: Candidate, r: PlacementRequest, p: PlacementPolicy): { score: number; terms: ScoreTerms } {
@@ -87,7 +59,7 @@ function summarize(candidates: readonly Candidate[], eligible: number, rejected:
   if (rejected.length === 0) return head;
   const byFilter = new Map<FilterName, CandidateVerdict[]>();
   for (const v of rejected) {
-    const first = v.filters.find((f) => !f.pass)!.filter;
+    const first = v.filters.find((f) => !f.pass)!.filter as FilterName;
     byFilter.set(first, [...(byFilter.get(first) ?? []), v]);
   }
   const parts = [...byFilter].map(([filter, vs]) => `${vs.length} ${rejectionText(filter, vs, candidates, r)}`);

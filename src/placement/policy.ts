@@ -22,11 +22,10 @@ export const DEFAULT_POLICY: PlacementPolicy = {
 
 /** The policy one request is placed under: `base` (the node's) overridden by the request's hints. */
 export function requestPolicy(base: PlacementPolicy, hints: PlacementHints | undefined): PlacementPolicy {
-  if (hints === undefined) return base;
   return {
-    strategy: hints.strategy ?? base.strategy,
-    weights: { ...base.weights, ...hints.weights },
-    minReputation: hints.minReputation ?? base.minReputation,
+    strategy: hints?.strategy ?? base.strategy,
+    weights: { ...base.weights, ...hints?.weights },
+    minReputation: hints?.minReputation ?? base.minReputation,
     jitter: base.jitter,
   };
 }

@@ -5,6 +5,7 @@ import type { DriverStatus } from '../drivers/registry.ts';
 import type { MeshNode } from '../mesh/mesh.ts';
 import type { Offence } from '../mesh/peer-guard.ts';
 import type { Run, RunState, Workload } from '../spec/index.ts';
+import type { PlacementExplanation } from '../placement/index.ts';
 import { ApiError, NodeUnreachableError } from './errors.ts';
 
 export { ApiError, NodeUnreachableError } from './errors.ts';
@@ -17,7 +18,8 @@ export type LogEvent =
 export interface MeshView {
   self: string;
   mesh: { enabled: boolean; addresses: string[] };
-  nodes: MeshNode[];
+  /** Each with the reputation this node holds of it (time-decayed; 1 for itself). */
+  nodes: Array<MeshNode & { reputation: { score: number; good: number; bad: number; counts: Record<string, number> } }>;
   /** Peers this node refuses, and what each did. */
   banned: Offence[];
 }
@@ -54,9 +56,17 @@ export class VmeshClient {
   }
 
   /** Submits a workload; with `wait` (the default) resolves once the run has ended. */
-  run(workload: Workload, opts: { wait?: boolean; signal?: AbortSignal } = {}): Promise<Run> {
-    const wait = opts.wait ?? true;
-    return this.request<Run>('POST', `/v1/runs${wait ? '' : '?wait=false'}`, workload, opts.signal);
+  run(workload: Workload, opts: { wait?: boolean; explain?: boolean; signal?: AbortSignal } = {}): Promise<Run> {
+    const query = new URLSearchParams();
+    if (opts.wait === false) query.set('wait', 'false');
+    if (opts.explain === true) query.set('explain', 'true');
+    const qs = query.size > 0 ? `?${query}` : '';
+    return this.request<Run>('POST', `/v1/runs${qs}`, workload, opts.signal);
+  }
+
+  /** Where the workload would run and why, without running it (a dry run). */
+  explainPlacement(workload: Workload, signal?: AbortSignal): Promise<PlacementExplanation> {
+    return this.request<PlacementExplanation>('POST', '/v1/placements', workload, signal);
   }
 
   getRun(id: string, signal?: AbortSignal): Promise<Run> {

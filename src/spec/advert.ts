@@ -65,3 +65,6 @@ export const NodeAdvert = Type.Object(
   { additionalProperties: false },
 );
 export type NodeAdvert = Static<typeof NodeAdvert>;
+
+/** What a node says about itself in each advert, read when the advert is made. */
+export type NodeDescription = Pick<NodeAdvert, 'version' | 'drivers' | 'capacity' | 'free' | 'runs'>;

@@ -44,6 +44,18 @@ export class CapacityExceededError extends VmeshError {
   readonly status = 422;
 }
 
+/** The node has no room free for the run now, and was asked not to queue it (placement tries another node). */
+export class NoRoomError extends VmeshError {
+  readonly code = 'no_room';
+  readonly status = 503;
+}
+
+/** Placement found no node for the run; the message says what excluded how many nodes, and what would fit. */
+export class NoNodeFitsError extends VmeshError {
+  readonly code = 'no_node_fits';
+  readonly status = 422;
+}
+
 /** The queue is full; try again later. */
 export class QueueFullError extends VmeshError {
   readonly code = 'queue_full';

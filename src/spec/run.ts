@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox';
+import { EnvelopeSchema, RunPlacement } from './placement.ts';
 
 /**
  * The life of a run:
@@ -160,5 +161,12 @@ export const Run = Type.Object({
     }),
   ),
   result: Type.Optional(RunResult),
+  placement: Type.Optional(RunPlacement),
+  receipt: Type.Optional(
+    Type.Object(EnvelopeSchema.properties, {
+      additionalProperties: false,
+      description: 'the receipt the executing node signed when the run ended (domain vmesh-receipt/1); `vmesh receipt verify` checks it',
+    }),
+  ),
 });
 export type Run = Static<typeof Run>;

@@ -8,7 +8,16 @@ export interface RunRecord extends Run {
   spec: Workload;
 }
 
-export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network'>>;
+export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network' | 'placement' | 'receipt' | 'nodeId'>>;
+
+/** One row of what this node has observed of a peer (see src/trust/reputation.ts). */
+export interface ReputationRow {
+  peer: string;
+  good: number;
+  bad: number;
+  counts: Record<string, number>;
+  updatedAt: number;
+}
 
 export type EventType = 'state' | 'stdout' | 'stderr';
 
@@ -43,6 +52,8 @@ interface RunRow {
   started_at: string | null;
   ended_at: string | null;
   network: string | null;
+  placement: string | null;
+  receipt: string | null;
 }
 
 const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
@@ -78,8 +89,8 @@ export class Store implements LeaseStore {
     migrate(this.db);
     this.stmts = {
       insertRun: this.db.prepare(
-        `INSERT INTO runs (id, state, reason, kind, name, driver, node_id, spec, resources, result, created_at, updated_at, started_at, ended_at)
-         VALUES (@id, @state, @reason, @kind, @name, @driver, @node_id, @spec, @resources, @result, @created_at, @updated_at, @started_at, @ended_at)`,
+        `INSERT INTO runs (id, state, reason, kind, name, driver, node_id, spec, resources, result, created_at, updated_at, started_at, ended_at, placement)
+         VALUES (@id, @state, @reason, @kind, @name, @driver, @node_id, @spec, @resources, @result, @created_at, @updated_at, @started_at, @ended_at, @placement)`,
       ),
       getRun: this.db.prepare('SELECT * FROM runs WHERE id = ?'),
       liveRuns: this.db.prepare(`SELECT * FROM runs WHERE state IN (${LIVE_STATES.map(() => '?').join(',')}) ORDER BY created_at`),
@@ -90,6 +101,11 @@ export class Store implements LeaseStore {
       releaseLeases: this.db.prepare('DELETE FROM net_leases WHERE owner = ?'),
       releaseAllLeases: this.db.prepare('DELETE FROM net_leases'),
       leasedSubnets: this.db.prepare('SELECT subnet FROM net_leases').pluck(),
+      listReputation: this.db.prepare('SELECT peer, good, bad, counts, updated_at AS updatedAt FROM reputation'),
+      putReputation: this.db.prepare(
+        `INSERT INTO reputation (peer, good, bad, counts, updated_at) VALUES (@peer, @good, @bad, @counts, @updatedAt)
+         ON CONFLICT (peer) DO UPDATE SET good = excluded.good, bad = excluded.bad, counts = excluded.counts, updated_at = excluded.updated_at`,
+      ),
       setConfig: this.db.prepare('INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
     };
     this.nextEventId = ((this.db.prepare('SELECT MAX(id) AS id FROM events').get() as { id: number | null }).id ?? 0) + 1;
@@ -140,6 +156,7 @@ export class Store implements LeaseStore {
       updated_at: run.updatedAt,
       started_at: run.startedAt ?? null,
       ended_at: run.endedAt ?? null,
+      placement: run.placement === undefined ? null : JSON.stringify(run.placement),
     };
     this.write(() => this.stmts.insertRun.run(row));
   }
@@ -165,12 +182,15 @@ export class Store implements LeaseStore {
       startedAt: 'started_at',
       endedAt: 'ended_at',
       network: 'network',
+      placement: 'placement',
+      receipt: 'receipt',
+      nodeId: 'node_id',
     };
     for (const [key, column] of Object.entries(columns) as Array<[keyof RunPatch, string]>) {
       if (!(key in patch)) continue;
       const value = patch[key];
       sets.push(`${column} = @${column}`);
-      params[column] = value === undefined ? null : key === 'result' || key === 'network' ? JSON.stringify(value) : value;
+      params[column] = value === undefined ? null : typeof value === 'object' ? JSON.stringify(value) : value;
     }
     const sql = `UPDATE runs SET ${sets.join(', ')} WHERE id = @id`;
     let stmt = this.updates.get(sql);
@@ -247,6 +267,16 @@ export class Store implements LeaseStore {
     this.write(() => this.stmts.setConfig.run(key, value));
   }
 
+  listReputation(): ReputationRow[] {
+    this.flush();
+    return (this.stmts.listReputation.all() as Array<Omit<ReputationRow, 'counts'> & { counts: string }>).map((r) => ({ ...r, counts: JSON.parse(r.counts) as Record<string, number> }));
+  }
+
+  putReputation(row: ReputationRow): void {
+    const params = { ...row, counts: JSON.stringify(row.counts) };
+    this.write(() => this.stmts.putReputation.run(params));
+  }
+
   /** Makes several writes and commits them together, before returning. */
   transaction<T>(fn: () => T): T {
     const result = fn();
@@ -279,5 +309,7 @@ function fromRow(row: RunRow): RunRecord {
   if (row.started_at !== null) run.startedAt = row.started_at;
   if (row.ended_at !== null) run.endedAt = row.ended_at;
   if (row.network !== null) run.network = JSON.parse(row.network) as NonNullable<Run['network']>;
+  if (row.placement !== null) run.placement = JSON.parse(row.placement) as NonNullable<Run['placement']>;
+  if (row.receipt !== null) run.receipt = JSON.parse(row.receipt) as NonNullable<Run['receipt']>;
   return run;
 }

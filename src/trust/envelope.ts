@@ -1,6 +1,8 @@
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { VmeshError } from '../spec/index.ts';
+import type { TSchema, Static } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { explainSchemaErrors, VmeshError, type SchemaError } from '../spec/index.ts';
 
 /**
  * A signed envelope: JSON bytes, the id of the node that signed them, and its ed25519 signature over
@@ -68,4 +70,23 @@ export async function open(bytes: Uint8Array | string, domain: string, maxBytes:
     throw new BadEnvelopeError('envelope.payload: not JSON');
   }
   return { signer: env.signer, value };
+}
+
+/**
+ * `open` for statements made by a node about itself (adverts, receipts): the payload must match `schema`,
+ * and its `node` field must be the envelope's signer, so that nobody can sign a statement in another
+ * node's name. Throws BadEnvelopeError.
+ */
+export function signedStatement<S extends TSchema>(schema: S, domain: string, maxBytes: number, what: string) {
+  const check = Compile(schema);
+  return async (bytes: Uint8Array | string): Promise<Static<S>> => {
+    const { signer, value } = await open(bytes, domain, maxBytes);
+    if (!check.Check(value)) {
+      const { message } = explainSchemaErrors([...check.Errors(value)] as SchemaError[], value, what);
+      throw new BadEnvelopeError(message);
+    }
+    const node = (value as { node?: unknown }).node;
+    if (node !== signer) throw new BadEnvelopeError(`${what}.node: ${String(node)} is not its signer ${signer}`);
+    return value;
+  };
 }

@@ -221,6 +221,40 @@ describe('vmesh CLI against a real detached node', () => {
     assert.match(bad.stderr, /outputs\.replicas: must be <= 8/);
   });
 
+  it('prints a run\'s signed receipt, which `vmesh receipt verify` checks offline and refuses with one byte changed', async () => {
+    const run = json<Run>(await vmesh(home, ['--json', 'run', 'examples/hello.js', '--input', '{"name":"receipt"}']));
+    const file = path.join(home, `${run.id}.receipt.json`);
+    const saved = await vmesh(home, ['receipt', run.id, '-o', file]);
+    assert.equal(saved.code, 0, saved.stderr);
+    const ok = await vmesh(home, ['receipt', 'verify', file]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`^valid: signed by node ${run.nodeId}\n`));
+    assert.match(ok.stdout, new RegExp(`run ${run.id} succeeded on quickjs`));
+    const text = readFileSync(file, 'utf8');
+    const at = text.indexOf('succeeded');
+    writeFileSync(file, `${text.slice(0, at)}S${text.slice(at + 1)}`);
+    const bad = await vmesh(home, ['--json', 'receipt', 'verify', file]);
+    assert.equal(bad.code, 1);
+    assert.equal(json<{ valid: boolean }>(bad).valid, false);
+    const missing = await vmesh(home, ['receipt', 'verify', path.join(home, 'nope.json')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /cannot read/);
+  });
+
+  it('--dry-run explains placement without running; an impossible request exits 5 and says why', async () => {
+    const before = json<Run[]>(await vmesh(home, ['--json', 'ps'])).length;
+    const dry = await vmesh(home, ['run', '--dry-run', 'examples/hello.js']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^placement: 1 node of 1 fit\nchosen: \S+ \(spread, weights resources 1 proximity 2 reputation 2 load 1, least reputation 0.2\)\nRANK +NODE/);
+    const none = await vmesh(home, ['--json', 'run', '--dry-run', '--label', 'gpu=h100', 'examples/hello.js']);
+    assert.equal(none.code, 5);
+    const e = json<{ chosen: string | null; summary: string; candidates: Array<{ filters: Array<{ filter: string; pass: boolean }> }> }>(none);
+    assert.equal(e.chosen, null);
+    assert.equal(e.summary, 'no node fits this function run: of 1 node, 1 lacks the labels gpu=h100');
+    assert.equal(e.candidates[0]!.filters.length, 8);
+    assert.equal(json<Run[]>(await vmesh(home, ['--json', 'ps'])).length, before, 'a dry run runs nothing');
+  });
+
   it('exits 4 for an unknown run and 3 when no node answers', async () => {
     assert.equal((await vmesh(home, ['logs', 'rnothing'])).code, 4);
     const away = await vmesh(home, ['node', '--api', 'http://127.0.0.1:9']);

@@ -25,7 +25,7 @@ describe('node', () => {
   let node: VmeshNode;
   let home: string;
   let remove: () => Promise<void>;
-  before(async () => ({ node, home, remove } = await startTestNode({ capacity: { vcpus: 1, memoryMiB: 512 }, executor: { queueTimeoutMs: 1500 } })));
+  before(async () => ({ node, home, remove } = await startTestNode({ capacity: { vcpus: 1, memoryMiB: 512 }, executor: { queueTimeoutMs: 2500 } })));
   after(() => remove());
 
   it('runs a wasm function to success and stores the run with its result', async () => {
@@ -75,10 +75,10 @@ describe('node', () => {
   });
 
   it('fails a run that waits in the queue past queueTimeoutMs, saying what is free', async () => {
-    const hog = (await node.submit(js(SPIN, { resources: { vcpus: 1, timeoutMs: 3000 } }))).id;
+    const hog = (await node.submit(js(SPIN, { resources: { vcpus: 1, timeoutMs: 5000 } }))).id;
     const starved = await node.waitFor((await node.submit(js('export default () => 1', { resources: { vcpus: 1 } }))).id);
     assert.equal(starved.state, 'failed');
-    assert.match(starved.reason ?? '', /waited 1500 ms in the queue/);
+    assert.match(starved.reason ?? '', /waited 2500 ms in the queue/);
     node.cancel(hog);
     await node.waitFor(hog);
   });

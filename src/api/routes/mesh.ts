@@ -1,7 +1,6 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import Type from 'typebox';
-import { describeNode } from '../../daemon/describe.ts';
 import type { Mesh, MeshNode } from '../../mesh/mesh.ts';
 import type { VmeshNode } from '../../node/node.ts';
 import { NodeAdvert } from '../../spec/index.ts';
@@ -14,6 +13,15 @@ const MeshNodeSchema = Type.Object({
   advert: NodeAdvert,
   advertAgeMs: Type.Number(),
   rtt: Type.Optional(Type.Object({ rttMs: Type.Number(), minMs: Type.Number(), lastMs: Type.Number(), samples: Type.Integer(), measuredAt: Type.Number() })),
+  reputation: Type.Object(
+    {
+      score: Type.Number({ description: '0..1: (good + 1) / (good + bad + 2); 0.5 for a node never seen at work, 1 for this node itself' }),
+      good: Type.Number(),
+      bad: Type.Number(),
+      counts: Type.Record(Type.String(), Type.Integer(), { description: 'outcomes this node observed of it, by kind' }),
+    },
+    { description: 'what this node has seen of its work (time-decayed)' },
+  ),
 });
 
 const NodesResponse = Type.Object({
@@ -25,6 +33,10 @@ const NodesResponse = Type.Object({
 
 export function meshRoutes(app: FastifyInstance, node: VmeshNode, mesh: Mesh | undefined): void {
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
+  const withReputation = (n: MeshNode) => {
+    const { score, good, bad, counts } = n.self ? { score: 1, good: 0, bad: 0, counts: {} } : node.reputation.get(n.id);
+    return { ...n, reputation: { score, good, bad, counts } };
+  };
   api.get(
     '/v1/nodes',
     {
@@ -36,16 +48,10 @@ export function meshRoutes(app: FastifyInstance, node: VmeshNode, mesh: Mesh | u
     },
     async () => {
       if (mesh === undefined) {
-        const self: MeshNode = { id: node.id, self: true, connected: true, advertAgeMs: 0, advert: soloAdvert(node) };
-        return { self: node.id, mesh: { enabled: false, addresses: [] }, nodes: [self], banned: [] };
+        const self: MeshNode = { id: node.id, self: true, connected: true, advertAgeMs: 0, advert: node.soloAdvert() };
+        return { self: node.id, mesh: { enabled: false, addresses: [] }, nodes: [withReputation(self)], banned: [] };
       }
-      return { self: node.id, mesh: { enabled: true, addresses: mesh.addresses() }, nodes: mesh.nodes(), banned: mesh.guard.list() };
+      return { self: node.id, mesh: { enabled: true, addresses: mesh.addresses() }, nodes: mesh.nodes().map(withReputation), banned: mesh.guard.list() };
     },
   );
-}
-
-/** The advert a node outside any mesh would send: what it has, unsigned and unsent. */
-function soloAdvert(node: VmeshNode): NodeAdvert {
-  const now = Date.now();
-  return { format: 'vmesh-advert/1', node: node.id, seq: now, issuedAt: new Date(now).toISOString(), addresses: [], labels: node.config.mesh.labels, ...describeNode(node) };
 }

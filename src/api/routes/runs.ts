@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { LogEvent, StateEvent } from '../../node/events.ts';
 import type { VmeshNode } from '../../node/node.ts';
-import { isTerminal, Workload, type RunState } from '../../spec/index.ts';
+import { isTerminal, PlacementExplanationSchema, Workload, type RunState } from '../../spec/index.ts';
 import type { StoredEvent } from '../../store/store.ts';
 import { ErrorBody, ListQuery, LogsQuery, Run, RunIdParams, RunList, SnapshotInfoSchema, SubmitQuery } from '../schemas.ts';
 import { SseStream } from '../sse.ts';
@@ -28,7 +28,7 @@ export function runRoutes(app: FastifyInstance, node: VmeshNode): void {
       },
     },
     async (req, reply) => {
-      const run = await node.submitValid(req.body); // the route's schema is the Workload schema
+      const run = await node.submitValid(req.body, { explain: req.query.explain === true }); // the route's schema is the Workload schema
       if (req.query.wait === false) return reply.status(202).send(run);
       const gone = new AbortController();
       const onClose = () => gone.abort(new Error('client went away'));
@@ -39,6 +39,22 @@ export function runRoutes(app: FastifyInstance, node: VmeshNode): void {
         req.raw.off('close', onClose);
       }
     },
+  );
+
+  api.post(
+    '/v1/placements',
+    {
+      schema: {
+        summary: 'Where a workload would run, and why (a dry run: nothing is created)',
+        description:
+          'Every node this node knows, each filter\'s verdict on it (excluded, driver, labels, region, reputation, rtt, capacity, free) and, for the nodes that fit, ' +
+          'each score term and their rank. `summary` says how many fit and what excluded the others.',
+        tags: ['runs'],
+        body: Workload,
+        response: { 200: PlacementExplanationSchema, ...errors },
+      },
+    },
+    async (req) => node.explainPlacement(req.body),
   );
 
   api.get(

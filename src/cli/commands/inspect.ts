@@ -54,7 +54,7 @@ export function inspectCommands(program: Command): void {
       withClient(cmd, async (client, global) => {
         const view = await client.nodes();
         if (global.json) return printJson(view);
-        const rows = [['NODE', 'DRIVERS', 'FREE VCPUS', 'FREE MEMORY', 'RUNS', 'REGION', 'RTT', 'SEEN']];
+        const rows = [['NODE', 'DRIVERS', 'FREE VCPUS', 'FREE MEMORY', 'RUNS', 'REGION', 'RTT', 'REPUTATION', 'SEEN']];
         for (const n of view.nodes) {
           const a = n.advert;
           rows.push([
@@ -65,6 +65,7 @@ export function inspectCommands(program: Command): void {
             `${a.runs.active}+${a.runs.queued}`,
             a.location?.region ?? '-',
             n.self ? '-' : n.rtt === undefined ? '?' : `${n.rtt.minMs.toFixed(1)} ms`,
+            n.self ? '-' : `${n.reputation.score.toFixed(2)}${Object.keys(n.reputation.counts).length === 0 ? '' : ` (${Object.entries(n.reputation.counts).map(([k, v]) => `${v} ${k}`).join(', ')})`}`,
             n.self ? 'now' : `${(n.advertAgeMs / 1000).toFixed(1)} s ago`,
           ]);
         }

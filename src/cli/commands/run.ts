@@ -5,8 +5,9 @@ import type { Run, Workload, WorkloadKind } from '../../spec/index.ts';
 import { isWasm } from '../../drivers/wasm/module-limits.ts';
 import type { VmeshClient } from '../../sdk/client.ts';
 import { withClient, type GlobalOptions } from '../connect.ts';
-import { exitCodeOf } from '../exit-codes.ts';
-import { printJson } from '../format.ts';
+import { EXIT, exitCodeOf } from '../exit-codes.ts';
+import { printJson, table } from '../format.ts';
+import type { PlacementExplanation } from '../../placement/index.ts';
 import { collect, collectEnv, parseDuration, parseInteger, parseJson, parseMiB, parseNumber } from '../parse.ts';
 
 interface RunOptions {
@@ -27,6 +28,14 @@ interface RunOptions {
   output?: string[];
   replicas?: number;
   detach?: boolean;
+  label?: Record<string, string>;
+  region?: string[];
+  excludeRegion?: string[];
+  minReputation?: number;
+  maxRtt?: number;
+  strategy?: 'binpack' | 'spread';
+  explain?: boolean;
+  dryRun?: boolean;
 }
 
 export function runCommand(program: Command): void {
@@ -51,27 +60,69 @@ export function runCommand(program: Command): void {
     .option('--name <name>', 'a label shown by `vmesh ps`')
     .option('--output <path>', 'a file or directory the workload writes (under /out in a container), returned as a tar with the result (repeatable)', collect)
     .option('--replicas <k>', 'keep the outputs archive on k nodes: this run\'s and the k-1 nearest others (1-8)', parseInteger)
+    .option('--label <key=value>', 'place only on a node that carries this label (repeatable)', collectEnv)
+    .option('--region <name>', 'place only on a node that declares this region (repeatable: any of them)', collect)
+    .option('--exclude-region <name>', 'never place on a node that declares this region (repeatable)', collect)
+    .option('--min-reputation <0..1>', 'place only on a node this node holds at least this reputation of', parseNumber)
+    .option('--max-rtt <duration>', 'place only on a node at most this round trip away, e.g. 20ms', parseDuration)
+    .option('--strategy <name>', 'binpack (fill the fullest node that fits) or spread (the emptiest)')
+    .option('--explain', 'after the run, print where placement put it and why: every node, filter verdict and score')
+    .option('--dry-run', 'print where placement would put the run and why, and run nothing')
     .option('--detach', 'print the run id and return at once')
     .action(async (file: string, args: string[], opts: RunOptions, cmd: Command) => {
       const workload = buildWorkload(file, args, opts);
-      await withClient(cmd, (client, global) => submitAndReport(client, global, workload, opts.detach ?? false));
+      await withClient(cmd, async (client, global) => {
+        if (opts.dryRun === true) {
+          const e = await client.explainPlacement(workload);
+          if (global.json) printJson(e);
+          else process.stdout.write(`${explanationText(e)}\n`);
+          if (e.chosen === null) process.exitCode = EXIT.refused;
+          return;
+        }
+        await submitAndReport(client, global, workload, opts.detach ?? false, opts.explain ?? false);
+      });
     });
+}
+
+/** Placement's explanation as a table: the nodes that fit by rank with their score terms, then why the others do not. */
+export function explanationText(e: PlacementExplanation): string {
+  const rows = [['RANK', 'NODE', 'SCORE', 'RESOURCES', 'PROXIMITY', 'REPUTATION', 'LOAD', 'RTT', 'WHY NOT']];
+  const n = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(3));
+  for (const c of e.candidates) {
+    const rtt = c.rtt.ms === null ? 'unknown' : `${c.rtt.ms.toFixed(1)} ms (${c.rtt.source})`;
+    const failed = c.filters.filter((f) => !f.pass).map((f) => `${f.filter}: ${f.reason ?? ''}`);
+    rows.push([
+      c.rank === undefined ? '-' : String(c.rank),
+      `${c.node}${c.self ? ' (this node)' : ''}`,
+      n(c.score),
+      n(c.terms?.resources),
+      n(c.terms?.proximity),
+      n(c.reputation),
+      n(c.terms?.load),
+      rtt,
+      failed.join('; ') || '-',
+    ]);
+  }
+  const w = e.policy.weights;
+  const policy = `${e.policy.strategy}, weights resources ${w.resources} proximity ${w.proximity} reputation ${w.reputation} load ${w.load}, least reputation ${e.policy.minReputation}`;
+  return `placement: ${e.summary}\n${e.chosen === null ? 'chosen: none' : `chosen: ${e.chosen}`} (${policy})\n${table(rows)}`;
 }
 
 /**
  * Submits a workload the way `vmesh run` does: with --detach, prints the run id at once; with --json, waits
  * and prints the run; otherwise streams its output and prints how it ended. Sets the exit code from the run.
  */
-export async function submitAndReport(client: VmeshClient, global: GlobalOptions, workload: Workload, detach: boolean): Promise<void> {
+export async function submitAndReport(client: VmeshClient, global: GlobalOptions, workload: Workload, detach: boolean, explain = false): Promise<void> {
   if (detach || global.json) {
-    const run = await client.run(workload, { wait: !detach });
+    const run = await client.run(workload, { wait: !detach, explain });
     if (global.json) printJson(run);
     else process.stdout.write(`${run.id}\n`);
     if (!detach) process.exitCode = exitCodeOf(run);
     return;
   }
-  const run = await streamRun(client, workload);
+  const run = await streamRun(client, workload, explain);
   printResult(run);
+  if (run.placement?.explanation !== undefined) process.stderr.write(`${explanationText(run.placement.explanation)}\n`);
   process.exitCode = exitCodeOf(run);
 }
 
@@ -96,7 +147,15 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
   if (opts.input !== undefined) workload.input = opts.input;
   if (opts.stdin !== undefined) workload.stdin = opts.stdin;
   if (opts.driver !== undefined) workload.driver = opts.driver;
-  if (opts.node !== undefined) workload.placement = { node: opts.node };
+  const placement: NonNullable<Workload['placement']> = {};
+  if (opts.node !== undefined) placement.node = opts.node;
+  if (opts.label !== undefined) placement.labels = opts.label;
+  if (opts.region !== undefined) placement.regions = opts.region;
+  if (opts.excludeRegion !== undefined) placement.excludeRegions = opts.excludeRegion;
+  if (opts.minReputation !== undefined) placement.minReputation = opts.minReputation;
+  if (opts.maxRtt !== undefined) placement.maxRttMs = opts.maxRtt;
+  if (opts.strategy !== undefined) placement.strategy = opts.strategy;
+  if (Object.keys(placement).length > 0) workload.placement = placement;
   if (opts.isolation !== undefined) workload.isolation = opts.isolation;
   if (opts.replicas !== undefined) workload.outputs = { paths: opts.output ?? [], replicas: opts.replicas };
   else if (opts.output !== undefined) workload.outputs = opts.output;
@@ -113,8 +172,8 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
  * Submits the run and prints its stdout and stderr as they come (the node's log stream), so that a long
  * run shows progress; Ctrl-C cancels the run. Resolves with the finished run.
  */
-async function streamRun(client: VmeshClient, workload: Workload): Promise<Run> {
-  const { id } = await client.run(workload, { wait: false });
+async function streamRun(client: VmeshClient, workload: Workload, explain: boolean): Promise<Run> {
+  const { id } = await client.run(workload, { wait: false, explain });
   const onInterrupt = () => {
     process.stderr.write(`\nvmesh: cancelling run ${id}\n`);
     client.cancel(id).catch(() => {});

@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ApiError, VmeshClient } from '../../src/sdk/client.ts';
+import type { Workload } from '../../src/spec/index.ts';
+import { verifyReceipt } from '../../src/trust/receipt.ts';
+import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
+
+const js = (code: string, extra: Partial<Workload> = {}): Workload => ({ kind: 'function', source: { inline: code }, ...extra });
+
+describe('placement across a mesh', () => {
+  let a: TestDaemon, b: TestDaemon, c: TestDaemon;
+  let client: VmeshClient;
+  before(async () => {
+    a = await startMeshDaemon({ labels: { zone: 'a' } });
+    const join = a.daemon.mesh!.addresses();
+    b = await startMeshDaemon({ join, labels: { zone: 'b' }, location: { region: 'eu-west' } });
+    c = await startMeshDaemon({ join, labels: { zone: 'c' } }, undefined, { capacity: { memoryMiB: 128 } });
+    await until(() => [a, b, c].every((d) => d.daemon.mesh!.nodes().filter((n) => n.rtt !== undefined || n.self).length === 3), 15_000, 'three nodes that measured each other');
+    client = new VmeshClient({ url: a.daemon.url, token: a.daemon.token });
+  });
+  after(async () => {
+    await client?.close();
+    for (const d of [a, b, c]) await d?.remove();
+  });
+
+  it('a run without hints stays on the node asked (it is nearest to itself), with a receipt it signed', async () => {
+    const run = await client.run(js('export default () => 7'));
+    assert.equal(run.state, 'succeeded', run.reason);
+    assert.equal(run.nodeId, a.daemon.node.id);
+    assert.equal(run.placement?.node, a.daemon.node.id);
+    const receipt = await verifyReceipt(run.receipt!);
+    assert.equal(receipt.node, a.daemon.node.id);
+    assert.equal(receipt.run, run.id);
+    assert.equal(receipt.state, 'succeeded');
+  });
+
+  it('labels send a run to the node that has them; its receipt is signed by that node and checked by the requester', async () => {
+    const run = await client.run(js('export default () => ({ where: "b" })', { placement: { labels: { zone: 'b' } } }));
+    assert.equal(run.state, 'succeeded', run.reason);
+    assert.equal(run.nodeId, b.daemon.node.id);
+    assert.deepEqual(run.result?.output, { where: 'b' });
+    const receipt = await verifyReceipt(run.receipt!);
+    assert.equal(receipt.node, b.daemon.node.id);
+    assert.equal(receipt.requester, a.daemon.node.id);
+    assert.equal(b.daemon.node.getRun(run.id).state, 'succeeded', 'B ran it');
+    // A saw B succeed: its reputation of B moved above a stranger's.
+    await a.daemon.node.settled(run.id);
+    const rep = a.daemon.node.reputation.get(b.daemon.node.id);
+    assert.ok(rep.score > 0.5 && rep.counts.succeeded! >= 1, JSON.stringify(rep));
+  });
+
+  it('a node without room in all is never chosen; region hints are honoured', async () => {
+    for (let i = 0; i < 4; i++) {
+      const run = await client.run(js('export default () => 1', { resources: { memoryMiB: 200 }, placement: { excludeRegions: ['eu-west'] } }), { wait: false });
+      assert.notEqual(run.nodeId, c.daemon.node.id, 'C has 128 MiB in all');
+      assert.notEqual(run.nodeId, b.daemon.node.id, 'B is in an excluded region');
+    }
+    const run = await client.run(js('export default () => 1', { placement: { regions: ['eu-west'] } }));
+    assert.equal(run.nodeId, b.daemon.node.id);
+  });
+
+  it('a dry run lists every node with every filter verdict and every score term, and creates nothing', async () => {
+    const before = a.daemon.node.listRuns().length;
+    const e = await client.explainPlacement(js('export default () => 1', { resources: { memoryMiB: 200 }, placement: { labels: { zone: 'b' } } }));
+    assert.equal(e.chosen, b.daemon.node.id);
+    assert.equal(e.candidates.length, 3);
+    for (const v of e.candidates) assert.equal(v.filters.length, 8);
+    const byNode = Object.fromEntries(e.candidates.map((v) => [v.node, v]));
+    assert.equal(byNode[a.daemon.node.id]!.filters.find((f) => !f.pass)?.filter, 'labels');
+    assert.equal(byNode[c.daemon.node.id]!.filters.find((f) => !f.pass)?.filter, 'labels');
+    assert.ok(byNode[c.daemon.node.id]!.filters.find((f) => f.filter === 'capacity' && !f.pass), 'C fails capacity too');
+    const chosen = byNode[b.daemon.node.id]!;
+    assert.equal(chosen.rank, 1);
+    assert.equal(chosen.rtt.source, 'measured');
+    assert.ok(chosen.terms !== undefined && chosen.score! > 0);
+    assert.match(e.summary, /^1 node of 3 fit; 2 lack the labels zone=b$/);
+    assert.equal(a.daemon.node.listRuns().length, before, 'nothing was run');
+  });
+
+  it('?explain=true keeps the explanation with the run', async () => {
+    const run = await client.run(js('export default () => 1'), { explain: true });
+    assert.equal(run.placement?.explanation?.chosen, run.nodeId);
+    assert.equal(run.placement?.explanation?.candidates.length, 3);
+    assert.deepEqual(a.daemon.node.getRun(run.id).placement, run.placement, 'stored as returned');
+  });
+
+  it('no node fits: 422 no_node_fits names what excluded how many nodes', async () => {
+    await assert.rejects(
+      client.run(js('export default () => 1', { resources: { memoryMiB: 4_000_000 } })),
+      (err: ApiError) => {
+        assert.equal(err.status, 422);
+        assert.equal(err.code, 'no_node_fits');
+        assert.match(err.message, /no node fits this function run: of 3 nodes, 3 have the driver but not 4000000 MiB memory in all; the most is \d+ MiB memory on /);
+        return true;
+      },
+    );
+    await assert.rejects(client.run(js('export default () => 1', { placement: { labels: { gpu: 'h100' } } })), /3 lack the labels gpu=h100/);
+  });
+});
