@@ -14,6 +14,8 @@
 //   BENCH_MICROVM_RUNS      measured microVM runs of each way (default: 5)
 //   BENCH_MESH_RUNS         measured remote and local runs of the mesh benchmark (default: 200)
 //   BENCH_MESH_NODES        in-process nodes whose adverts converge (default: 50)
+//   BENCH_PLACEMENT_NODES   synthetic nodes placement chooses among (default: 10000)
+//   BENCH_PLACEMENT_DECISIONS / BENCH_PLACEMENT_REFERENCE  decisions timed on the fast path / by brute force (20000 / 300)
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
@@ -24,8 +26,9 @@ import { containersBenchmark } from './containers.ts';
 import { functionsBenchmark } from './functions.ts';
 import { meshBenchmark } from './mesh.ts';
 import { microvmsBenchmark } from './microvms.ts';
+import { placementBenchmark } from './placement.ts';
 
-const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark, microvmsBenchmark, meshBenchmark];
+const BENCHMARKS: readonly Benchmark[] = [functionsBenchmark, containersBenchmark, microvmsBenchmark, meshBenchmark, placementBenchmark];
 const DOCS = fileURLToPath(new URL('../docs/benchmarks.md', import.meta.url));
 const COMMAND = 'npm run bench';
 

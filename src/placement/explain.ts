@@ -5,7 +5,7 @@ import { idHash } from './candidate.ts';
 import { amountText, FILTER_NAMES, FILTERS, type FilterName } from './filters.ts';
 import type { PlacementPolicy } from './policy.ts';
 import { effectiveRtt, RESOURCE_KEYS, type PlacementRequest } from './request.ts';
-import { combine, jitterTerm, loadTerm, proximityTerm, resourceTerm, totalWeight } from './scores.ts';
+import { combine, jitterTerm, loadTerm, proximityTerm, resourceTerm, standing, totalWeight } from './scores.ts';
 
 /** Every candidate with each filter's verdict and, if it passed them all, each score term and its rank. */
 export type CandidateVerdict = Static<typeof CandidateVerdictSchema>;
@@ -22,7 +22,7 @@ export function scoreOf(c: Candidate, r: PlacementRequest, p: PlacementPolicy): 
     load: loadTerm(a.runs.active, a.runs.queued, a.capacity.vcpus),
     jitter: jitterTerm(r.seed, idHash(c.id)),
   };
-  return { score: combine(p, totalWeight(p), terms.resources, terms.proximity, terms.reputation, terms.load, terms.jitter), terms };
+  return { score: combine(p, totalWeight(p), terms.resources, standing(p, terms.proximity, terms.reputation, terms.load), terms.jitter), terms };
 }
 
 /** Orders ranked candidates: higher score first, then node id (a total order: both paths agree on ties). */

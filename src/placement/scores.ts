@@ -41,10 +41,18 @@ export function jitterTerm(seed: number, nodeHash: number): number {
   return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
 }
 
-/** The weighted mean of the terms plus the tie-break. */
-export function combine(p: PlacementPolicy, totalWeight: number, resources: number, proximity: number, reputation: number, load: number, jitter: number): number {
+/**
+ * The weighted terms that do not depend on the request's size: a node's standing. The fast path keeps it
+ * per node between decisions; both paths add it to the resource term in the same order.
+ */
+export function standing(p: PlacementPolicy, proximity: number, reputation: number, load: number): number {
   const w = p.weights;
-  const mean = totalWeight > 0 ? (w.resources * resources + w.proximity * proximity + w.reputation * reputation + w.load * load) / totalWeight : 0;
+  return w.proximity * proximity + w.reputation * reputation + w.load * load;
+}
+
+/** The weighted mean of the terms plus the tie-break. */
+export function combine(p: PlacementPolicy, totalWeight: number, resources: number, standingPart: number, jitter: number): number {
+  const mean = totalWeight > 0 ? (p.weights.resources * resources + standingPart) / totalWeight : 0;
   return mean + p.jitter * jitter;
 }
 
