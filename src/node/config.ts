@@ -118,6 +118,16 @@ export const ConfigFile = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    testing: Type.Optional(
+      Type.Object(
+        {
+          corruptResults: Type.Optional(
+            Type.Boolean({ description: 'TEST ONLY: this node lies about every result it returns (and signs the lie), so that tests can show verification catching it' }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     logLevel: Type.Optional(
       Type.Union([
         Type.Literal('fatal'),
@@ -148,6 +158,7 @@ export interface NodeConfig {
   mesh: MeshConfig;
   placement: PlacementPolicy & { attempts: number };
   trust: { reputationHalfLifeMs: number };
+  testing: { corruptResults: boolean };
   logLevel: string;
 }
 
@@ -188,6 +199,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     mesh: meshConfig({ ...fromFile.mesh, ...overrides.mesh }),
     placement: placementConfig({ ...fromFile.placement, ...overrides.placement }),
     trust: { reputationHalfLifeMs: 24 * 3600 * 1000, ...fromFile.trust, ...overrides.trust },
+    testing: { corruptResults: false, ...fromFile.testing, ...overrides.testing },
     logLevel: pick('logLevel') ?? 'info',
   };
 }

@@ -37,6 +37,8 @@ export interface ExecutorOptions {
   queueTimeoutMs: number;
   /** Places `copies` more copies of a blob on other nodes (a run's outputs archive, for `outputs.replicas`). */
   keepCopies?(hash: string, copies: number, signal: AbortSignal): Promise<CopiesPlaced>;
+  /** TEST ONLY (config testing.corruptResults): change every result before it is signed, as a dishonest node would. */
+  corruptResults?: boolean;
   /** Signs the receipt of a run this node executed, as it ends. */
   signReceipt?(run: Run, context: ReceiptContext): Envelope;
 }
@@ -174,6 +176,8 @@ export class Executor {
           if (startedAt !== undefined) patch.startedAt = startedAt;
           if (endedAt !== undefined) patch.endedAt = endedAt;
           if (u.run.receipt !== undefined) patch.receipt = u.run.receipt;
+          if (u.run.verification !== undefined) patch.verification = u.run.verification;
+          if (u.run.nodeId !== job.record.nodeId) patch.nodeId = u.run.nodeId;
           this.finish(job, state, reason, result, patch);
           break;
         }
@@ -401,6 +405,10 @@ export class Executor {
       usage: exit?.usage ?? {},
     };
     if (exit?.output !== undefined) result.output = exit.output;
+    if (this.o.corruptResults === true) {
+      result.stdout = { ...result.stdout, text: `${result.stdout.text}(a dishonest node was here)\n` };
+      if (result.output !== undefined) result.output = { dishonest: result.output };
+    }
     if (exit?.outputs.archive !== undefined) result.outputsArchive = exit.outputs.archive;
     if (exit !== undefined && exit.outputs.skipped.length > 0) result.outputsSkipped = exit.outputs.skipped;
     return result;

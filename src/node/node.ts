@@ -47,6 +47,7 @@ import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
 import { blobsOf, receiptChecked, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
+import { verificationFeed, type Replica } from './verify.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
@@ -177,6 +178,7 @@ export class VmeshNode {
         queueLimit: config.executor.queueLimit,
         queueTimeoutMs: config.executor.queueTimeoutMs,
         signReceipt: (run, context): Envelope => signReceipt(node.signer, run, context),
+        corruptResults: config.testing.corruptResults,
         // Called only after a run, by which time `node` exists and the mesh, if any, is attached.
         keepCopies: async (hash, copies, signal): Promise<CopiesPlaced> => {
           if (node.remote === undefined) throw new Error('this node is in no mesh (started with --no-mesh)');
@@ -224,6 +226,7 @@ export class VmeshNode {
       return this.submitRemote(target, submitted, { placement: { node: target, summary: 'named by placement.node', tried: [] } });
     }
     // Restores stay where they are asked for: a snapshot loads only under the QEMU and accelerator that took it.
+    if (submitted.verify !== undefined && options.local !== true) return this.submitVerified(submitted, submitted.verify.replicas, options);
     // A node alone runs everything itself, and says exactly why it cannot (no_driver, capacity_exceeded).
     if (target === undefined && options.local !== true && this.remote !== undefined && !('snapshot' in submitted.source) && this.remote.members().length > 0) {
       return this.submitPlaced(submitted, options);
@@ -350,6 +353,49 @@ export class VmeshNode {
     this.metrics.runsRejected.inc({ code: 'no_node_fits' });
     const refusals = tried.length === 0 ? '' : ` (asked: ${tried.map((t) => `${t.node}: ${t.reason}`).join('; ')})`;
     throw new NoNodeFitsError(`${explain(candidates, request, policy).summary}${refusals}`, { field: 'placement' });
+  }
+
+  /**
+   * Runs a deterministic workload on `k` distinct nodes (the `k` best that fit, this one included), each as
+   * a run of its own, and follows them as this one run: it ends with the result more than half agree on, and
+   * the nodes whose result differs lose reputation.
+   */
+  private async submitVerified(workload: Workload, k: number, options: SubmitOptions): Promise<Run> {
+    const id = options.id ?? newRunId();
+    const candidates = this.candidates();
+    const request = placementRequest(workload, resolveResources(workload), seedOf(id), this.config.mesh.location);
+    const policy = requestPolicy(this.config.placement, workload.placement);
+    this.view.replaceAll(candidates);
+    const nodes = this.view.rank(request, policy, k).map((r) => r.id);
+    if (nodes.length < k) {
+      this.metrics.runsRejected.inc({ code: 'no_node_fits' });
+      throw new NoNodeFitsError(`verify.replicas: ${k} distinct nodes asked, ${nodes.length} fit now: ${explain(candidates, request, policy).summary}`, { field: 'verify.replicas' });
+    }
+    const { verify: _verify, ...single } = workload;
+    const replicas: Replica[] = [];
+    try {
+      for (const [i, node] of nodes.entries()) {
+        const replica: Workload = { ...single, name: `${workload.name ?? id} (replica ${i + 1} of ${k} for ${id})` };
+        const placement: RunPlacement = { node, summary: `replica ${i + 1} of ${k} of verified run ${id}`, tried: [] };
+        const run = node === this.id ? await this.submitHere(replica, { placement }) : await this.submitRemote(node, replica, { placement });
+        replicas.push({ run: run.id, node });
+      }
+    } catch (err) {
+      for (const r of replicas) this.executor.cancel(r.run, `verified run ${id} could not start all its replicas`);
+      throw err;
+    }
+    const feed = verificationFeed(this, replicas, (v) => {
+      if (v.verdict === 'inconclusive') return;
+      for (const r of v.runs) if (r.node !== this.id) this.reputation.record(r.node, r.agreed ? 'verified' : 'mismatch');
+      const dissent = v.runs.filter((r) => !r.agreed);
+      if (dissent.length > 0) this.logger.warn({ runId: id, dissent: dissent.map((r) => r.node) }, 'verification: nodes returned a result the majority did not');
+    });
+    const now = new Date().toISOString();
+    const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec: workload, resources: resolveResources(workload), createdAt: now, updatedAt: now };
+    if (workload.name !== undefined) record.name = workload.name;
+    record.placement = { node: nodes[0]!, summary: `verified on ${k} nodes: ${nodes.join(', ')}`, tried: [] };
+    this.executor.follow(record, feed);
+    return this.toPublic(record);
   }
 
   /** Where placement would put a workload, and why: every node, every filter's verdict, every score term. */

@@ -58,6 +58,25 @@ export const RunPlacement = Type.Object({
 });
 export type RunPlacement = Static<typeof RunPlacement>;
 
+/** How a run with `verify.replicas` was verified: every replica, and which result won. */
+export const RunVerification = Type.Object({
+  replicas: Type.Integer(),
+  verdict: Type.Union([Type.Literal('unanimous'), Type.Literal('majority'), Type.Literal('inconclusive')], {
+    description: 'unanimous: every replica gave the same result; majority: more than half did (the others lost reputation); inconclusive: no result had more than half',
+  }),
+  resultHash: Type.Optional(Type.String({ description: "the winning result's hash (the receipts' resultHash)" })),
+  runs: Type.Array(
+    Type.Object({
+      run: Type.String(),
+      node: Type.String(),
+      state: Type.String(),
+      resultHash: Type.Optional(Type.String()),
+      agreed: Type.Boolean({ description: 'whether its result is the winning one' }),
+    }),
+  ),
+});
+export type RunVerification = Static<typeof RunVerification>;
+
 /** A signed statement: JSON bytes, the id of the node that signed them, and its ed25519 signature. */
 export const EnvelopeSchema = Type.Object(
   {

@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox';
-import { EnvelopeSchema, RunPlacement } from './placement.ts';
+import { EnvelopeSchema, RunPlacement, RunVerification } from './placement.ts';
 
 /**
  * The life of a run:
@@ -162,6 +162,7 @@ export const Run = Type.Object({
   ),
   result: Type.Optional(RunResult),
   placement: Type.Optional(RunPlacement),
+  verification: Type.Optional(RunVerification),
   receipt: Type.Optional(
     Type.Object(EnvelopeSchema.properties, {
       additionalProperties: false,

@@ -185,6 +185,9 @@ export const InputFile = Type.Object(
 );
 export type InputFile = Static<typeof InputFile>;
 
+/** The most nodes one verified run executes on. */
+export const MAX_VERIFY_REPLICAS = 7;
+
 /** The most nodes one run's outputs archive can be kept on. */
 export const MAX_OUTPUT_REPLICAS = 8;
 
@@ -230,6 +233,18 @@ export const Workload = Type.Object(
     network: Type.Optional(NetworkPolicy),
     driver: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'use exactly this driver' })),
     placement: Type.Optional(PlacementHints),
+    verify: Type.Optional(
+      Type.Object(
+        {
+          replicas: Type.Integer({
+            minimum: 2,
+            maximum: MAX_VERIFY_REPLICAS,
+            description: 'run on this many distinct nodes and compare their results; the majority wins and a dissenter loses reputation',
+          }),
+        },
+        { additionalProperties: false, description: 'for deterministic workloads: how the result is verified' },
+      ),
+    ),
     outputs: Type.Optional(
       Type.Union([
         OutputPaths,

@@ -8,7 +8,7 @@ export interface RunRecord extends Run {
   spec: Workload;
 }
 
-export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network' | 'placement' | 'receipt' | 'nodeId'>>;
+export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network' | 'placement' | 'receipt' | 'nodeId' | 'verification'>>;
 
 /** One row of what this node has observed of a peer (see src/trust/reputation.ts). */
 export interface ReputationRow {
@@ -54,6 +54,7 @@ interface RunRow {
   network: string | null;
   placement: string | null;
   receipt: string | null;
+  verification: string | null;
 }
 
 const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
@@ -185,6 +186,7 @@ export class Store implements LeaseStore {
       placement: 'placement',
       receipt: 'receipt',
       nodeId: 'node_id',
+      verification: 'verification',
     };
     for (const [key, column] of Object.entries(columns) as Array<[keyof RunPatch, string]>) {
       if (!(key in patch)) continue;
@@ -310,6 +312,7 @@ function fromRow(row: RunRow): RunRecord {
   if (row.ended_at !== null) run.endedAt = row.ended_at;
   if (row.network !== null) run.network = JSON.parse(row.network) as NonNullable<Run['network']>;
   if (row.placement !== null) run.placement = JSON.parse(row.placement) as NonNullable<Run['placement']>;
+  if (row.verification !== null) run.verification = JSON.parse(row.verification) as NonNullable<Run['verification']>;
   if (row.receipt !== null) run.receipt = JSON.parse(row.receipt) as NonNullable<Run['receipt']>;
   return run;
 }

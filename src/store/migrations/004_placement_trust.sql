@@ -1,6 +1,8 @@
 -- Where placement put a run and why (JSON), and the receipt the executing node signed (a JSON envelope).
 ALTER TABLE runs ADD COLUMN placement TEXT;
 ALTER TABLE runs ADD COLUMN receipt TEXT;
+-- How a run with verify.replicas was verified (JSON).
+ALTER TABLE runs ADD COLUMN verification TEXT;
 
 -- What this node has observed of each peer's work: decayed good and bad weights, and plain counts per
 -- outcome (JSON), as of updated_at (ms since the epoch).
