@@ -6,7 +6,7 @@ import Type, { type Static } from 'typebox';
 import type { LogEvent, StateEvent } from '../node/events.ts';
 import type { RemoteFeed, RemoteUpdate } from '../node/executor.ts';
 import type { VmeshNode } from '../node/node.ts';
-import { blobsOf, type CopiesPlaced, type MemberView, type RemoteDispatch } from '../node/remote.ts';
+import { blobsOf, type CopiesPlaced, type MemberView, type RemoteDispatch, type RemoteStartOptions } from '../node/remote.ts';
 import { InvalidInputError, isTerminal, isVmeshError, PeerError, Run, RunStateSchema, Workload, type Workload as WorkloadType } from '../spec/index.ts';
 import { readSnapshotIndex } from '../snapshots/snapshots.ts';
 import type { BlobPool } from './blob-pool.ts';
@@ -37,6 +37,8 @@ const ClientFrame = Type.Union([
       workload: Workload,
       /** Placed by the requester: refuse (no_room) rather than queue when the run does not fit now. */
       mustFitNow: Type.Optional(Type.Boolean()),
+      /** Send a `beat` this often while the run lives, so that the requester can tell a silent node from a quiet run. */
+      heartbeatMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
     },
     { additionalProperties: false },
   ),
@@ -60,6 +62,7 @@ const ServerFrame = Type.Union([
     { additionalProperties: false },
   ),
   Type.Object({ type: Type.Literal('end'), run: Run }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal('beat') }, { additionalProperties: false }),
 ]);
 const readClient = frameChecker(ClientFrame, 'frame');
 const readServer = frameChecker(ServerFrame, 'frame');
@@ -106,6 +109,7 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
           });
         };
         let accepted = false;
+        let beat: NodeJS.Timeout | undefined;
         const held: ServerFrame[] = [];
         const relay = (frame: ServerFrame) => (accepted ? send(frame) : held.push(frame));
         const onState = (e: StateEvent) => {
@@ -145,6 +149,10 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
           accepted = true;
           send({ type: 'accepted', run });
           for (const f of held.splice(0)) send(f);
+          if (first.heartbeatMs !== undefined) {
+            beat = setInterval(() => ended || send({ type: 'beat' }), first.heartbeatMs);
+            beat.unref();
+          }
           // The requester's side: a cancel, or the end of its stream.
           void (async () => {
             try {
@@ -168,6 +176,7 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
           await chain;
           await stream.close();
         } finally {
+          clearInterval(beat);
           node.events.off('state', onState);
           node.events.off('log', onLog);
         }
@@ -210,7 +219,7 @@ export class RemoteRuns implements RemoteDispatch {
     readonly members: () => MemberView[],
   ) {}
 
-  async start(target: string, id: string, workload: WorkloadType, options: { mustFitNow?: boolean; signal?: AbortSignal } = {}): Promise<RemoteFeed> {
+  async start(target: string, id: string, workload: WorkloadType, options: RemoteStartOptions = {}): Promise<RemoteFeed> {
     const { signal } = options;
     if (!this.known(target)) {
       throw new InvalidInputError(`placement.node: no node ${target} in this node's view of the mesh (vmesh nodes lists it)`, { field: 'placement.node' });
@@ -219,7 +228,10 @@ export class RemoteRuns implements RemoteDispatch {
     const stream: Stream = await this.host.dialProtocol(peer, RUN_PROTOCOL, signal === undefined ? {} : { signal });
     const frames = new JsonFrames(stream, MAX_FRAME);
     try {
-      await frames.write({ type: 'run', id, workload, ...(options.mustFitNow === true ? { mustFitNow: true } : {}) }, signal);
+      await frames.write(
+        { type: 'run', id, workload, ...(options.mustFitNow === true ? { mustFitNow: true } : {}), ...(options.heartbeat === undefined ? {} : { heartbeatMs: options.heartbeat.everyMs }) },
+        signal,
+      );
       const answer = await frames.read(readServer, signal);
       if (answer.type === 'refused') throw new PeerError(answer.error, target);
       if (answer.type !== 'accepted' || answer.run.id !== id) throw new ProtocolError(`answered a run request with ${answer.type}`);
@@ -230,10 +242,20 @@ export class RemoteRuns implements RemoteDispatch {
     }
     let grace: NodeJS.Timeout | undefined;
     const guard = this.guard;
+    const heartbeat = options.heartbeat;
     const updates = (async function* (): AsyncGenerator<RemoteUpdate> {
       try {
         for (;;) {
-          const f = await frames.read(readServer);
+          // A node that says nothing (no frame, not even a beat) for the timeout is taken for gone.
+          const quiet = heartbeat === undefined ? undefined : AbortSignal.timeout(heartbeat.timeoutMs);
+          let f: ServerFrame;
+          try {
+            f = await frames.read(readServer, quiet);
+          } catch (err) {
+            if (quiet?.aborted === true) throw new Error(`no word from node ${target} for ${heartbeat!.timeoutMs} ms`);
+            throw err;
+          }
+          if (f.type === 'beat') continue;
           if (f.type === 'log') yield { type: 'log', stream: f.stream, data: Buffer.from(f.data, 'base64'), ts: f.ts };
           else if (f.type === 'state') {
             const patch: RemoteUpdate & { type: 'state' } = { type: 'state', state: f.state, patch: {} };

@@ -107,7 +107,10 @@ export const ConfigFile = Type.Object(
           weights: Type.Optional(PlacementWeights),
           minReputation: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'nodes held below this reputation get no work' })),
           jitter: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'size of the random tie-break between nodes that score alike' })),
-          attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: 'nodes asked in turn before a run is refused' })),
+          attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: 'nodes asked in turn before a run is refused, and nodes a run may go to when it loses one' })),
+          heartbeatMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000, description: 'how often the node running a placed run says it is there' })),
+          heartbeatTimeoutMs: Type.Optional(Type.Integer({ minimum: 200, maximum: 3_600_000, description: 'a node silent this long is taken for gone and its run placed again' })),
+          backoffMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600_000, description: 'wait before placing a run again (doubled each time)' })),
         },
         { additionalProperties: false },
       ),
@@ -156,7 +159,7 @@ export interface NodeConfig {
   fileRoots: string[];
   network: { range: string };
   mesh: MeshConfig;
-  placement: PlacementPolicy & { attempts: number };
+  placement: PlacementPolicy & { attempts: number; heartbeatMs: number; heartbeatTimeoutMs: number; backoffMs: number };
   trust: { reputationHalfLifeMs: number };
   testing: { corruptResults: boolean };
   logLevel: string;
@@ -211,6 +214,9 @@ function placementConfig(p: NonNullable<ConfigFile['placement']>): NodeConfig['p
     minReputation: p.minReputation ?? DEFAULT_POLICY.minReputation,
     jitter: p.jitter ?? DEFAULT_POLICY.jitter,
     attempts: p.attempts ?? 3,
+    heartbeatMs: p.heartbeatMs ?? 2000,
+    heartbeatTimeoutMs: p.heartbeatTimeoutMs ?? 10_000,
+    backoffMs: p.backoffMs ?? 500,
   };
 }
 

@@ -55,6 +55,8 @@ interface Tracked {
 export type RemoteUpdate =
   | { type: 'state'; state: RunState; patch: RunPatch }
   | { type: 'log'; stream: StreamName; data: Uint8Array; ts: string }
+  /** Facts about the run that are not a change of state (it moved to another node). */
+  | { type: 'patch'; patch: RunPatch }
   | { type: 'end'; run: Run };
 
 /** A run that executes on another node, as seen from the node that asked for it. */
@@ -166,6 +168,9 @@ export class Executor {
         if (u.type === 'log') {
           const eventId = this.o.store.appendEvent(id, u.stream, u.data, u.ts);
           this.o.events.emit('log', { runId: id, eventId, stream: u.stream, data: u.data, ts: u.ts });
+        } else if (u.type === 'patch') {
+          Object.assign(job.record, u.patch);
+          this.o.store.updateRun(id, u.patch);
         } else if (u.type === 'state') {
           if (!isTerminal(u.state) && u.state !== job.record.state && canTransition(job.record.state, u.state)) this.transition(job, u.state, u.patch);
         } else {
@@ -177,6 +182,7 @@ export class Executor {
           if (endedAt !== undefined) patch.endedAt = endedAt;
           if (u.run.receipt !== undefined) patch.receipt = u.run.receipt;
           if (u.run.verification !== undefined) patch.verification = u.run.verification;
+          if (u.run.attempts !== undefined) patch.attempts = u.run.attempts;
           if (u.run.nodeId !== job.record.nodeId) patch.nodeId = u.run.nodeId;
           this.finish(job, state, reason, result, patch);
           break;
@@ -184,8 +190,11 @@ export class Executor {
       }
       if (!isTerminal(job.record.state)) this.finish(job, 'failed', `node ${job.feed.node} closed the run's stream before it ended`);
     } catch (err) {
-      this.o.logger.warn({ runId: id, node: job.feed.node, err }, 'lost contact with the node running a remote run');
-      this.finish(job, 'failed', `lost contact with node ${job.feed.node}: ${(err as Error).message}`);
+      if (err instanceof AbortedError) this.finish(job, 'cancelled', err.message);
+      else {
+        this.o.logger.warn({ runId: id, node: job.feed.node, err }, 'lost contact with the node running a remote run');
+        this.finish(job, 'failed', `lost contact with node ${job.feed.node}: ${(err as Error).message}`);
+      }
     } finally {
       this.followed.delete(id);
       job.settle();

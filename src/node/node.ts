@@ -27,7 +27,17 @@ import {
   type RunPlacement,
   type Workload,
 } from '../spec/index.ts';
-import { explain, PlacementView, placementRequest, requestPolicy, seedOf, type Candidate, type PlacementExplanation } from '../placement/index.ts';
+import {
+  explain,
+  PlacementView,
+  placementRequest,
+  requestPolicy,
+  seedOf,
+  type Candidate,
+  type PlacementExplanation,
+  type PlacementPolicy,
+  type PlacementRequest,
+} from '../placement/index.ts';
 import { canonicalHash } from '../trust/canonical.ts';
 import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
 import { Reputation, type Outcome } from '../trust/reputation.ts';
@@ -48,6 +58,8 @@ import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
 import { blobsOf, receiptChecked, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
 import { verificationFeed, type Replica } from './verify.ts';
+import { failoverFeed } from './failover.ts';
+import type { RemoteFeed } from './executor.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
@@ -340,7 +352,7 @@ export class VmeshNode {
         try {
           return best.id === this.id
             ? await this.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
-            : await this.submitRemote(best.id, workload, { id, mustFitNow: !queued, placement });
+            : await this.submitRemote(best.id, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
         } catch (err) {
           if (!isNodeRefusal(err)) throw err;
           const reason = (err as Error).message;
@@ -416,7 +428,11 @@ export class VmeshNode {
   }
 
   /** Sends a run to node `target` and follows it there: stored here, executed there. */
-  private async submitRemote(target: string, workload: Workload, options: { id?: string; mustFitNow?: boolean; placement?: RunPlacement } = {}): Promise<Run> {
+  private async submitRemote(
+    target: string,
+    workload: Workload,
+    options: { id?: string; mustFitNow?: boolean; placement?: RunPlacement; failover?: { request: PlacementRequest; policy: PlacementPolicy } } = {},
+  ): Promise<Run> {
     try {
       if (this.remote === undefined) {
         throw new InvalidInputError(`placement.node: this node is in no mesh, so it cannot send a run to ${target}`, { field: 'placement.node' });
@@ -424,12 +440,45 @@ export class VmeshNode {
       const resources = resolveResources(workload);
       const spec = await remoteSpec(workload, this.blobs);
       const id = options.id ?? newRunId();
-      const started = await this.remote.start(target, id, spec, { mustFitNow: options.mustFitNow === true });
+      const remote = this.remote;
+      const p = this.config.placement;
+      const heartbeat = { everyMs: p.heartbeatMs, timeoutMs: p.heartbeatTimeoutMs };
       let outcome: Outcome | undefined;
-      const feed = receiptChecked(started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
-        outcome = 'bad_receipt';
-        this.logger.warn({ runId: id, node: target, problem }, 'a node sent back a run whose receipt does not check');
-      });
+      const checked = async (node: string, started: Promise<RemoteFeed>) =>
+        receiptChecked(await started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
+          outcome = 'bad_receipt';
+          this.logger.warn({ runId: id, node, problem }, 'a node sent back a run whose receipt does not check');
+        });
+      let feed = await checked(target, remote.start(target, id, spec, { mustFitNow: options.mustFitNow === true, heartbeat }));
+      const { failover } = options;
+      if (failover !== undefined) {
+        feed = failoverFeed(feed, {
+          maxAttempts: p.attempts,
+          backoffMs: p.backoffMs,
+          onLost: (node, reason) => {
+            this.reputation.record(node, 'lost');
+            this.logger.warn({ runId: id, node, reason }, 'lost the node running a run: placing it again');
+          },
+          restart: async (lost, signal) => {
+            const { request, policy } = failover;
+            request.ignoreFree = false;
+            request.exclude.set(this.id, 'a run placed again goes to another node');
+            for (const node of lost) request.exclude.set(node, 'lost during an earlier attempt');
+            this.view.replaceAll(this.candidates());
+            for (let asked = 0; asked < p.attempts; asked++) {
+              const best = this.view.rank(request, policy, 1)[0];
+              if (best === undefined) throw new NoNodeFitsError(explain(this.candidates(), request, policy).summary);
+              try {
+                return await checked(best.id, remote.start(best.id, id, spec, { mustFitNow: true, heartbeat, signal }));
+              } catch (err) {
+                if (!isNodeRefusal(err)) throw err;
+                request.exclude.set(best.id, `asked already: ${(err as Error).message}`);
+              }
+            }
+            throw new NoNodeFitsError(`${p.attempts} nodes asked, none took it`);
+          },
+        });
+      }
       const now = new Date().toISOString();
       const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: target, spec, resources, createdAt: now, updatedAt: now };
       if (workload.name !== undefined) record.name = workload.name;
@@ -441,7 +490,8 @@ export class VmeshNode {
         release();
         const ended = this.store.getRun(id);
         outcome ??= ended === undefined ? undefined : outcomeOf(ended);
-        if (outcome !== undefined) this.reputation.record(target, outcome);
+        // The node that ended it (after a failover, not the first); lost ones were recorded as they went.
+        if (outcome !== undefined && ended !== undefined && ended.attempts?.at(-1)?.outcome !== 'lost') this.reputation.record(ended.nodeId, outcome);
       });
       return this.toPublic(record);
     } catch (err) {

@@ -10,13 +10,21 @@ export interface RemoteDispatch {
    * Asks node `target` to run `workload` under run id `id`; resolves once that node has accepted it,
    * and throws the typed error it refused with otherwise.
    */
-  start(target: string, id: string, workload: Workload, options?: { mustFitNow?: boolean; signal?: AbortSignal }): Promise<RemoteFeed>;
+  start(target: string, id: string, workload: Workload, options?: RemoteStartOptions): Promise<RemoteFeed>;
   /** The other nodes of the mesh as this node sees them: their signed adverts and measured round trips. */
   members(): MemberView[];
   /** Fetches a blob into this node's store from the mesh, trying the nodes in `hints` first. */
   fetchBlob(hash: string, hints?: string[], signal?: AbortSignal): Promise<void>;
   /** Places `copies` more copies of a blob this node holds on other nodes of the mesh, nearest first. */
   keepCopies(hash: string, copies: number, signal?: AbortSignal): Promise<CopiesPlaced>;
+}
+
+export interface RemoteStartOptions {
+  /** Refuse (no_room) rather than queue when the run does not fit now. */
+  mustFitNow?: boolean;
+  /** Ask for a beat every `everyMs`, and take the node for gone after `timeoutMs` without a word. */
+  heartbeat?: { everyMs: number; timeoutMs: number };
+  signal?: AbortSignal;
 }
 
 export interface MemberView {

@@ -58,6 +58,16 @@ export const RunPlacement = Type.Object({
 });
 export type RunPlacement = Static<typeof RunPlacement>;
 
+/** One node's go at a run: a run placed again after its node was lost has more than one. */
+export const RunAttempt = Type.Object({
+  node: Type.String(),
+  startedAt: Type.String({ format: 'date-time' }),
+  endedAt: Type.Optional(Type.String({ format: 'date-time' })),
+  outcome: Type.Optional(Type.String({ description: 'lost, or the state the run ended in on that node' })),
+  reason: Type.Optional(Type.String()),
+});
+export type RunAttempt = Static<typeof RunAttempt>;
+
 /** How a run with `verify.replicas` was verified: every replica, and which result won. */
 export const RunVerification = Type.Object({
   replicas: Type.Integer(),

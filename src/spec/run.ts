@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox';
-import { EnvelopeSchema, RunPlacement, RunVerification } from './placement.ts';
+import { EnvelopeSchema, RunAttempt, RunPlacement, RunVerification } from './placement.ts';
 
 /**
  * The life of a run:
@@ -163,6 +163,7 @@ export const Run = Type.Object({
   result: Type.Optional(RunResult),
   placement: Type.Optional(RunPlacement),
   verification: Type.Optional(RunVerification),
+  attempts: Type.Optional(Type.Array(RunAttempt, { description: 'present when the run was placed again after losing a node: every node it went to, in order' })),
   receipt: Type.Optional(
     Type.Object(EnvelopeSchema.properties, {
       additionalProperties: false,

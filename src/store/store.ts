@@ -8,7 +8,7 @@ export interface RunRecord extends Run {
   spec: Workload;
 }
 
-export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network' | 'placement' | 'receipt' | 'nodeId' | 'verification'>>;
+export type RunPatch = Partial<Pick<RunRecord, 'state' | 'reason' | 'driver' | 'result' | 'startedAt' | 'endedAt' | 'network' | 'placement' | 'receipt' | 'nodeId' | 'verification' | 'attempts'>>;
 
 /** One row of what this node has observed of a peer (see src/trust/reputation.ts). */
 export interface ReputationRow {
@@ -55,6 +55,7 @@ interface RunRow {
   placement: string | null;
   receipt: string | null;
   verification: string | null;
+  attempts: string | null;
 }
 
 const LIVE_STATES: LiveState[] = ['queued', 'placed', 'starting', 'running'];
@@ -187,6 +188,7 @@ export class Store implements LeaseStore {
       receipt: 'receipt',
       nodeId: 'node_id',
       verification: 'verification',
+      attempts: 'attempts',
     };
     for (const [key, column] of Object.entries(columns) as Array<[keyof RunPatch, string]>) {
       if (!(key in patch)) continue;
@@ -312,6 +314,7 @@ function fromRow(row: RunRow): RunRecord {
   if (row.ended_at !== null) run.endedAt = row.ended_at;
   if (row.network !== null) run.network = JSON.parse(row.network) as NonNullable<Run['network']>;
   if (row.placement !== null) run.placement = JSON.parse(row.placement) as NonNullable<Run['placement']>;
+  if (row.attempts !== null) run.attempts = JSON.parse(row.attempts) as NonNullable<Run['attempts']>;
   if (row.verification !== null) run.verification = JSON.parse(row.verification) as NonNullable<Run['verification']>;
   if (row.receipt !== null) run.receipt = JSON.parse(row.receipt) as NonNullable<Run['receipt']>;
   return run;

@@ -144,10 +144,10 @@ export class Hosts {
     return link;
   }
 
-  /** Starts (or restarts) the node of host `i`, joining through `join` (mesh addresses); resolves once its API answers. */
-  async start(i: number, join: string[] = []): Promise<Host> {
+  /** Starts (or restarts) the node of host `i`, joining through `join` (mesh addresses), with `extra` flags for `vmesh up`; resolves once its API answers. */
+  async start(i: number, join: string[] = [], extra: string[] = []): Promise<Host> {
     const h = this.hosts[i]!;
-    const args = ['netns', 'exec', h.netns, process.execPath, BIN, '--home', h.home, 'up', '--host', h.address, '--port', String(API_PORT)];
+    const args = ['netns', 'exec', h.netns, process.execPath, BIN, '--home', h.home, 'up', '--host', h.address, '--port', String(API_PORT), ...extra];
     args.push('--listen', `/ip4/${h.address}/tcp/${MESH_PORT}`);
     for (const j of join) args.push('--join', j);
     const log = openSync(path.join(h.home, 'node.log'), 'a');
