@@ -16,6 +16,7 @@ import { KEEP_TIMEOUT_MS, serveKeeps } from './keep-protocol.ts';
 import { Membership } from './membership.ts';
 import { PeerGuard } from './peer-guard.ts';
 import { Proximity, type RttEstimate } from './proximity.ts';
+import { openReport, REPORT_TOPIC, type ReportBook } from '../trust/reports.ts';
 
 export type { NodeDescription } from '../spec/index.ts';
 
@@ -60,6 +61,8 @@ export class Mesh {
   private nudgeTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  /** Where reputation reports from other nodes go, once a node is served. */
+  private reportBook: ReportBook | undefined;
 
   private constructor(
     readonly host: MeshHost,
@@ -117,6 +120,8 @@ export class Mesh {
     const pubsub = this.host.services.pubsub;
     pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.takeAdvert(from, msg));
     pubsub.subscribe(ADVERT_TOPIC);
+    pubsub.topicValidators.set(REPORT_TOPIC, (from, msg) => this.takeReport(from, msg));
+    pubsub.subscribe(REPORT_TOPIC);
     // A peer that has just subscribed has not heard this node yet: tell it soon rather than at the next tick.
     pubsub.addEventListener('subscription-change', (e) => {
       if (e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
@@ -146,8 +151,30 @@ export class Mesh {
     }
   }
 
+  /** A reputation report: from a member, signed by it, newer than the one held. */
+  private async takeReport(from: PeerId, msg: Message): Promise<TopicValidatorResult> {
+    try {
+      const report = await openReport(msg.data);
+      if (report.node === this.id || this.reportBook === undefined || this.membership.get(report.node) === undefined) return TopicValidatorResult.Ignore;
+      return this.reportBook.accept(report) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore;
+    } catch (err) {
+      this.guard.offence(from.toString(), `bad reputation report: ${(err as Error).message}`);
+      return TopicValidatorResult.Reject;
+    }
+  }
+
   /** Takes runs from other nodes for `node`, and lets `node` send runs to them (`placement.node`). */
   async serve(node: VmeshNode): Promise<void> {
+    this.reportBook = node.reports;
+    this.membership.on('leave', ({ id }) => node.reports.forget(id));
+    let seq = Date.now();
+    const report = setInterval(() => {
+      if (this.stopped || this.membership.size === 0) return;
+      const bytes = new TextEncoder().encode(JSON.stringify(node.signReport(seq++)));
+      void this.host.services.pubsub.publish(REPORT_TOPIC, bytes).catch((err: Error) => this.o.logger.debug({ err }, 'reputation report not sent'));
+    }, node.config.trust.reportIntervalMs);
+    report.unref();
+    this.timers.push(report);
     await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
     const members = () =>
       this.nodes()

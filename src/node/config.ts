@@ -117,7 +117,10 @@ export const ConfigFile = Type.Object(
     ),
     trust: Type.Optional(
       Type.Object(
-        { reputationHalfLifeMs: Type.Optional(Type.Integer({ minimum: 1000, description: 'what a node observed of a peer counts half as much after this long' })) },
+        {
+          reputationHalfLifeMs: Type.Optional(Type.Integer({ minimum: 1000, description: 'what a node observed of a peer counts half as much after this long' })),
+          reportIntervalMs: Type.Optional(Type.Integer({ minimum: 500, maximum: 86_400_000, description: 'how often the node publishes its signed reputation report' })),
+        },
         { additionalProperties: false },
       ),
     ),
@@ -160,7 +163,7 @@ export interface NodeConfig {
   network: { range: string };
   mesh: MeshConfig;
   placement: PlacementPolicy & { attempts: number; heartbeatMs: number; heartbeatTimeoutMs: number; backoffMs: number };
-  trust: { reputationHalfLifeMs: number };
+  trust: { reputationHalfLifeMs: number; reportIntervalMs: number };
   testing: { corruptResults: boolean };
   logLevel: string;
 }
@@ -201,7 +204,7 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     network: { range: DEFAULT_SANDBOX_RANGE, ...fromFile.network, ...overrides.network },
     mesh: meshConfig({ ...fromFile.mesh, ...overrides.mesh }),
     placement: placementConfig({ ...fromFile.placement, ...overrides.placement }),
-    trust: { reputationHalfLifeMs: 24 * 3600 * 1000, ...fromFile.trust, ...overrides.trust },
+    trust: { reputationHalfLifeMs: 24 * 3600 * 1000, reportIntervalMs: 60_000, ...fromFile.trust, ...overrides.trust },
     testing: { corruptResults: false, ...fromFile.testing, ...overrides.testing },
     logLevel: pick('logLevel') ?? 'info',
   };

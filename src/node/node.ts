@@ -41,6 +41,7 @@ import {
 import { canonicalHash } from '../trust/canonical.ts';
 import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
 import { Reputation, type Outcome } from '../trust/reputation.ts';
+import { ReportBook, signReport, type CombinedReputation } from '../trust/reports.ts';
 import { EnvelopeSigner } from '../trust/signer.ts';
 import type { Envelope } from '../trust/envelope.ts';
 import { startHostNetworking } from '../net/host.ts';
@@ -127,6 +128,8 @@ export class VmeshNode {
   private readonly signer: EnvelopeSigner;
   /** What this node has seen of its peers' work. */
   readonly reputation: Reputation;
+  /** What other nodes report they have seen (the mesh fills it). */
+  readonly reports = new ReportBook();
 
   readonly id: string;
 
@@ -147,7 +150,7 @@ export class VmeshNode {
   ) {
     this.id = identity.id;
     this.signer = new EnvelopeSigner(identity.privateKey, identity.id);
-    this.reputation = new Reputation(store, config.trust.reputationHalfLifeMs);
+    this.reputation = new Reputation(store, config.trust.reputationHalfLifeMs, Date.now, identity.id);
     this.outputSink = blobSink(blobs, { maxBytes: config.limits.outputsArchiveBytes, inlineBytes: config.limits.inlineOutputBytes });
   }
 
@@ -416,11 +419,21 @@ export class VmeshNode {
     return explain(this.candidates(), request, requestPolicy(this.config.placement, workload.placement));
   }
 
+  /** The reputation this node holds of a peer: its own observations, with the reports of peers it trusts. */
+  peerReputation(peer: string): CombinedReputation {
+    return this.reports.combined(peer, this.reputation);
+  }
+
+  /** Signs this node's reputation report (the mesh publishes it). */
+  signReport(seq: number): Envelope {
+    return signReport(this.signer, this.reputation, seq);
+  }
+
   /** This node and every member of the mesh it sees, as placement candidates. */
   private candidates(): Candidate[] {
     const self: Candidate = { id: this.id, self: true, advert: this.soloAdvert(), reputation: 1 };
     const others = (this.remote?.members() ?? []).map((m): Candidate => {
-      const c: Candidate = { id: m.advert.node, self: false, advert: m.advert, reputation: this.reputation.score(m.advert.node) };
+      const c: Candidate = { id: m.advert.node, self: false, advert: m.advert, reputation: this.peerReputation(m.advert.node).score };
       if (m.rttMs !== undefined) c.rttMs = m.rttMs;
       return c;
     });

@@ -19,7 +19,11 @@ export interface MeshView {
   self: string;
   mesh: { enabled: boolean; addresses: string[] };
   /** Each with the reputation this node holds of it (time-decayed; 1 for itself). */
-  nodes: Array<MeshNode & { reputation: { score: number; good: number; bad: number; counts: Record<string, number> } }>;
+  nodes: Array<
+    MeshNode & {
+      reputation: { score: number; local: number; good: number; bad: number; counts: Record<string, number>; reports: { counted: number; good: number; bad: number } };
+    }
+  >;
   /** Peers this node refuses, and what each did. */
   banned: Offence[];
 }

@@ -54,6 +54,8 @@ export class Reputation {
     private readonly store: ReputationStore,
     private readonly halfLifeMs: number,
     private readonly now: () => number = Date.now,
+    /** This node's own id: it trusts itself fully. */
+    readonly self?: string,
   ) {
     for (const row of store.listReputation()) this.rows.set(row.peer, row);
   }
@@ -79,7 +81,7 @@ export class Reputation {
   }
 
   score(peer: string): number {
-    return this.get(peer).score;
+    return peer === this.self ? 1 : this.get(peer).score;
   }
 
   list(): PeerReputation[] {

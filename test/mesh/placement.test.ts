@@ -11,10 +11,11 @@ describe('placement across a mesh', () => {
   let a: TestDaemon, b: TestDaemon, c: TestDaemon;
   let client: VmeshClient;
   before(async () => {
-    a = await startMeshDaemon({ labels: { zone: 'a' } });
+    const trust = { reportIntervalMs: 500 };
+    a = await startMeshDaemon({ labels: { zone: 'a' } }, undefined, { trust });
     const join = a.daemon.mesh!.addresses();
-    b = await startMeshDaemon({ join, labels: { zone: 'b' }, location: { region: 'eu-west' } });
-    c = await startMeshDaemon({ join, labels: { zone: 'c' } }, undefined, { capacity: { memoryMiB: 128 } });
+    b = await startMeshDaemon({ join, labels: { zone: 'b' }, location: { region: 'eu-west' } }, undefined, { trust });
+    c = await startMeshDaemon({ join, labels: { zone: 'c' } }, undefined, { capacity: { memoryMiB: 128 }, trust });
     await until(() => [a, b, c].every((d) => d.daemon.mesh!.nodes().filter((n) => n.rtt !== undefined || n.self).length === 3), 15_000, 'three nodes that measured each other');
     client = new VmeshClient({ url: a.daemon.url, token: a.daemon.token });
   });
@@ -82,6 +83,24 @@ describe('placement across a mesh', () => {
     assert.equal(run.placement?.explanation?.chosen, run.nodeId);
     assert.equal(run.placement?.explanation?.candidates.length, 3);
     assert.deepEqual(a.daemon.node.getRun(run.id).placement, run.placement, 'stored as returned');
+  });
+
+  it('signed reputation reports travel: A counts what B (which A trusts) saw of C, before A ever ran anything on C', async () => {
+    const bClient = new VmeshClient({ url: b.daemon.url, token: b.daemon.token });
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await bClient.run(js('export default () => 1', { placement: { node: c.daemon.node.id } }))).state, 'succeeded');
+    } finally {
+      await bClient.close();
+    }
+    for (let i = 0; i < 3; i++) await client.run(js('export default () => 1', { placement: { node: b.daemon.node.id } }));
+    const view = await until(
+      async () => ((await client.nodes()).nodes.find((n) => n.id === c.daemon.node.id)?.reputation.reports.counted ?? 0) > 0,
+      10_000,
+      "B's report about C to reach A",
+    ).then(() => client.nodes());
+    const onC = view.nodes.find((n) => n.id === c.daemon.node.id)!.reputation;
+    assert.equal(onC.local, 0.5, 'A has seen nothing of C itself');
+    assert.ok(onC.score > 0.5 && onC.reports.good > 0, JSON.stringify(onC));
   });
 
   it('no node fits: 422 no_node_fits names what excluded how many nodes', async () => {

@@ -16,11 +16,16 @@ const MeshNodeSchema = Type.Object({
   reputation: Type.Object(
     {
       score: Type.Number({ description: '0..1: (good + 1) / (good + bad + 2); 0.5 for a node never seen at work, 1 for this node itself' }),
-      good: Type.Number(),
+      local: Type.Number({ description: "the score from this node's own observations alone" }),
+      good: Type.Number({ description: 'good evidence: own, plus weighted reports' }),
       bad: Type.Number(),
       counts: Type.Record(Type.String(), Type.Integer(), { description: 'outcomes this node observed of it, by kind' }),
+      reports: Type.Object(
+        { counted: Type.Integer(), good: Type.Number(), bad: Type.Number() },
+        { description: 'signed reports of other nodes that counted (their reporters earned weight here), and the evidence they added' },
+      ),
     },
-    { description: 'what this node has seen of its work (time-decayed)' },
+    { description: 'what this node has seen of its work (time-decayed), combined with what trusted peers report' },
   ),
 });
 
@@ -34,8 +39,9 @@ const NodesResponse = Type.Object({
 export function meshRoutes(app: FastifyInstance, node: VmeshNode, mesh: Mesh | undefined): void {
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
   const withReputation = (n: MeshNode) => {
-    const { score, good, bad, counts } = n.self ? { score: 1, good: 0, bad: 0, counts: {} } : node.reputation.get(n.id);
-    return { ...n, reputation: { score, good, bad, counts } };
+    if (n.self) return { ...n, reputation: { score: 1, local: 1, good: 0, bad: 0, counts: {}, reports: { counted: 0, good: 0, bad: 0 } } };
+    const { score, local, good, bad, counts, reports } = node.peerReputation(n.id);
+    return { ...n, reputation: { score, local, good, bad, counts, reports } };
   };
   api.get(
     '/v1/nodes',
