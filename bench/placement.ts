@@ -9,10 +9,59 @@ import type { Benchmark, BenchReport, Target } from './lib/benchmark.ts';
 import { envNumber } from './lib/env.ts';
 import { ms, rate, ratio, tableMarkdown, tableText, type Table } from './lib/format.ts';
 import { summarize } from './lib/stats.ts';
+import { Hosts, hostsSkip } from '../test/hosts/harness.ts';
 
 const NODES = envNumber('BENCH_PLACEMENT_NODES', 10_000, { min: 1, integer: true });
 const DECISIONS = envNumber('BENCH_PLACEMENT_DECISIONS', 20_000, { min: 1, integer: true });
 const REFERENCE = envNumber('BENCH_PLACEMENT_REFERENCE', 300, { min: 1, integer: true });
+const E2E_RUNS = envNumber('BENCH_PLACEMENT_RUNS', 200, { min: 1, integer: true });
+const TRIVIAL: Workload = { kind: 'function', source: { inline: 'export default () => 1' } };
+
+interface EndToEnd {
+  /** Submitted on A, placed by A on a worker, result back on A. */
+  placed: number[];
+  /** The same run submitted on the worker that ran it, run there. */
+  local: number[];
+  nodes: Map<string, number>;
+}
+
+/**
+ * A trivial function submitted to a mesh of five namespace hosts: on A, which has no worker label, so that
+ * placement sends it to one of the four workers, beside the same run submitted on that worker and run
+ * there, alternating.
+ */
+async function endToEnd(runs: number, log: (l: string) => void): Promise<EndToEnd | string> {
+  const skip = hostsSkip();
+  if (skip !== false) return skip;
+  const net = await Hosts.create({ tag: 'bplc', subnet: '10.238.0', count: 5, config: { logLevel: 'warn', mesh: { advertIntervalMs: 1000 }, network: { range: '10.239.0.0/24' } } });
+  try {
+    const a = await net.start(0);
+    await Promise.all([1, 2, 3, 4].map((i) => net.start(i, [a.meshAddress], ['--label', 'role=worker'])));
+    for (let i = 0; i < 200 && (await a.client.nodes()).nodes.filter((n) => n.self || n.rtt !== undefined).length < 5; i++) await new Promise((r) => setTimeout(r, 100));
+    const placed: Workload = { ...TRIVIAL, placement: { labels: { role: 'worker' } } };
+    const byId = new Map(net.hosts.map((h) => [h.id, h]));
+    const result: EndToEnd = { placed: [], local: [], nodes: new Map() };
+    for (let i = 0; i < runs + 20; i++) {
+      let t = performance.now();
+      const r = await a.client.run(placed);
+      const placedMs = performance.now() - t;
+      const worker = byId.get(r.nodeId);
+      if (r.state !== 'succeeded' || worker === undefined) throw new Error(`placed run ${r.id} ${r.state} on ${r.nodeId}: ${r.reason ?? ''}`);
+      t = performance.now();
+      const l = await worker.client.run({ ...TRIVIAL, placement: { node: worker.id } });
+      const localMs = performance.now() - t;
+      if (l.state !== 'succeeded') throw new Error(`local run failed: ${l.reason ?? ''}`);
+      if (i < 20) continue; // warm-up
+      result.placed.push(placedMs);
+      result.local.push(localMs);
+      result.nodes.set(r.nodeId, (result.nodes.get(r.nodeId) ?? 0) + 1);
+    }
+    log(`placement: ${runs} runs each: placed from A p50 ${ms(summarize(result.placed).p50)}, local on the worker p50 ${ms(summarize(result.local).p50)}`);
+    return result;
+  } finally {
+    await net.remove();
+  }
+}
 
 /** A small seeded generator (mulberry32), so that every run places over the same mesh. */
 function random(seed: number): () => number {
@@ -122,6 +171,9 @@ export const placementBenchmark: Benchmark = {
       }
     }
 
+    log(`placement: ${E2E_RUNS} trivial runs placed from A onto four workers (namespace hosts), beside the same run local on the worker`);
+    const e2e = await endToEnd(E2E_RUNS, log);
+
     const upsertStart = performance.now();
     for (let i = 0; i < NODES; i++) view.upsert(mesh[i]!);
     const upsertUs = ((performance.now() - upsertStart) / NODES) * 1000;
@@ -142,15 +194,37 @@ export const placementBenchmark: Benchmark = {
         ['brute force (explain: every filter, every term, full sort)', String(REFERENCE), ms(ref.p50), ms(ref.p99), ms(ref.mean), rate(1000 / ref.mean), ratio(ref.mean / fast.mean)],
       ],
     };
+    let e2eTable: Table | undefined;
+    let e2eNote: string;
+    if (typeof e2e === 'string') {
+      targets.push({ goal: 'placed run overhead p50 <= 10 ms (5-node mesh vs local)', measured: `not measured: ${e2e}`, pass: false });
+      e2eNote = `The end-to-end phase was skipped: ${e2e}.`;
+    } else {
+      const placedS = summarize(e2e.placed);
+      const localS = summarize(e2e.local);
+      const overhead = placedS.p50 - localS.p50;
+      targets.push({ goal: 'placed run overhead p50 <= 10 ms (5-node mesh vs local)', measured: ms(overhead), pass: overhead <= 10 });
+      e2eTable = {
+        title: `A trivial function on a 5-node mesh (namespace hosts), ${e2e.placed.length} runs each way, alternating`,
+        header: ['way', 'p50', 'p99', 'mean'],
+        rows: [
+          ['local: submitted on the worker, run there', ms(localS.p50), ms(localS.p99), ms(localS.mean)],
+          ['placed: submitted on A, placed on a worker, result back on A', ms(placedS.p50), ms(placedS.p99), ms(placedS.mean)],
+          ['overhead (placed − local)', ms(placedS.p50 - localS.p50), ms(placedS.p99 - localS.p99), ms(placedS.mean - localS.mean)],
+        ],
+      };
+      e2eNote = `Placed runs went to ${[...e2e.nodes.values()].length} workers: ${[...e2e.nodes.values()].sort((x, y) => y - x).join(', ')} runs.`;
+    }
     const targetTable: Table = { title: 'Targets (issue 6)', header: ['target', 'measured', 'result'], rows: targets.map((t) => [t.goal, t.measured, t.pass ? 'met' : 'MISS']) };
     const notes = [
+      e2eNote,
       `Building the view of ${NODES} nodes took ${ms(buildMs)}; replacing a node's advert in it costs ${upsertUs.toFixed(2)} µs.`,
       ...(firstDisagreement.length > 0 ? [`First disagreement: ${firstDisagreement[0]}`] : []),
     ];
     return {
       heading: 'Placement decisions',
-      text: `${tableText(results)}\n\n${tableText(targetTable)}\n\n${notes.join('\n')}\n`,
-      markdown: `${tableMarkdown(results)}\n\n${tableMarkdown(targetTable)}\n\n${notes.join('\n\n')}\n\nReproduce: \`BENCH_ONLY=placement npm run bench\` (BENCH_PLACEMENT_NODES, BENCH_PLACEMENT_DECISIONS, BENCH_PLACEMENT_REFERENCE).`,
+      text: `${tableText(results)}\n\n${e2eTable === undefined ? '' : `${tableText(e2eTable)}\n\n`}${tableText(targetTable)}\n\n${notes.join('\n')}\n`,
+      markdown: `${tableMarkdown(results)}\n\n${e2eTable === undefined ? '' : `${tableMarkdown(e2eTable)}\n\n`}${tableMarkdown(targetTable)}\n\n${notes.join('\n\n')}\n\nReproduce: \`BENCH_ONLY=placement npm run bench\` (BENCH_PLACEMENT_NODES, BENCH_PLACEMENT_DECISIONS, BENCH_PLACEMENT_REFERENCE, BENCH_PLACEMENT_RUNS).`,
     };
   },
 };

@@ -62,7 +62,7 @@ const ServerFrame = Type.Union([
     { additionalProperties: false },
   ),
   Type.Object({ type: Type.Literal('end'), run: Run }, { additionalProperties: false }),
-  Type.Object({ type: Type.Literal('beat') }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal('beat'), queuePosition: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false }),
 ]);
 const readClient = frameChecker(ClientFrame, 'frame');
 const readServer = frameChecker(ServerFrame, 'frame');
@@ -150,7 +150,11 @@ export async function serveRuns(host: MeshHost, node: VmeshNode, pool: BlobPool,
           send({ type: 'accepted', run });
           for (const f of held.splice(0)) send(f);
           if (first.heartbeatMs !== undefined) {
-            beat = setInterval(() => ended || send({ type: 'beat' }), first.heartbeatMs);
+            beat = setInterval(() => {
+              if (ended) return;
+              const queuePosition = node.executor.position(id);
+              send(queuePosition === undefined ? { type: 'beat' } : { type: 'beat', queuePosition });
+            }, first.heartbeatMs);
             beat.unref();
           }
           // The requester's side: a cancel, or the end of its stream.
@@ -227,6 +231,7 @@ export class RemoteRuns implements RemoteDispatch {
     const peer = peerIdFromString(target);
     const stream: Stream = await this.host.dialProtocol(peer, RUN_PROTOCOL, signal === undefined ? {} : { signal });
     const frames = new JsonFrames(stream, MAX_FRAME);
+    let accepted: Run;
     try {
       await frames.write(
         { type: 'run', id, workload, ...(options.mustFitNow === true ? { mustFitNow: true } : {}), ...(options.heartbeat === undefined ? {} : { heartbeatMs: options.heartbeat.everyMs }) },
@@ -235,6 +240,7 @@ export class RemoteRuns implements RemoteDispatch {
       const answer = await frames.read(readServer, signal);
       if (answer.type === 'refused') throw new PeerError(answer.error, target);
       if (answer.type !== 'accepted' || answer.run.id !== id) throw new ProtocolError(`answered a run request with ${answer.type}`);
+      accepted = answer.run;
     } catch (err) {
       if (err instanceof ProtocolError) this.guard.offence(target, `${RUN_PROTOCOL}: ${err.message}`);
       stream.abort(err as Error);
@@ -243,8 +249,10 @@ export class RemoteRuns implements RemoteDispatch {
     let grace: NodeJS.Timeout | undefined;
     const guard = this.guard;
     const heartbeat = options.heartbeat;
+    let position = accepted.queuePosition;
     const updates = (async function* (): AsyncGenerator<RemoteUpdate> {
       try {
+        if (position !== undefined) yield { type: 'position', position };
         for (;;) {
           // A node that says nothing (no frame, not even a beat) for the timeout is taken for gone.
           const quiet = heartbeat === undefined ? undefined : AbortSignal.timeout(heartbeat.timeoutMs);
@@ -255,7 +263,10 @@ export class RemoteRuns implements RemoteDispatch {
             if (quiet?.aborted === true) throw new Error(`no word from node ${target} for ${heartbeat!.timeoutMs} ms`);
             throw err;
           }
-          if (f.type === 'beat') continue;
+          if (f.type === 'beat') {
+            if (f.queuePosition !== position) yield { type: 'position', position: (position = f.queuePosition) };
+            continue;
+          }
           if (f.type === 'log') yield { type: 'log', stream: f.stream, data: Buffer.from(f.data, 'base64'), ts: f.ts };
           else if (f.type === 'state') {
             const patch: RemoteUpdate & { type: 'state' } = { type: 'state', state: f.state, patch: {} };

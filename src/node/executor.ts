@@ -57,6 +57,8 @@ export type RemoteUpdate =
   | { type: 'log'; stream: StreamName; data: Uint8Array; ts: string }
   /** Facts about the run that are not a change of state (it moved to another node). */
   | { type: 'patch'; patch: RunPatch }
+  /** Its place in the executing node's queue (undefined once it left the queue). */
+  | { type: 'position'; position: number | undefined }
   | { type: 'end'; run: Run };
 
 /** A run that executes on another node, as seen from the node that asked for it. */
@@ -71,6 +73,8 @@ export interface RemoteFeed {
 
 interface Followed extends Tracked {
   feed: RemoteFeed;
+  /** Its place in the queue of the node it waits on, as that node last said. */
+  position?: number;
 }
 
 interface Job extends Tracked {
@@ -80,6 +84,8 @@ interface Job extends Tracked {
   submittedAt: number;
   placedAt?: number;
   queueTimer?: NodeJS.Timeout;
+  /** How long it may wait in the queue: `placement.queueTimeoutMs`, or the node's. */
+  queueTimeoutMs: number;
   /** The driver's handle on the started sandbox, while it runs. */
   sandbox?: RunningSandbox;
   /** An operation on the sandbox (pause, resume, snapshot) is under way: one at a time. */
@@ -126,6 +132,8 @@ export class Executor {
 
   /** 1-based place in the queue, or undefined when the run is not queued. */
   position(id: string): number | undefined {
+    const followed = this.followed.get(id);
+    if (followed !== undefined) return followed.record.state === 'queued' ? followed.position : undefined;
     const i = this.queue.findIndex((j) => j.record.id === id);
     return i < 0 ? undefined : i + 1;
   }
@@ -142,7 +150,8 @@ export class Executor {
     this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });
     this.queue.push(job);
-    job.queueTimer = setTimeout(() => this.expire(job), this.o.queueTimeoutMs);
+    job.queueTimeoutMs = record.spec.placement?.queueTimeoutMs ?? this.o.queueTimeoutMs;
+    job.queueTimer = setTimeout(() => this.expire(job), job.queueTimeoutMs);
     job.queueTimer.unref();
     this.pump();
   }
@@ -168,6 +177,8 @@ export class Executor {
         if (u.type === 'log') {
           const eventId = this.o.store.appendEvent(id, u.stream, u.data, u.ts);
           this.o.events.emit('log', { runId: id, eventId, stream: u.stream, data: u.data, ts: u.ts });
+        } else if (u.type === 'position') {
+          job.position = u.position;
         } else if (u.type === 'patch') {
           Object.assign(job.record, u.patch);
           this.o.store.updateRun(id, u.patch);
@@ -305,7 +316,7 @@ export class Executor {
     this.finish(
       job,
       'failed',
-      `waited ${this.o.queueTimeoutMs} ms in the queue without room (free now: ${free.vcpus} vcpus, ${free.memoryMiB} MiB memory, ${free.diskMiB} MiB disk)`,
+      `waited ${job.queueTimeoutMs} ms in the queue without room (free now: ${free.vcpus} vcpus, ${free.memoryMiB} MiB memory, ${free.diskMiB} MiB disk)`,
     );
     job.settle();
     this.pump();

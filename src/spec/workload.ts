@@ -129,6 +129,9 @@ export const PlacementHints = Type.Object(
     maxRttMs: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 60_000, description: 'the most round-trip time from the requesting node' })),
     strategy: Type.Optional(PlacementStrategy),
     weights: Type.Optional(PlacementWeights),
+    queueTimeoutMs: Type.Optional(
+      Type.Integer({ ...LIMITS.timeoutMs, description: "when no node has room free now: how long the run may wait in the queue of the node it goes to (default: that node's executor.queueTimeoutMs)" }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -20,11 +20,11 @@ describe('failover: a run whose node is lost is placed again', { skip }, () => {
   before(async () => {
     net = await Hosts.create({
       tag: 'fov',
-      subnet: '10.232.0',
+      subnet: '10.236.0',
       count: 4,
       config: {
         mesh: { advertIntervalMs: 500, peerTtlMs: 3000, pingIntervalMs: 300 },
-        network: { range: '10.233.0.0/24' },
+        network: { range: '10.237.0.0/24' },
         placement: { heartbeatMs: 300, heartbeatTimeoutMs: 2000, backoffMs: 200, attempts: 3 },
       },
     });

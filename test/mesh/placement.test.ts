@@ -103,6 +103,27 @@ describe('placement across a mesh', () => {
     assert.ok(onC.score > 0.5 && onC.reports.good > 0, JSON.stringify(onC));
   });
 
+  it('when no node has room free, the run waits in the queue of one that has it in all, its position visible where it was asked', async () => {
+    const nodes = [a, b, c].map((d) => d.daemon.node.id);
+    const vcpus = a.daemon.node.ledger.capacity.vcpus;
+    const spin = (node: string) => js('export default () => { for (;;) {} }', { resources: { vcpus, memoryMiB: 64, timeoutMs: 3000 }, placement: { node } });
+    const spinners = await Promise.all(nodes.map((n) => client.run(spin(n), { wait: false })));
+    await until(async () => (await client.nodes()).nodes.every((n) => n.advert.free.vcpus < vcpus), 5000, 'every advert to show the vCPUs taken');
+    const full = js('export default () => "at last"', { resources: { vcpus, memoryMiB: 64 } });
+    const waiting = await client.run(full, { wait: false });
+    assert.equal(waiting.placement?.queued, true, JSON.stringify(waiting.placement));
+    assert.equal(waiting.state, 'queued');
+    await until(async () => (await client.getRun(waiting.id)).queuePosition === 1, 5000, 'its queue position on A');
+    const impatient = await client.run({ ...full, placement: { queueTimeoutMs: 300 } });
+    assert.equal(impatient.state, 'failed');
+    assert.match(impatient.reason ?? '', /waited 300 ms in the queue without room/);
+    await until(async () => ['succeeded', 'failed'].includes((await client.getRun(waiting.id)).state), 15_000, 'the queued run to run');
+    const done = await client.getRun(waiting.id);
+    assert.equal(done.state, 'succeeded', done.reason);
+    assert.equal(done.result?.output, 'at last');
+    for (const s of spinners) await until(async () => (await client.getRun(s.id)).state === 'timeout', 10_000, 'the spinners to time out');
+  });
+
   it('no node fits: 422 no_node_fits names what excluded how many nodes', async () => {
     await assert.rejects(
       client.run(js('export default () => 1', { resources: { memoryMiB: 4_000_000 } })),
