@@ -42,6 +42,7 @@ import { canonicalHash } from '../trust/canonical.ts';
 import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
 import { Reputation, type Outcome } from '../trust/reputation.ts';
 import { ReportBook, signReport, type CombinedReputation } from '../trust/reports.ts';
+import { spotCheckRate } from '../trust/spot-check.ts';
 import { EnvelopeSigner } from '../trust/signer.ts';
 import type { Envelope } from '../trust/envelope.ts';
 import { startHostNetworking } from '../net/host.ts';
@@ -241,7 +242,7 @@ export class VmeshNode {
       return this.submitRemote(target, submitted, { placement: { node: target, summary: 'named by placement.node', tried: [] } });
     }
     // Restores stay where they are asked for: a snapshot loads only under the QEMU and accelerator that took it.
-    if (submitted.verify !== undefined && options.local !== true) return this.submitVerified(submitted, submitted.verify.replicas, options);
+    if (submitted.verify !== undefined && options.local !== true) return this.submitVerified(submitted, options);
     // A node alone runs everything itself, and says exactly why it cannot (no_driver, capacity_exceeded).
     if (target === undefined && options.local !== true && this.remote !== undefined && !('snapshot' in submitted.source) && this.remote.members().length > 0) {
       return this.submitPlaced(submitted, options);
@@ -371,44 +372,66 @@ export class VmeshNode {
   }
 
   /**
-   * Runs a deterministic workload on `k` distinct nodes (the `k` best that fit, this one included), each as
-   * a run of its own, and follows them as this one run: it ends with the result more than half agree on, and
-   * the nodes whose result differs lose reputation.
+   * Runs a deterministic workload on several distinct nodes, each replica a run of its own, and follows them
+   * as this one run: it ends with the result more than half agree on, and the nodes whose result differs
+   * lose reputation. `verify.replicas`: the k best nodes that fit. `verify.spotCheck`: the best node, and as
+   * often as it is new or little trusted the next one too; a disagreement is settled by a third.
    */
-  private async submitVerified(workload: Workload, k: number, options: SubmitOptions): Promise<Run> {
+  private async submitVerified(workload: Workload, options: SubmitOptions): Promise<Run> {
+    const verify = workload.verify!;
+    if ((verify.replicas === undefined) === (verify.spotCheck !== true)) {
+      throw new InvalidInputError('verify: give either replicas (2 to 7) or spotCheck: true', { field: 'verify' });
+    }
     const id = options.id ?? newRunId();
+    const field = verify.replicas === undefined ? 'verify.spotCheck' : 'verify.replicas';
+    const wanted = verify.replicas ?? 1;
     const candidates = this.candidates();
     const request = placementRequest(workload, resolveResources(workload), seedOf(id), this.config.mesh.location);
     const policy = requestPolicy(this.config.placement, workload.placement);
     this.view.replaceAll(candidates);
-    const nodes = this.view.rank(request, policy, k).map((r) => r.id);
-    if (nodes.length < k) {
+    const nodes = this.view.rank(request, policy, Math.max(wanted, 3)).map((r) => r.id);
+    if (nodes.length < wanted || nodes.length === 0) {
       this.metrics.runsRejected.inc({ code: 'no_node_fits' });
-      throw new NoNodeFitsError(`verify.replicas: ${k} distinct nodes asked, ${nodes.length} fit now: ${explain(candidates, request, policy).summary}`, { field: 'verify.replicas' });
+      throw new NoNodeFitsError(`${field}: ${wanted} distinct nodes asked, ${nodes.length} fit now: ${explain(candidates, request, policy).summary}`, { field });
     }
+    let mode: { mode: 'replicas' | 'spot-check'; rate?: number } = { mode: 'replicas' };
+    let first = nodes.slice(0, wanted);
+    if (verify.spotCheck === true) {
+      const chosen = nodes[0]!;
+      const rate = spotCheckRate(chosen === this.id ? undefined : this.peerReputation(chosen));
+      mode = { mode: 'spot-check', rate };
+      first = nodes.length > 1 && Math.random() < rate ? nodes.slice(0, 2) : [chosen];
+    }
+    const spare = nodes.slice(first.length);
     const { verify: _verify, ...single } = workload;
+    const start = async (node: string, i: number): Promise<Replica> => {
+      const replica: Workload = { ...single, name: `${workload.name ?? id} (replica ${i + 1} for ${id})` };
+      const placement: RunPlacement = { node, summary: `replica ${i + 1} of verified run ${id}`, tried: [] };
+      const run = node === this.id ? await this.submitHere(replica, { placement }) : await this.submitRemote(node, replica, { placement });
+      return { run: run.id, node };
+    };
     const replicas: Replica[] = [];
     try {
-      for (const [i, node] of nodes.entries()) {
-        const replica: Workload = { ...single, name: `${workload.name ?? id} (replica ${i + 1} of ${k} for ${id})` };
-        const placement: RunPlacement = { node, summary: `replica ${i + 1} of ${k} of verified run ${id}`, tried: [] };
-        const run = node === this.id ? await this.submitHere(replica, { placement }) : await this.submitRemote(node, replica, { placement });
-        replicas.push({ run: run.id, node });
-      }
+      for (const [i, node] of first.entries()) replicas.push(await start(node, i));
     } catch (err) {
       for (const r of replicas) this.executor.cancel(r.run, `verified run ${id} could not start all its replicas`);
       throw err;
     }
-    const feed = verificationFeed(this, replicas, (v) => {
-      if (v.verdict === 'inconclusive') return;
-      for (const r of v.runs) if (r.node !== this.id) this.reputation.record(r.node, r.agreed ? 'verified' : 'mismatch');
-      const dissent = v.runs.filter((r) => !r.agreed);
-      if (dissent.length > 0) this.logger.warn({ runId: id, dissent: dissent.map((r) => r.node) }, 'verification: nodes returned a result the majority did not');
+    const feed = verificationFeed(this, replicas, {
+      mode,
+      // Only a spot check adds a node (to settle a disagreement of two); fixed replicas stand as asked.
+      ...(verify.spotCheck === true ? { escalate: async () => (spare.length === 0 ? undefined : start(spare.shift()!, replicas.length)) } : {}),
+      onVerdict: (v) => {
+        if (v.verdict === 'inconclusive' || v.replicas < 2) return;
+        for (const r of v.runs) if (r.node !== this.id) this.reputation.record(r.node, r.agreed ? 'verified' : 'mismatch');
+        const dissent = v.runs.filter((r) => !r.agreed);
+        if (dissent.length > 0) this.logger.warn({ runId: id, dissent: dissent.map((r) => r.node) }, 'verification: nodes returned a result the majority did not');
+      },
     });
     const now = new Date().toISOString();
     const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec: workload, resources: resolveResources(workload), createdAt: now, updatedAt: now };
     if (workload.name !== undefined) record.name = workload.name;
-    record.placement = { node: nodes[0]!, summary: `verified on ${k} nodes: ${nodes.join(', ')}`, tried: [] };
+    record.placement = { node: nodes[0]!, summary: `verified (${mode.mode}) on ${first.join(', ')}`, tried: [] };
     this.executor.follow(record, feed);
     return this.toPublic(record);
   }

@@ -19,13 +19,14 @@ export interface ReplicaHost {
  * The result of each replica, by the hash its receipt gives (the part a deterministic workload reproduces:
  * exit code, stdout, JSON output, outputs archive). More than half the replicas must agree.
  */
-export function tally(ended: Run[]): { verification: RunVerification; winner?: Run } {
+export function tally(ended: Run[], mode: Pick<RunVerification, 'mode' | 'rate'> = { mode: 'replicas' }): { verification: RunVerification; winner?: Run } {
   const keyOf = (r: Run) => resultHashOf(r) ?? `no result: ${r.state}`;
   const groups = new Map<string, Run[]>();
   for (const r of ended) groups.set(keyOf(r), [...(groups.get(keyOf(r)) ?? []), r]);
   const [key, group] = [...groups].sort((a, b) => b[1].length - a[1].length)[0]!;
   const won = group.length * 2 > ended.length;
   const verification: RunVerification = {
+    ...mode,
     replicas: ended.length,
     verdict: !won ? 'inconclusive' : group.length === ended.length ? 'unanimous' : 'majority',
     runs: ended.map((r) => {
@@ -53,7 +54,14 @@ function resultHashOf(run: Run): string | undefined {
  * every replica has ended, and then takes the result more than half of them agree on (with that replica's
  * receipt), or fails as inconclusive. Cancelling it cancels every replica.
  */
-export function verificationFeed(host: ReplicaHost, replicas: Replica[], onVerdict: (v: RunVerification) => void): RemoteFeed {
+export interface VerificationPlan {
+  mode: Pick<RunVerification, 'mode' | 'rate'>;
+  /** Another replica when no result has a majority yet (a spot check that disagreed); undefined when none is left. */
+  escalate?(): Promise<Replica | undefined>;
+  onVerdict(v: RunVerification): void;
+}
+
+export function verificationFeed(host: ReplicaHost, replicas: Replica[], plan: VerificationPlan): RemoteFeed {
   const ids = new Set(replicas.map((r) => r.run));
   const first = replicas[0]!.run;
   const updates = (async function* (): AsyncGenerator<RemoteUpdate> {
@@ -76,7 +84,18 @@ export function verificationFeed(host: ReplicaHost, replicas: Replica[], onVerdi
     host.events.on('state', onState);
     host.events.on('log', onLog);
     let all = false;
-    const ended = Promise.all(replicas.map((r) => host.waitFor(r.run))).finally(() => {
+    // Every replica's end; a tie adds a replica (when the plan has one to add) and waits for it too.
+    const ended = (async () => {
+      let runs = await Promise.all(replicas.map((r) => host.waitFor(r.run)));
+      while (tally(runs, plan.mode).winner === undefined) {
+        const more = await plan.escalate?.().catch(() => undefined);
+        if (more === undefined) break;
+        replicas.push(more);
+        ids.add(more.run);
+        runs = [...runs, await host.waitFor(more.run)];
+      }
+      return runs;
+    })().finally(() => {
       all = true;
       wake?.();
     });
@@ -89,8 +108,8 @@ export function verificationFeed(host: ReplicaHost, replicas: Replica[], onVerdi
         yield* pending.splice(0);
       }
       const runs = await ended;
-      const { verification, winner } = tally(runs);
-      onVerdict(verification);
+      const { verification, winner } = tally(runs, plan.mode);
+      plan.onVerdict(verification);
       if (winner !== undefined) {
         yield { type: 'end', run: { ...winner, verification } };
       } else {
@@ -104,7 +123,9 @@ export function verificationFeed(host: ReplicaHost, replicas: Replica[], onVerdi
     }
   })();
   return {
-    node: `${replicas.length} replicas`,
+    get node() {
+      return `${replicas.length} replicas`;
+    },
     updates,
     cancel: () => {
       for (const r of replicas) {

@@ -70,7 +70,10 @@ export type RunAttempt = Static<typeof RunAttempt>;
 
 /** How a run with `verify.replicas` was verified: every replica, and which result won. */
 export const RunVerification = Type.Object({
-  replicas: Type.Integer(),
+  mode: Type.Union([Type.Literal('replicas'), Type.Literal('spot-check')]),
+  /** For a spot check: the chance the chosen node had of being checked. */
+  rate: Type.Optional(Type.Number({ description: 'spot-check: the chance the chosen node had of being checked (1 for a node with fewer than 3 outcomes seen)' })),
+  replicas: Type.Integer({ description: 'how many nodes ran it in the end' }),
   verdict: Type.Union([Type.Literal('unanimous'), Type.Literal('majority'), Type.Literal('inconclusive')], {
     description: 'unanimous: every replica gave the same result; majority: more than half did (the others lost reputation); inconclusive: no result had more than half',
   }),

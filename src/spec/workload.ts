@@ -239,13 +239,21 @@ export const Workload = Type.Object(
     verify: Type.Optional(
       Type.Object(
         {
-          replicas: Type.Integer({
-            minimum: 2,
-            maximum: MAX_VERIFY_REPLICAS,
-            description: 'run on this many distinct nodes and compare their results; the majority wins and a dissenter loses reputation',
-          }),
+          replicas: Type.Optional(
+            Type.Integer({
+              minimum: 2,
+              maximum: MAX_VERIFY_REPLICAS,
+              description: 'run on this many distinct nodes and compare their results; the majority wins and a dissenter loses reputation',
+            }),
+          ),
+          spotCheck: Type.Optional(
+            Type.Boolean({
+              description:
+                'run on the best node and, as often as that node is new or little trusted (always below 3 outcomes seen, else 1 - reputation, at least 5%), on a second one too; a disagreement is settled by a third',
+            }),
+          ),
         },
-        { additionalProperties: false, description: 'for deterministic workloads: how the result is verified' },
+        { additionalProperties: false, description: 'for deterministic workloads: how the result is verified (replicas or spotCheck)' },
       ),
     ),
     outputs: Type.Optional(

@@ -79,3 +79,46 @@ describe('verification among nodes that do not trust each other', () => {
     assert.equal((await verifyReceipt(run.receipt!)).node, liar);
   });
 });
+
+describe('spot checks: new and little-trusted nodes are checked, and a lie never wins', () => {
+  let a: TestDaemon;
+  const workers: TestDaemon[] = [];
+  let client: VmeshClient;
+  before(async () => {
+    a = await startMeshDaemon();
+    const join = a.daemon.mesh!.addresses();
+    for (let i = 0; i < 2; i++) workers.push(await startMeshDaemon({ join, labels: { role: 'worker' } }));
+    workers.push(await startMeshDaemon({ join, labels: { role: 'worker' } }, undefined, { testing: { corruptResults: true } }));
+    await until(() => a.daemon.mesh!.nodes().filter((n) => n.self || n.rtt !== undefined).length === 4, 20_000, 'four nodes seen and measured by A');
+    client = new VmeshClient({ url: a.daemon.url, token: a.daemon.token });
+  });
+  after(async () => {
+    await client?.close();
+    for (const d of [a, ...workers]) await d?.remove();
+  });
+
+  it('every run on a new node is checked on a second; a disagreement is settled by a third; the liar falls and stops getting work', async () => {
+    const liar = workers[2]!.daemon.node.id;
+    const work = job({ verify: { spotCheck: true }, placement: { labels: { role: 'worker' } } });
+    const seen: string[] = [];
+    for (let i = 0; i < 12 && a.daemon.node.reputation.score(liar) >= 0.2; i++) {
+      const run = await client.run(work);
+      assert.equal(run.state, 'succeeded', run.reason);
+      assert.deepEqual(run.result?.output, { sum: 10 }, 'the lie never wins');
+      const v = run.verification!;
+      assert.equal(v.mode, 'spot-check');
+      assert.equal(v.rate, 1, 'the chosen node was new: always checked');
+      assert.ok(v.replicas === 2 || v.replicas === 3, `a check ran: ${v.replicas}`);
+      if (v.runs.some((r) => r.node === liar)) {
+        assert.equal(v.replicas, 3, 'the disagreement of two was settled by a third');
+        assert.equal(v.verdict, 'majority');
+        assert.equal(v.runs.find((r) => r.node === liar)?.agreed, false);
+      } else assert.equal(v.verdict, 'unanimous');
+      seen.push(`${v.replicas}:${v.verdict}`);
+    }
+    assert.ok(a.daemon.node.reputation.score(liar) < 0.2, `the liar was caught within 12 runs (${seen.join(', ')})`);
+    const e = await client.explainPlacement(work);
+    assert.equal(e.candidates.find((c) => c.node === liar)?.filters.find((f) => !f.pass)?.filter, 'reputation');
+    await assert.rejects(client.run(job({ verify: { replicas: 2, spotCheck: true } })), /verify: give either replicas/);
+  });
+});
