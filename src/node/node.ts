@@ -247,6 +247,11 @@ export class VmeshNode {
     if (target === undefined && options.local !== true && this.remote !== undefined && !('snapshot' in submitted.source) && this.remote.members().length > 0) {
       return this.submitPlaced(submitted, options);
     }
+    if (options.explain === true && options.placement === undefined) {
+      // Nothing to choose between, but the caller asked why: this node is the only candidate.
+      const explanation = this.explainPlacement(submitted);
+      return this.submitHere(submitted, { ...options, placement: { node: this.id, summary: explanation.summary, tried: [], explanation } });
+    }
     return this.submitHere(submitted, options);
   }
 
@@ -405,7 +410,7 @@ export class VmeshNode {
     const spare = nodes.slice(first.length);
     const { verify: _verify, ...single } = workload;
     const start = async (node: string, i: number): Promise<Replica> => {
-      const replica: Workload = { ...single, name: `${workload.name ?? id} (replica ${i + 1} for ${id})` };
+      const replica: Workload = { ...single, name: `${(workload.name ?? 'verified').slice(0, 160)} (replica ${i + 1} for ${id})` };
       const placement: RunPlacement = { node, summary: `replica ${i + 1} of verified run ${id}`, tried: [] };
       const run = node === this.id ? await this.submitHere(replica, { placement }) : await this.submitRemote(node, replica, { placement });
       return { run: run.id, node };

@@ -253,6 +253,9 @@ describe('vmesh CLI against a real detached node', () => {
     assert.equal(e.summary, 'no node fits this function run: of 1 node, 1 lacks the labels gpu=h100');
     assert.equal(e.candidates[0]!.filters.length, 8);
     assert.equal(json<Run[]>(await vmesh(home, ['--json', 'ps'])).length, before, 'a dry run runs nothing');
+    const explained = await vmesh(home, ['run', '--explain', 'examples/hello.js', '--input', '{"name":"x"}']);
+    assert.equal(explained.code, 0, explained.stderr);
+    assert.match(explained.stderr, /^placement: 1 node of 1 fit\nchosen: /m);
   });
 
   it('exits 4 for an unknown run and 3 when no node answers', async () => {
