@@ -40,7 +40,7 @@ import {
 } from '../placement/index.ts';
 import { canonicalHash } from '../trust/canonical.ts';
 import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
-import { Reputation, type Outcome } from '../trust/reputation.ts';
+import { latencyOutcome, Reputation, type Outcome } from '../trust/reputation.ts';
 import { ReportBook, signReport, type CombinedReputation } from '../trust/reports.ts';
 import { spotCheckRate } from '../trust/spot-check.ts';
 import { EnvelopeSigner } from '../trust/signer.ts';
@@ -490,6 +490,7 @@ export class VmeshNode {
           outcome = 'bad_receipt';
           this.logger.warn({ runId: id, node, problem }, 'a node sent back a run whose receipt does not check');
         });
+      const sentAt = performance.now();
       let feed = await checked(target, remote.start(target, id, spec, { mustFitNow: options.mustFitNow === true, heartbeat }));
       const { failover } = options;
       if (failover !== undefined) {
@@ -533,6 +534,11 @@ export class VmeshNode {
         outcome ??= ended === undefined ? undefined : outcomeOf(ended);
         // The node that ended it (after a failover, not the first); lost ones were recorded as they went.
         if (outcome !== undefined && ended !== undefined && ended.attempts?.at(-1)?.outcome !== 'lost') this.reputation.record(ended.nodeId, outcome);
+        // Its answer against its distance: how much longer it took here than it says it ran.
+        if (ended !== undefined && ended.attempts === undefined && ended.result !== undefined) {
+          const rtt = remote.members().find((m) => m.advert.node === ended.nodeId)?.rttMs;
+          if (latencyOutcome(performance.now() - sentAt, ended.result.timings.totalMs, rtt) === 'slow') this.reputation.record(ended.nodeId, 'slow');
+        }
       });
       return this.toPublic(record);
     } catch (err) {

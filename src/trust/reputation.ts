@@ -6,7 +6,7 @@ import type { ReputationRow } from '../store/store.ts';
  * (the sandbox or the driver broke). `mismatch` is a verification the peer lost; `bad_receipt` a receipt
  * that did not check.
  */
-export const OUTCOMES = ['succeeded', 'verified', 'failed', 'crashed', 'timeout', 'lost', 'refused', 'mismatch', 'bad_receipt'] as const;
+export const OUTCOMES = ['succeeded', 'verified', 'failed', 'crashed', 'timeout', 'lost', 'refused', 'mismatch', 'bad_receipt', 'slow'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** How much each outcome adds to the good and the bad weight. */
@@ -20,7 +20,23 @@ const WEIGHT: Record<Outcome, { good: number; bad: number }> = {
   refused: { good: 0, bad: 0 },
   mismatch: { good: 0, bad: 20 },
   bad_receipt: { good: 0, bad: 20 },
+  slow: { good: 0, bad: 0.25 },
 };
+
+/** What a round trip may add to a remote run before the node counts as slow: a few round trips and some slack. */
+const SLOW_RTTS = 4;
+const SLOW_SLACK_MS = 250;
+
+/**
+ * Whether a remote run took the requesting node much longer than the executing node says it ran, given the
+ * round trip measured to that node: the time beyond its own total is the network's and its queue's, and a
+ * node that answers far later than its distance explains (a loaded or throttled node, or one that delays on
+ * purpose) is `slow`.
+ */
+export function latencyOutcome(elapsedMs: number, reportedTotalMs: number, rttMs: number | undefined): 'slow' | undefined {
+  if (rttMs === undefined || !Number.isFinite(reportedTotalMs)) return undefined;
+  return elapsedMs - reportedTotalMs > SLOW_RTTS * rttMs + SLOW_SLACK_MS ? 'slow' : undefined;
+}
 
 export interface ReputationStore {
   listReputation(): ReputationRow[];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import path from 'node:path';
 import { Store } from '../../src/store/store.ts';
-import { Reputation } from '../../src/trust/reputation.ts';
+import { latencyOutcome, Reputation } from '../../src/trust/reputation.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 describe('reputation', () => {
@@ -33,5 +33,12 @@ describe('reputation', () => {
     const reopened = new Reputation(store, 60_000, () => now);
     assert.equal(reopened.get('p').score, after.score);
     assert.deepEqual(reopened.list().map((r) => r.peer), ['p']);
+  });
+
+  it('a node is slow when it answers far later than its round trip and its own run time explain', () => {
+    assert.equal(latencyOutcome(40, 30, 2), undefined, '10 ms beyond its run on a 2 ms link');
+    assert.equal(latencyOutcome(600, 30, 2), 'slow', 'half a second beyond its run on a 2 ms link');
+    assert.equal(latencyOutcome(600, 30, 100), undefined, 'a far node may take that long');
+    assert.equal(latencyOutcome(600, 30, undefined), undefined, 'never measured: no judgement');
   });
 });
