@@ -106,7 +106,7 @@ describe('placement across a mesh', () => {
   it('when no node has room free, the run waits in the queue of one that has it in all, its position visible where it was asked', async () => {
     const nodes = [a, b, c].map((d) => d.daemon.node.id);
     const vcpus = a.daemon.node.ledger.capacity.vcpus;
-    const spin = (node: string) => js('export default () => { for (;;) {} }', { resources: { vcpus, memoryMiB: 64, timeoutMs: 3000 }, placement: { node } });
+    const spin = (node: string) => js('export default () => { for (;;) {} }', { resources: { vcpus, memoryMiB: 64, timeoutMs: 5000 }, placement: { node } });
     const spinners = await Promise.all(nodes.map((n) => client.run(spin(n), { wait: false })));
     await until(async () => (await client.nodes()).nodes.every((n) => n.advert.free.vcpus < vcpus), 5000, 'every advert to show the vCPUs taken');
     const full = js('export default () => "at last"', { resources: { vcpus, memoryMiB: 64 } });
