@@ -195,6 +195,10 @@ export class Executor {
           if (u.run.verification !== undefined) patch.verification = u.run.verification;
           if (u.run.attempts !== undefined) patch.attempts = u.run.attempts;
           if (u.run.nodeId !== job.record.nodeId) patch.nodeId = u.run.nodeId;
+          // A node that ends a run it never said it started (it was quick, or it skips steps) still ends it here.
+          for (const step of ['placed', 'starting', 'running'] as const) {
+            if (!canTransition(job.record.state, state) && canTransition(job.record.state, step)) this.transition(job, step);
+          }
           this.finish(job, state, reason, result, patch);
           break;
         }
