@@ -17,32 +17,19 @@ import {
   RunNotFoundError,
   RunExistsError,
   isVmeshError,
-  NoNodeFitsError,
   NoRoomError,
   outputPaths,
   ADVERT_FORMAT,
   type NodeAdvert,
   type NodeDescription,
   type Run,
-  type RunPlacement,
   type Workload,
 } from '../spec/index.ts';
-import {
-  explain,
-  PlacementView,
-  placementRequest,
-  requestPolicy,
-  seedOf,
-  type Candidate,
-  type PlacementExplanation,
-  type PlacementPolicy,
-  type PlacementRequest,
-} from '../placement/index.ts';
+import type { PlacementExplanation } from '../placement/index.ts';
 import { canonicalHash } from '../trust/canonical.ts';
 import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
-import { latencyOutcome, Reputation, type Outcome } from '../trust/reputation.ts';
+import { Reputation } from '../trust/reputation.ts';
 import { ReportBook, signReport, type CombinedReputation } from '../trust/reports.ts';
-import { spotCheckRate } from '../trust/spot-check.ts';
 import { EnvelopeSigner } from '../trust/signer.ts';
 import type { Envelope } from '../trust/envelope.ts';
 import { startHostNetworking } from '../net/host.ts';
@@ -58,10 +45,10 @@ import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
 import { resolveSource } from './source.ts';
 import { resolveInputs, storedInputs } from './inputs.ts';
-import { blobsOf, receiptChecked, remoteSpec, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
-import { verificationFeed, type Replica } from './verify.ts';
-import { failoverFeed } from './failover.ts';
-import type { RemoteFeed } from './executor.ts';
+import { blobsOf, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
+import { Dispatch } from './dispatch.ts';
+import type { SubmitOptions } from './submit-options.ts';
+export type { SubmitOptions } from './submit-options.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
 import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
@@ -83,28 +70,6 @@ export interface NodeInfo {
   network: { available: boolean; range: string; reason?: string };
 }
 
-export interface SubmitOptions {
-  /** The run id another node chose (the same id on both nodes), or placement chose beforehand. */
-  id?: string;
-  /** Run it on this node whatever its placement hints say (another node placed it here). */
-  local?: boolean;
-  /** Refuse with no_room instead of queueing when it does not fit now (placement then asks another node). */
-  mustFitNow?: boolean;
-  /** The node that asked for the run: its receipt names it. */
-  requester?: string;
-  /** Keep placement's whole explanation with the run (`?explain=true`, `vmesh run --explain`). */
-  explain?: boolean;
-  /** Where placement put the run and why: stored with it. */
-  placement?: RunPlacement;
-}
-
-/** Error codes with which a node says "not me" rather than "not this request": placement asks the next node. */
-const NODE_REFUSALS = new Set(['no_room', 'no_driver', 'capacity_exceeded', 'queue_full', 'node_stopping', 'rate_limited', 'blob_store_full', 'internal']);
-
-function isNodeRefusal(err: unknown): boolean {
-  return !isVmeshError(err) || NODE_REFUSALS.has(err.code);
-}
-
 export interface NodeOptions {
   config: NodeConfig;
   logger?: Logger;
@@ -123,8 +88,8 @@ export class VmeshNode {
   /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
   private readonly afterRun = new Map<string, Promise<void>>();
   private remote: RemoteDispatch | undefined;
-  /** The candidates of the last placement, in columns (kept between decisions, updated in place). */
-  private readonly view = new PlacementView();
+  /** How runs go to other nodes: placement, remote runs, failover, verification. */
+  private dispatch: Dispatch;
   /** Signs this node's receipts. */
   private readonly signer: EnvelopeSigner;
   /** What this node has seen of its peers' work. */
@@ -152,6 +117,7 @@ export class VmeshNode {
     this.id = identity.id;
     this.signer = new EnvelopeSigner(identity.privateKey, identity.id);
     this.reputation = new Reputation(store, config.trust.reputationHalfLifeMs, Date.now, identity.id);
+    this.dispatch = new Dispatch(this, undefined);
     this.outputSink = blobSink(blobs, { maxBytes: config.limits.outputsArchiveBytes, inlineBytes: config.limits.inlineOutputBytes });
   }
 
@@ -238,25 +204,25 @@ export class VmeshNode {
   async submitValid(submitted: Workload, options: SubmitOptions = {}): Promise<Run> {
     if (this.stopping) throw new NodeStoppingError('the node is shutting down');
     const target = submitted.placement?.node;
-    if (target !== undefined && target !== this.id && options.local !== true) {
-      return this.submitRemote(target, submitted, { placement: { node: target, summary: 'named by placement.node', tried: [] } });
-    }
-    // Restores stay where they are asked for: a snapshot loads only under the QEMU and accelerator that took it.
-    if (submitted.verify !== undefined && options.local !== true) return this.submitVerified(submitted, options);
-    // A node alone runs everything itself, and says exactly why it cannot (no_driver, capacity_exceeded).
-    if (target === undefined && options.local !== true && this.remote !== undefined && !('snapshot' in submitted.source) && this.remote.members().length > 0) {
-      return this.submitPlaced(submitted, options);
+    if (options.local !== true) {
+      if (target !== undefined && target !== this.id) {
+        return this.dispatch.sendTo(target, submitted, { placement: { node: target, summary: 'named by placement.node', tried: [] } });
+      }
+      if (submitted.verify !== undefined) return this.dispatch.verified(submitted, options);
+      // A node alone runs everything itself, and says exactly why it cannot (no_driver, capacity_exceeded).
+      // Restores stay where they are asked for: a snapshot loads only under the QEMU and accelerator that took it.
+      if (target === undefined && !('snapshot' in submitted.source) && this.dispatch.hasPeers) return this.dispatch.placed(submitted, options);
     }
     if (options.explain === true && options.placement === undefined) {
       // Nothing to choose between, but the caller asked why: this node is the only candidate.
-      const explanation = this.explainPlacement(submitted);
+      const explanation = this.dispatch.explain(submitted);
       return this.submitHere(submitted, { ...options, placement: { node: this.id, summary: explanation.summary, tried: [], explanation } });
     }
     return this.submitHere(submitted, options);
   }
 
-  /** Validates and queues a run on this node. */
-  private async submitHere(submitted: Workload, options: SubmitOptions): Promise<Run> {
+  /** Validates and queues a run on this node (the dispatch calls it for the runs placement puts here). */
+  async submitHere(submitted: Workload, options: SubmitOptions): Promise<Run> {
     const specHash = canonicalHash(submitted);
     // What the run reads from the blob store stays there until its cleanup is over.
     const holds = [await this.blobs.hold(blobsOf(submitted))];
@@ -331,225 +297,25 @@ export class VmeshNode {
     }
   }
 
-  /**
-   * Places a run: ranks the nodes that fit (this one included), asks the best, and on a refusal ("not me":
-   * no room now, no such driver after all, gone) the next, up to `placement.attempts` nodes. When none has
-   * the room free now, the run goes to the queue of the best node that has the room in all.
-   */
-  private async submitPlaced(workload: Workload, options: SubmitOptions): Promise<Run> {
-    const id = options.id ?? newRunId();
-    const candidates = this.candidates();
-    const request = placementRequest(workload, resolveResources(workload), seedOf(id), this.config.mesh.location);
-    const policy = requestPolicy(this.config.placement, workload.placement);
-    const explanation = options.explain === true ? explain(candidates, request, policy) : undefined;
-    this.view.replaceAll(candidates);
-    const tried: RunPlacement['tried'] = [];
-    const roomless = new Set<string>();
-    for (const queued of [false, true]) {
-      request.ignoreFree = queued;
-      for (const node of roomless) request.exclude.delete(node); // they may queue it
-      for (let asked = 0; asked < this.config.placement.attempts; asked++) {
-        const best = this.view.rank(request, policy, 1)[0];
-        if (best === undefined) break;
-        const placement: RunPlacement = {
-          node: best.id,
-          summary: explanation?.summary ?? `rank 1 of the nodes that fit, among ${candidates.length} known`,
-          tried: [...tried],
-          ...(queued ? { queued: true } : {}),
-          ...(explanation === undefined ? {} : { explanation }),
-        };
-        try {
-          return best.id === this.id
-            ? await this.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
-            : await this.submitRemote(best.id, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
-        } catch (err) {
-          if (!isNodeRefusal(err)) throw err;
-          const reason = (err as Error).message;
-          tried.push({ node: best.id, reason: reason.slice(0, 1024) });
-          request.exclude.set(best.id, `asked already: ${reason}`);
-          if (isVmeshError(err) && err.code === 'no_room') roomless.add(best.id);
-        }
-      }
-    }
-    this.metrics.runsRejected.inc({ code: 'no_node_fits' });
-    const refusals = tried.length === 0 ? '' : ` (asked: ${tried.map((t) => `${t.node}: ${t.reason}`).join('; ')})`;
-    throw new NoNodeFitsError(`${explain(candidates, request, policy).summary}${refusals}`, { field: 'placement' });
-  }
-
-  /**
-   * Runs a deterministic workload on several distinct nodes, each replica a run of its own, and follows them
-   * as this one run: it ends with the result more than half agree on, and the nodes whose result differs
-   * lose reputation. `verify.replicas`: the k best nodes that fit. `verify.spotCheck`: the best node, and as
-   * often as it is new or little trusted the next one too; a disagreement is settled by a third.
-   */
-  private async submitVerified(workload: Workload, options: SubmitOptions): Promise<Run> {
-    const verify = workload.verify!;
-    if ((verify.replicas === undefined) === (verify.spotCheck !== true)) {
-      throw new InvalidInputError('verify: give either replicas (2 to 7) or spotCheck: true', { field: 'verify' });
-    }
-    const id = options.id ?? newRunId();
-    const field = verify.replicas === undefined ? 'verify.spotCheck' : 'verify.replicas';
-    const wanted = verify.replicas ?? 1;
-    const candidates = this.candidates();
-    const request = placementRequest(workload, resolveResources(workload), seedOf(id), this.config.mesh.location);
-    const policy = requestPolicy(this.config.placement, workload.placement);
-    this.view.replaceAll(candidates);
-    const nodes = this.view.rank(request, policy, Math.max(wanted, 3)).map((r) => r.id);
-    if (nodes.length < wanted || nodes.length === 0) {
-      this.metrics.runsRejected.inc({ code: 'no_node_fits' });
-      throw new NoNodeFitsError(`${field}: ${wanted} distinct nodes asked, ${nodes.length} fit now: ${explain(candidates, request, policy).summary}`, { field });
-    }
-    let mode: { mode: 'replicas' | 'spot-check'; rate?: number } = { mode: 'replicas' };
-    let first = nodes.slice(0, wanted);
-    if (verify.spotCheck === true) {
-      const chosen = nodes[0]!;
-      const rate = spotCheckRate(chosen === this.id ? undefined : this.peerReputation(chosen));
-      mode = { mode: 'spot-check', rate };
-      first = nodes.length > 1 && Math.random() < rate ? nodes.slice(0, 2) : [chosen];
-    }
-    const spare = nodes.slice(first.length);
-    const { verify: _verify, ...single } = workload;
-    const start = async (node: string, i: number): Promise<Replica> => {
-      const replica: Workload = { ...single, name: `${(workload.name ?? 'verified').slice(0, 160)} (replica ${i + 1} for ${id})` };
-      const placement: RunPlacement = { node, summary: `replica ${i + 1} of verified run ${id}`, tried: [] };
-      const run = node === this.id ? await this.submitHere(replica, { placement }) : await this.submitRemote(node, replica, { placement });
-      return { run: run.id, node };
-    };
-    const replicas: Replica[] = [];
-    try {
-      for (const [i, node] of first.entries()) replicas.push(await start(node, i));
-    } catch (err) {
-      for (const r of replicas) this.executor.cancel(r.run, `verified run ${id} could not start all its replicas`);
-      throw err;
-    }
-    const feed = verificationFeed(this, replicas, {
-      mode,
-      // Only a spot check adds a node (to settle a disagreement of two); fixed replicas stand as asked.
-      ...(verify.spotCheck === true ? { escalate: async () => (spare.length === 0 ? undefined : start(spare.shift()!, replicas.length)) } : {}),
-      onVerdict: (v) => {
-        if (v.verdict === 'inconclusive' || v.replicas < 2) return;
-        for (const r of v.runs) if (r.node !== this.id) this.reputation.record(r.node, r.agreed ? 'verified' : 'mismatch');
-        const dissent = v.runs.filter((r) => !r.agreed);
-        if (dissent.length > 0) this.logger.warn({ runId: id, dissent: dissent.map((r) => r.node) }, 'verification: nodes returned a result the majority did not');
-      },
-    });
-    const now = new Date().toISOString();
-    const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec: workload, resources: resolveResources(workload), createdAt: now, updatedAt: now };
-    if (workload.name !== undefined) record.name = workload.name;
-    record.placement = { node: nodes[0]!, summary: `verified (${mode.mode}) on ${first.join(', ')}`, tried: [] };
-    this.executor.follow(record, feed);
-    return this.toPublic(record);
+  /** Lets the node send runs to, and fetch blobs from, other nodes (the mesh calls this once it is up). */
+  attachRemote(remote: RemoteDispatch): void {
+    this.remote = remote;
+    this.dispatch = new Dispatch(this, remote);
   }
 
   /** Where placement would put a workload, and why: every node, every filter's verdict, every score term. */
   explainPlacement(workload: Workload): PlacementExplanation {
-    const request = placementRequest(workload, resolveResources(workload), seedOf(newRunId()), this.config.mesh.location);
-    return explain(this.candidates(), request, requestPolicy(this.config.placement, workload.placement));
+    return this.dispatch.explain(workload);
   }
 
   /** The reputation this node holds of a peer: its own observations, with the reports of peers it trusts. */
   peerReputation(peer: string): CombinedReputation {
-    return this.reports.combined(peer, this.reputation);
+    return this.dispatch.peerReputation(peer);
   }
 
   /** Signs this node's reputation report (the mesh publishes it). */
   signReport(seq: number): Envelope {
     return signReport(this.signer, this.reputation, seq);
-  }
-
-  /** This node and every member of the mesh it sees, as placement candidates. */
-  private candidates(): Candidate[] {
-    const self: Candidate = { id: this.id, self: true, advert: this.soloAdvert(), reputation: 1 };
-    const others = (this.remote?.members() ?? []).map((m): Candidate => {
-      const c: Candidate = { id: m.advert.node, self: false, advert: m.advert, reputation: this.peerReputation(m.advert.node).score };
-      if (m.rttMs !== undefined) c.rttMs = m.rttMs;
-      return c;
-    });
-    return [self, ...others];
-  }
-
-  /** Sends a run to node `target` and follows it there: stored here, executed there. */
-  private async submitRemote(
-    target: string,
-    workload: Workload,
-    options: { id?: string; mustFitNow?: boolean; placement?: RunPlacement; failover?: { request: PlacementRequest; policy: PlacementPolicy } } = {},
-  ): Promise<Run> {
-    try {
-      if (this.remote === undefined) {
-        throw new InvalidInputError(`placement.node: this node is in no mesh, so it cannot send a run to ${target}`, { field: 'placement.node' });
-      }
-      const resources = resolveResources(workload);
-      const spec = await remoteSpec(workload, this.blobs);
-      const id = options.id ?? newRunId();
-      const remote = this.remote;
-      const p = this.config.placement;
-      const heartbeat = { everyMs: p.heartbeatMs, timeoutMs: p.heartbeatTimeoutMs };
-      let outcome: Outcome | undefined;
-      const checked = async (node: string, started: Promise<RemoteFeed>) =>
-        receiptChecked(await started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
-          outcome = 'bad_receipt';
-          this.logger.warn({ runId: id, node, problem }, 'a node sent back a run whose receipt does not check');
-        });
-      const sentAt = performance.now();
-      let feed = await checked(target, remote.start(target, id, spec, { mustFitNow: options.mustFitNow === true, heartbeat }));
-      const { failover } = options;
-      if (failover !== undefined) {
-        feed = failoverFeed(feed, {
-          maxAttempts: p.attempts,
-          backoffMs: p.backoffMs,
-          onLost: (node, reason) => {
-            this.reputation.record(node, 'lost');
-            this.logger.warn({ runId: id, node, reason }, 'lost the node running a run: placing it again');
-          },
-          restart: async (lost, signal) => {
-            const { request, policy } = failover;
-            request.ignoreFree = false;
-            request.exclude.set(this.id, 'a run placed again goes to another node');
-            for (const node of lost) request.exclude.set(node, 'lost during an earlier attempt');
-            this.view.replaceAll(this.candidates());
-            for (let asked = 0; asked < p.attempts; asked++) {
-              const best = this.view.rank(request, policy, 1)[0];
-              if (best === undefined) throw new NoNodeFitsError(explain(this.candidates(), request, policy).summary);
-              try {
-                return await checked(best.id, remote.start(best.id, id, spec, { mustFitNow: true, heartbeat, signal }));
-              } catch (err) {
-                if (!isNodeRefusal(err)) throw err;
-                request.exclude.set(best.id, `asked already: ${(err as Error).message}`);
-              }
-            }
-            throw new NoNodeFitsError(`${p.attempts} nodes asked, none took it`);
-          },
-        });
-      }
-      const now = new Date().toISOString();
-      const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: target, spec, resources, createdAt: now, updatedAt: now };
-      if (workload.name !== undefined) record.name = workload.name;
-      if (options.placement !== undefined) record.placement = options.placement;
-      this.executor.follow(record, feed);
-      // The executing node fetches the run's blobs from here: they stay until the run is over.
-      const release = await this.blobs.hold(blobsOf(spec));
-      this.afterSettled(id, () => {
-        release();
-        const ended = this.store.getRun(id);
-        outcome ??= ended === undefined ? undefined : outcomeOf(ended);
-        // The node that ended it (after a failover, not the first); lost ones were recorded as they went.
-        if (outcome !== undefined && ended !== undefined && ended.attempts?.at(-1)?.outcome !== 'lost') this.reputation.record(ended.nodeId, outcome);
-        // Its answer against its distance: how much longer it took here than it says it ran.
-        if (ended !== undefined && ended.attempts === undefined && ended.result !== undefined) {
-          const rtt = remote.members().find((m) => m.advert.node === ended.nodeId)?.rttMs;
-          if (latencyOutcome(performance.now() - sentAt, ended.result.timings.totalMs, rtt) === 'slow') this.reputation.record(ended.nodeId, 'slow');
-        }
-      });
-      return this.toPublic(record);
-    } catch (err) {
-      this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
-      throw err;
-    }
-  }
-
-  /** Lets the node send runs to, and fetch blobs from, other nodes (the mesh calls this once it is up). */
-  attachRemote(remote: RemoteDispatch): void {
-    this.remote = remote;
   }
 
   /** Freezes a running run's sandbox (its resources stay reserved; its timeout keeps counting). */
@@ -643,7 +409,7 @@ export class VmeshNode {
   }
 
   /** Runs `work` once the run's sandbox is cleaned up; `settled` waits for it too. */
-  private afterSettled(id: string, work: () => Promise<void> | void): void {
+  afterSettled(id: string, work: () => Promise<void> | void): void {
     this.afterRun.set(id, this.executor.settled(id).then(work).finally(() => this.afterRun.delete(id)));
   }
 
@@ -726,7 +492,8 @@ export class VmeshNode {
     this.store.close();
   }
 
-  private toPublic(record: RunRecord): Run {
+  /** A stored run as the API shows it: without its spec, with its queue position while queued. */
+  toPublic(record: RunRecord): Run {
     const { spec: _spec, ...run } = record;
     if (record.state === 'queued') {
       const position = this.executor.position(record.id);
@@ -736,21 +503,3 @@ export class VmeshNode {
   }
 }
 
-/** What a run that ended says about the node that executed it. */
-function outcomeOf(run: RunRecord): Outcome | undefined {
-  switch (run.state) {
-    case 'succeeded':
-      return 'succeeded';
-    case 'failed':
-      if (run.reason?.startsWith('lost contact') === true || run.reason?.includes('closed the run') === true) return 'lost';
-      return run.result?.exitCode !== null && run.result?.exitCode !== undefined ? 'failed' : 'crashed';
-    case 'oom':
-      return 'failed';
-    case 'timeout':
-      return 'timeout';
-    case 'lost':
-      return 'lost';
-    default:
-      return undefined; // cancelled, or not over
-  }
-}

@@ -97,18 +97,19 @@ describe('spot checks: new and little-trusted nodes are checked, and a lie never
     for (const d of [a, ...workers]) await d?.remove();
   });
 
-  it('every run on a new node is checked on a second; a disagreement is settled by a third; the liar falls and stops getting work', async () => {
+  it('a run on a new node is always checked on a second; a disagreement is settled by a third; the lie never wins and the liar falls', async () => {
     const liar = workers[2]!.daemon.node.id;
-    const work = job({ verify: { spotCheck: true }, placement: { labels: { role: 'worker' } } });
+    // Scores by the tie-break alone (every weight 0), so that any worker may be chosen first whatever its record.
+    const work = job({ verify: { spotCheck: true }, placement: { labels: { role: 'worker' }, weights: { resources: 0, proximity: 0, reputation: 0, load: 0 } } });
     const seen: string[] = [];
-    for (let i = 0; i < 12 && a.daemon.node.reputation.score(liar) >= 0.2; i++) {
+    for (let i = 0; i < 30 && a.daemon.node.reputation.score(liar) >= 0.2; i++) {
       const run = await client.run(work);
       assert.equal(run.state, 'succeeded', run.reason);
       assert.deepEqual(run.result?.output, { sum: 10 }, 'the lie never wins');
       const v = run.verification!;
       assert.equal(v.mode, 'spot-check');
-      assert.equal(v.rate, 1, 'the chosen node was new: always checked');
-      assert.ok(v.replicas === 2 || v.replicas === 3, `a check ran: ${v.replicas}`);
+      if (i === 0) assert.equal(v.rate, 1, 'the first node chosen was new: always checked');
+      assert.ok(v.rate! >= 0.05 && v.rate! <= 1, String(v.rate));
       if (v.runs.some((r) => r.node === liar)) {
         assert.equal(v.replicas, 3, 'the disagreement of two was settled by a third');
         assert.equal(v.verdict, 'majority');
@@ -116,7 +117,7 @@ describe('spot checks: new and little-trusted nodes are checked, and a lie never
       } else assert.equal(v.verdict, 'unanimous');
       seen.push(`${v.replicas}:${v.verdict}`);
     }
-    assert.ok(a.daemon.node.reputation.score(liar) < 0.2, `the liar was caught within 12 runs (${seen.join(', ')})`);
+    assert.ok(a.daemon.node.reputation.score(liar) < 0.2, `the liar was caught within 30 runs (${seen.join(', ')})`);
     const e = await client.explainPlacement(work);
     assert.equal(e.candidates.find((c) => c.node === liar)?.filters.find((f) => !f.pass)?.filter, 'reputation');
     await assert.rejects(client.run(job({ verify: { replicas: 2, spotCheck: true } })), /verify: give either replicas/);
