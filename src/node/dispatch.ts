@@ -80,11 +80,15 @@ export class Dispatch {
           ...(explanation === undefined ? {} : { explanation }),
         };
         try {
-          return best.id === this.node.id
-            ? await this.node.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
-            : await this.sendTo(best.id, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
+          const run =
+            best.id === this.node.id
+              ? await this.node.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
+              : await this.sendTo(best.id, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
+          this.node.metrics.placements.inc({ target: queued ? 'queue' : best.id === this.node.id ? 'self' : 'peer' });
+          return run;
         } catch (err) {
           if (!isNodeRefusal(err)) throw err;
+          this.node.metrics.placementRefusals.inc({ code: isVmeshError(err) ? err.code : 'unreachable' });
           const reason = (err as Error).message;
           tried.push({ node: best.id, reason: reason.slice(0, 1024) });
           request.exclude.set(best.id, `asked already: ${reason}`);
@@ -148,6 +152,7 @@ export class Dispatch {
       // Only a spot check adds a node (to settle a disagreement of two); fixed replicas stand as asked.
       ...(verify.spotCheck === true ? { escalate: async () => (spare.length === 0 ? undefined : start(spare.shift()!, replicas.length)) } : {}),
       onVerdict: (v) => {
+        this.node.metrics.verifications.inc({ mode: v.mode, verdict: v.verdict });
         if (v.verdict === 'inconclusive' || v.replicas < 2) return;
         for (const r of v.runs) if (r.node !== this.node.id) this.node.reputation.record(r.node, r.agreed ? 'verified' : 'mismatch');
         const dissent = v.runs.filter((r) => !r.agreed);
@@ -204,6 +209,7 @@ export class Dispatch {
       const checked = async (node: string, started: Promise<RemoteFeed>) =>
         receiptChecked(await started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
           outcome = 'bad_receipt';
+          this.node.metrics.receiptsRefused.inc();
           this.node.logger.warn({ runId: id, node, problem }, 'a node sent back a run whose receipt does not check');
         });
       const sentAt = performance.now();
@@ -214,6 +220,7 @@ export class Dispatch {
           maxAttempts: p.attempts,
           backoffMs: p.backoffMs,
           onLost: (node, reason) => {
+            this.node.metrics.failovers.inc();
             this.node.reputation.record(node, 'lost');
             this.node.logger.warn({ runId: id, node, reason }, 'lost the node running a run: placing it again');
           },

@@ -16,6 +16,16 @@ export class NodeMetrics {
   readonly queueLength = new Gauge({ name: 'vmesh_queue_length', help: 'Runs waiting for resources', registers: [this.registry] });
   readonly running = new Gauge({ name: 'vmesh_runs_active', help: 'Runs placed, starting or running', registers: [this.registry] });
   readonly capacity = new Gauge({ name: 'vmesh_capacity', help: 'What this node can hand out', labelNames: ['resource'], registers: [this.registry] });
+  readonly placements = new Counter({
+    name: 'vmesh_placements_total',
+    help: 'Runs placement sent somewhere: to this node, to another, or to a queue because no node had room free',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
+  readonly placementRefusals = new Counter({ name: 'vmesh_placement_refusals_total', help: 'Nodes that said "not me" to a placed run', labelNames: ['code'], registers: [this.registry] });
+  readonly failovers = new Counter({ name: 'vmesh_failovers_total', help: 'Nodes lost while they ran a placed run (the run is placed again while attempts remain)', registers: [this.registry] });
+  readonly receiptsRefused = new Counter({ name: 'vmesh_receipts_refused_total', help: 'Remote runs whose receipt did not check', registers: [this.registry] });
+  readonly verifications = new Counter({ name: 'vmesh_verifications_total', help: 'Verified runs, by mode and verdict', labelNames: ['mode', 'verdict'], registers: [this.registry] });
   readonly free = new Gauge({ name: 'vmesh_free', help: 'What this node has not reserved', labelNames: ['resource'], registers: [this.registry] });
 
   constructor() {

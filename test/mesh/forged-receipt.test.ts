@@ -120,5 +120,7 @@ describe('a node that sends back results its receipt does not cover', () => {
     assert.equal(run.state, 'succeeded', run.reason);
     assert.equal(run.result?.stdout.text, 'made up\n');
     assert.ok(a.daemon.node.reputation.score(liar.id) < 0.2, 'four bad receipts already keep it from work');
+    const metrics = await (await fetch(`${a.daemon.url}/metrics`)).text();
+    assert.match(metrics, /^vmesh_receipts_refused_total 4$/m);
   });
 });

@@ -44,6 +44,7 @@ describe('placement across a mesh', () => {
     assert.equal(receipt.node, b.daemon.node.id);
     assert.equal(receipt.requester, a.daemon.node.id);
     assert.equal(b.daemon.node.getRun(run.id).state, 'succeeded', 'B ran it');
+    assert.match(await (await fetch(`${a.daemon.url}/metrics`)).text(), /^vmesh_placements_total\{target="peer"\} [1-9]/m);
     // A saw B succeed: its reputation of B moved above a stranger's.
     await a.daemon.node.settled(run.id);
     const rep = a.daemon.node.reputation.get(b.daemon.node.id);

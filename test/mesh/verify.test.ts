@@ -53,6 +53,7 @@ describe('verification among nodes that do not trust each other', () => {
       assert.equal(a.daemon.node.reputation.get(l.daemon.node.id).counts.mismatch, 1);
     }
     for (const h of honest) assert.ok(a.daemon.node.reputation.score(h.daemon.node.id) > 0.5);
+    assert.match(await (await fetch(`${a.daemon.url}/metrics`)).text(), /^vmesh_verifications_total\{mode="replicas",verdict="majority"\} 1$/m);
   });
 
   it('then the liars receive no work: placement rejects them on reputation, and a run on 5 nodes is unanimous', async () => {
