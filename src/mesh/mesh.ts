@@ -176,11 +176,18 @@ export class Mesh {
     report.unref();
     this.timers.push(report);
     await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
-    const members = () =>
-      this.nodes()
-        .filter((n) => !n.self && !this.guard.isBanned(n.id))
-        .map((n) => ({ advert: n.advert, connected: n.connected, ...(n.rtt === undefined ? {} : { rttMs: n.rtt.minMs }) }));
-    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers(), members));
+    // The other members as placement sees them (without making this node's own advert, as nodes() does).
+    const members = () => {
+      const connected = new Set(this.host.getPeers().map((p) => p.toString()));
+      return this.membership
+        .list()
+        .filter((m) => !this.guard.isBanned(m.id))
+        .map((m) => {
+          const rtt = this.proximity.get(m.id);
+          return { advert: m.advert, connected: connected.has(m.id), ...(rtt === undefined ? {} : { rttMs: rtt.minMs }) };
+        });
+    };
+    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers(), members, () => this.membership.size));
   }
 
   /** The members this node is connected to and does not refuse, nearest first (unmeasured ones last). */

@@ -221,6 +221,7 @@ export class RemoteRuns implements RemoteDispatch {
     /** Other nodes to keep copies on, nearest first. */
     private readonly keepers: () => PeerId[],
     readonly members: () => MemberView[],
+    readonly memberCount: () => number,
   ) {}
 
   async start(target: string, id: string, workload: WorkloadType, options: RemoteStartOptions = {}): Promise<RemoteFeed> {

@@ -49,7 +49,7 @@ export class Dispatch {
 
   /** Whether placement has anything to choose between: other members of a mesh. */
   get hasPeers(): boolean {
-    return this.remote !== undefined && this.remote.members().length > 0;
+    return this.remote !== undefined && this.remote.memberCount() > 0;
   }
 
   /**

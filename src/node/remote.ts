@@ -13,6 +13,8 @@ export interface RemoteDispatch {
   start(target: string, id: string, workload: Workload, options?: RemoteStartOptions): Promise<RemoteFeed>;
   /** The other nodes of the mesh as this node sees them: their signed adverts and measured round trips. */
   members(): MemberView[];
+  /** How many other nodes the mesh has (cheaper than `members().length`). */
+  memberCount(): number;
   /** Fetches a blob into this node's store from the mesh, trying the nodes in `hints` first. */
   fetchBlob(hash: string, hints?: string[], signal?: AbortSignal): Promise<void>;
   /** Places `copies` more copies of a blob this node holds on other nodes of the mesh, nearest first. */
