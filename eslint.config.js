@@ -13,4 +13,18 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // node:assert reads the test's source to word a failed assert.ok without a message, and under tsx that
+    // can spin forever: a failure became a 10-minute hang in test/api. Every assert.ok says what it checks.
+    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.object.name='assert'][callee.property.name='ok'][arguments.length=1]",
+          message: 'give assert.ok a message: without one, a failure can hang the test (node:assert parses the tsx-loaded source)',
+        },
+      ],
+    },
+  },
 );

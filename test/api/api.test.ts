@@ -81,8 +81,8 @@ describe('HTTP API', () => {
     assert.notEqual(run.state, 'succeeded');
     const done = await daemon.node.waitFor(run.id);
     assert.equal((await client.getRun(run.id)).state, done.state);
-    assert.ok((await client.listRuns({ limit: 5 })).some((r) => r.id === run.id));
-    assert.ok((await client.listRuns({ state: 'succeeded' })).every((r) => r.state === 'succeeded'));
+    assert.ok((await client.listRuns({ limit: 5 })).some((r) => r.id === run.id), '(await client.listRuns({ limit: 5 })).some((r) => r.id === run.id)');
+    assert.ok((await client.listRuns({ state: 'succeeded' })).every((r) => r.state === 'succeeded'), '(await client.listRuns({ state: \'succeeded\' })).every((r) => r.state === \'succeeded\')');
   });
 
   it('requires the bearer token on every /v1 call', async () => {
@@ -186,7 +186,7 @@ describe('HTTP API', () => {
     for await (const e of client.logs(run.id)) events.push(e);
     const out = events.filter((e) => e.event === 'stdout').map((e) => (e as { text: string }).text).join('');
     assert.equal(out, 'line 0\nline 1\nline 2\n');
-    assert.ok(events.some((e) => e.event === 'stderr' && e.text === 'done\n'));
+    assert.ok(events.some((e) => e.event === 'stderr' && e.text === 'done\n'), 'events.some((e) => e.event === \'stderr\' && e.text === \'done\\n\')');
     const states = events.filter((e) => e.event === 'state').map((e) => (e as { state: string }).state);
     assert.deepEqual(states, ['queued', 'placed', 'starting', 'running', 'succeeded']);
     assert.deepEqual(events.at(-1), { event: 'end', state: 'succeeded' });
@@ -216,12 +216,13 @@ describe('HTTP API', () => {
   it('describes the node: capacity, free resources, drivers with versions', async () => {
     const node = await settledNode();
     assert.equal(node.id, daemon.node.id);
-    assert.ok(node.capacity.vcpus >= 1);
+    assert.ok(node.capacity.vcpus >= 1, 'node.capacity.vcpus >= 1');
     assert.deepEqual(node.free, node.capacity);
     const names = node.drivers.map((d) => d.name);
     assert.deepEqual(names, ['wasm', 'quickjs', 'oci', 'qemu']);
     for (const d of node.drivers) assert.ok(d.probe.available ? d.probe.version : d.probe.reason, `${d.name} says its version or why not`);
-    assert.ok(node.drivers.filter((d) => d.name !== 'oci').every((d) => d.probe.available));
+    const unavailable = node.drivers.filter((d) => d.name !== 'oci' && !d.probe.available);
+    assert.deepEqual(unavailable.map((d) => `${d.name}: ${d.probe.reason}`), [], 'every driver but oci is available here');
     assert.equal(node.network.range, '10.89.0.0/16');
     assert.ok(node.network.available || node.network.reason, 'says whether sandboxes get networks, and why not');
     assert.deepEqual((await client.drivers()).map((d) => d.name), names);

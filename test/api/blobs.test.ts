@@ -66,7 +66,7 @@ describe('HTTP API: /v1/blobs', () => {
     const got = await client.getBlob(streamed.blob);
     assert.equal(got.bytes, big.byteLength);
     assert.equal(got.from, undefined, 'it was here');
-    assert.ok((await buffer(Readable.fromWeb(got.body))).equals(big));
+    assert.ok((await buffer(Readable.fromWeb(got.body))).equals(big), '(await buffer(Readable.fromWeb(got.body))).equals(big)');
     assert.equal(await client.blobSize(put.blob), 1000);
     assert.equal(await client.blobSize(sha256(Buffer.from('never stored'))), undefined);
 

@@ -108,7 +108,7 @@ describe('blob store: size cap and least-recently-used eviction', () => {
 
     const same = blob();
     const hashes = await Promise.all(Array.from({ length: 5 }, () => store.put(same)));
-    assert.ok(hashes.every((h) => h === sha256(same)));
+    assert.ok(hashes.every((h) => h === sha256(same)), 'hashes.every((h) => h === sha256(same))');
     assert.equal((await store.usage()).bytes, onDisk(store.root).bytes, 'counted once');
     assert.deepEqual(onDisk(store.root).incoming, []);
   });

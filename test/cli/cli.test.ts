@@ -64,7 +64,7 @@ describe('vmesh CLI against a real detached node', () => {
     assert.equal(view.mesh.enabled, true);
     assert.match(view.mesh.addresses[0]!, new RegExp(`^/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${view.self}$`));
     assert.deepEqual(view.nodes.map((n) => [n.id, n.self]), [[view.self, true]]);
-    assert.ok(view.nodes[0]!.advert.drivers.some((d) => d.name === 'wasm'));
+    assert.ok(view.nodes[0]!.advert.drivers.some((d) => d.name === 'wasm'), 'view.nodes[0]!.advert.drivers.some((d) => d.name === \'wasm\')');
     const human = await vmesh(home, ['nodes']);
     assert.match(human.stdout, new RegExp(`${view.self} \\(this node\\)`));
     assert.match(human.stdout, /join this node with: vmesh up --join \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//);
@@ -193,7 +193,7 @@ describe('vmesh CLI against a real detached node', () => {
     const got = await vmesh(home, ['--json', 'blob', 'get', hash, '-o', out]);
     assert.equal(got.code, 0, got.stderr);
     assert.deepEqual(json<{ file: string; bytes: number; blob: string }>(got), { file: out, bytes: 300_000, blob: hash });
-    assert.ok(readFileSync(out).equals(bytes));
+    assert.ok(readFileSync(out).equals(bytes), 'readFileSync(out).equals(bytes)');
     assert.equal((await vmesh(home, ['blob', 'get', piped.blob])).stdout, 'piped text\n', 'to stdout by default');
     assert.match((await vmesh(home, ['blob', 'get', hash, '-o', out])).stderr, /exists; pass --force/);
 

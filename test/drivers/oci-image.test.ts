@@ -108,7 +108,7 @@ describe('image unpacking', () => {
     // A well-formed layer that is not the one the manifest names: caught by its digest after unpacking.
     writeFileSync(layerFile, gzipSync(await tarOf([{ name: 'other', content: 'other' }])));
     await assert.rejects(cache.ensure(dir, MiB), /does not match its digest/);
-    assert.ok(!cacheEntries().some((e) => e.startsWith('.unpacking-')));
+    assert.ok(!cacheEntries().some((e) => e.startsWith('.unpacking-')), '!cacheEntries().some((e) => e.startsWith(\'.unpacking-\'))');
     writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }));
     await assert.rejects(cache.ensure(dir, MiB), /lists no manifests/);
   });
@@ -139,7 +139,7 @@ describe('image unpacking', () => {
     const evil = path.join(tmp.dir, 'evil.tar');
     writeFileSync(evil, await tarOf([{ name: '../../escaped', content: 'x' }]));
     await assert.rejects(cache.ensureArchive(evil, MiB), /archive evil\.tar entry "..\/..\/escaped": the path leaves the root file system/);
-    assert.ok(!cacheEntries().some((e) => e.startsWith('.archive-')));
+    assert.ok(!cacheEntries().some((e) => e.startsWith('.archive-')), '!cacheEntries().some((e) => e.startsWith(\'.archive-\'))');
   });
 
   it('unpacks a real root file system (busybox with its applet links)', { skip: skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') }, async () => {

@@ -58,7 +58,7 @@ describe('wasm driver', () => {
   it('refuses a module whose minimum memory is over the limit, naming the field', async () => {
     const big = await wat('(module (memory (export "memory") 512) (func (export "_start")))');
     await assert.rejects(run({ workload: fn(), code: big }, { resources: { memoryMiB: 16 } }), (err: unknown) => {
-      assert.ok(err instanceof InvalidInputError);
+      assert.ok(err instanceof InvalidInputError, 'err instanceof InvalidInputError');
       assert.equal(err.field, 'resources.memoryMiB');
       return true;
     });
@@ -88,7 +88,7 @@ describe('wasm memory limit rewriting', () => {
         const decl = max === null ? `${min}` : `${min} ${max}`;
         const bytes = await wat(`(module (memory (export "memory") ${decl}) (func (export "_start")))`);
         const limited = limitModuleMemory(bytes, cap);
-        assert.ok(WebAssembly.validate(limited));
+        assert.ok(WebAssembly.validate(limited), 'WebAssembly.validate(limited)');
         const instance = await WebAssembly.instantiate(await WebAssembly.compile(limited));
         const memory = instance.exports.memory as WebAssembly.Memory;
         const allowed = Math.min(max ?? cap, cap);

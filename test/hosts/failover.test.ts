@@ -59,7 +59,7 @@ describe('failover: a run whose node is lost is placed again', { skip }, () => {
     assert.equal(states.filter((s) => ['succeeded', 'failed', 'cancelled', 'timeout', 'oom', 'lost'].includes(s)).length, 1, states.join(','));
     assert.equal(JSON.parse(ended.receipt!.payload).node, ended.nodeId);
     const rep = (await a.client.nodes()).nodes.find((n) => n.id === ended.nodeId)!.reputation;
-    assert.ok(rep.counts.succeeded! >= 1);
+    assert.ok(rep.counts.succeeded! >= 1, 'rep.counts.succeeded! >= 1');
   });
 
   it('a node that stops answering (its link cut) misses its heartbeats for 3 s, and the run moves on; the late node never ends it twice', async () => {

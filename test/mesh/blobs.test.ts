@@ -42,7 +42,7 @@ describe('blob pool', () => {
     }
     assert.equal(from, d.daemon.node.id, 'the provider was D');
     const got = await b.daemon.node.blobs.get(hash);
-    assert.ok(got !== undefined && got.equals(bytes));
+    assert.ok(got !== undefined && got.equals(bytes), 'got !== undefined && got.equals(bytes)');
     assert.equal(await c.daemon.node.blobs.has(hash), false, 'nobody else was sent it');
     const open = () => [b, d].flatMap((x) => x.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/blob/1')));
     await until(() => open().length === 0, 5000, 'the blob streams to close');

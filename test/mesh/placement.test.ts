@@ -74,7 +74,7 @@ describe('placement across a mesh', () => {
     const chosen = byNode[b.daemon.node.id]!;
     assert.equal(chosen.rank, 1);
     assert.equal(chosen.rtt.source, 'measured');
-    assert.ok(chosen.terms !== undefined && chosen.score! > 0);
+    assert.ok(chosen.terms !== undefined && chosen.score! > 0, 'chosen.terms !== undefined && chosen.score! > 0');
     assert.match(e.summary, /^1 node of 3 fit; 2 lack the labels zone=b$/);
     assert.equal(a.daemon.node.listRuns().length, before, 'nothing was run');
   });

@@ -84,7 +84,7 @@ describe('outputs kept on more than one node (outputs.replicas)', () => {
   it('refuses replicas out of range, naming the field', async () => {
     for (const replicas of [0, 9, 1.5]) {
       await assert.rejects(client.run(writes('x', { replicas })), (err: unknown) => {
-        assert.ok(err instanceof ApiError);
+        assert.ok(err instanceof ApiError, 'err instanceof ApiError');
         assert.equal(err.status, 400);
         assert.equal(err.field, 'outputs.replicas', err.message);
         return true;

@@ -45,14 +45,14 @@ describe('verification among nodes that do not trust each other', () => {
     assert.equal(new Set(v.runs.filter((r) => r.agreed).map((r) => r.resultHash)).size, 1);
     const receipt = await verifyReceipt(run.receipt!);
     assert.equal(receipt.resultHash, v.resultHash, 'the run carries the receipt of a replica that agreed');
-    assert.ok(!ids.has(receipt.node));
+    assert.ok(!ids.has(receipt.node), '!ids.has(receipt.node)');
     // Each replica is a run of its own on A, on its own node.
     for (const r of v.runs) assert.equal(a.daemon.node.getRun(r.run).nodeId, r.node);
     for (const l of liars) {
       await until(() => a.daemon.node.reputation.score(l.daemon.node.id) < 0.2, 5000, 'the liar below the least reputation');
       assert.equal(a.daemon.node.reputation.get(l.daemon.node.id).counts.mismatch, 1);
     }
-    for (const h of honest) assert.ok(a.daemon.node.reputation.score(h.daemon.node.id) > 0.5);
+    for (const h of honest) assert.ok(a.daemon.node.reputation.score(h.daemon.node.id) > 0.5, 'a.daemon.node.reputation.score(h.daemon.node.id) > 0.5');
     assert.match(await (await fetch(`${a.daemon.url}/metrics`)).text(), /^vmesh_verifications_total\{mode="replicas",verdict="majority"\} 1$/m);
   });
 
@@ -66,7 +66,7 @@ describe('verification among nodes that do not trust each other', () => {
     const run = await client.run(job({ verify: { replicas: 5 } }));
     assert.equal(run.verification?.verdict, 'unanimous');
     const used = new Set(run.verification!.runs.map((r) => r.node));
-    for (const l of liars) assert.ok(!used.has(l.daemon.node.id));
+    for (const l of liars) assert.ok(!used.has(l.daemon.node.id), '!used.has(l.daemon.node.id)');
     // Six replicas cannot be had without a liar: refused up front, naming the field.
     await assert.rejects(client.run(job({ verify: { replicas: 6 } })), /verify.replicas: 6 distinct nodes asked, 5 fit now/);
   });

@@ -142,7 +142,7 @@ describe('sandbox networks', { skip }, () => {
       const mapping = net.ports[0]!;
       hostPortSeen = mapping.host;
       assert.equal(mapping.guest, 8080);
-      assert.ok(mapping.host >= 30_000 && mapping.host <= 32_767);
+      assert.ok(mapping.host >= 30_000 && mapping.host <= 32_767, 'mapping.host >= 30_000 && mapping.host <= 32_767');
       const server = spawn('ip', ['netns', 'exec', net.netns, process.execPath, '-e', `require('net').createServer((s) => s.end('sandbox sees ' + s.remoteAddress)).listen(8080, '0.0.0.0')`], { stdio: 'ignore' });
       try {
         await new Promise((r) => setTimeout(r, 400));

@@ -66,7 +66,7 @@ describe('ledger', () => {
           if (o.kind === 'release') ledger.release(`r${o.id}`);
           else if (!ledger.holds(`r${o.id}`)) ledger.tryReserve(`r${o.id}`, res(o.vcpus, o.mem));
           const used = ledger.reserved();
-          assert.ok(used.vcpus <= CAP.vcpus + 1e-9 && used.memoryMiB <= CAP.memoryMiB);
+          assert.ok(used.vcpus <= CAP.vcpus + 1e-9 && used.memoryMiB <= CAP.memoryMiB, 'used.vcpus <= CAP.vcpus + 1e-9 && used.memoryMiB <= CAP.memoryMiB');
         }
         for (let i = 0; i <= 20; i++) ledger.release(`r${i}`);
         assert.deepEqual(ledger.free(), CAP);

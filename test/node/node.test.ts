@@ -35,7 +35,7 @@ describe('node', () => {
     assert.equal(run.state, 'succeeded');
     assert.equal(run.driver, 'wasm');
     assert.equal(run.result?.stdout.text, 'hello, node\n');
-    assert.ok(run.startedAt && run.endedAt);
+    assert.ok(run.startedAt && run.endedAt, 'run.startedAt && run.endedAt');
     const events = node.store.eventsAfter(run.id).filter((e) => e.type === 'state').map((e) => JSON.parse(e.data.toString()).state);
     assert.deepEqual(events, ['queued', 'placed', 'starting', 'running', 'succeeded']);
     await node.settled(run.id); // the result comes out first; the reservation is released after cleanup
@@ -45,7 +45,7 @@ describe('node', () => {
   it('keeps the code once in the blob store instead of inside the stored spec', async () => {
     const run = await node.waitFor((await node.submit(wasm())).id);
     const spec = node.getRecord(run.id).spec;
-    assert.ok('blob' in spec.source);
+    assert.ok('blob' in spec.source, '\'blob\' in spec.source');
     assert.deepEqual(await node.blobs.get((spec.source as { blob: string }).blob), hello);
   });
 
@@ -57,7 +57,7 @@ describe('node', () => {
     const done = await node.waitFor(next.id);
     assert.equal(done.state, 'succeeded');
     assert.equal((await node.waitFor(big)).state, 'timeout');
-    assert.ok(done.result!.timings.queuedMs > 0);
+    assert.ok(done.result!.timings.queuedMs > 0, 'done.result!.timings.queuedMs > 0');
   });
 
   it('cancels a queued run at once and a running one by stopping its sandbox', async () => {

@@ -24,7 +24,7 @@ describe('reputation', () => {
     const before = rep.get('p');
     now += 60_000;
     const after = rep.get('p');
-    assert.ok(Math.abs(after.good - before.good / 2) < 1e-9 && Math.abs(after.bad - before.bad / 2) < 1e-9);
+    assert.ok(Math.abs(after.good - before.good / 2) < 1e-9 && Math.abs(after.bad - before.bad / 2) < 1e-9, 'Math.abs(after.good - before.good / 2) < 1e-9 && Math.abs(after.bad - before.bad / 2) < 1e-9');
     assert.ok(after.score > before.score && after.score < 0.5, `${before.score} → ${after.score}`);
     assert.deepEqual(after.counts, { succeeded: 8, failed: 1, mismatch: 1 });
     store.close();

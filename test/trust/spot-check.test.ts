@@ -9,7 +9,7 @@ describe('spot-check rate', () => {
     assert.equal(spotCheckRate({ score: 0.75, good: 2, bad: 0 }), 1, 'two outcomes are not enough to judge');
     const some = spotCheckRate({ score: 0.8, good: 3, bad: 0 });
     const many = spotCheckRate({ score: 0.97, good: 60, bad: 0 });
-    assert.ok(Math.abs(some - 0.2) < 1e-9);
+    assert.ok(Math.abs(some - 0.2) < 1e-9, 'Math.abs(some - 0.2) < 1e-9');
     assert.equal(many, 0.05);
     assert.ok(spotCheckRate({ score: 0.3, good: 1, bad: 5 }) > some, 'a low reputation is checked more');
   });

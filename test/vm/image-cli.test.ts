@@ -29,7 +29,7 @@ describe('vmesh image build', { skip }, () => {
       const again = JSON.parse((await exec(process.execPath, [BIN, 'image', 'build', '--cache', cache.dir, '--json'], { timeout: 60_000 })).stdout);
       assert.equal(again.key, key);
       assert.ok(again.seconds < 5, `the cached image took ${again.seconds} s to find`);
-      assert.ok(existsSync(again.kernel) && existsSync(again.initrd));
+      assert.ok(existsSync(again.kernel) && existsSync(again.initrd), 'existsSync(again.kernel) && existsSync(again.initrd)');
       const file = path.join(cache.dir, 'a-file');
       writeFileSync(file, 'x');
       await assert.rejects(exec(process.execPath, [BIN, 'image', 'build', '--cache', file], { timeout: 60_000 }), (e: { code?: number; stderr?: string }) => e.code !== 0 && /vmesh: .*(ENOTDIR|not a directory)/.test(e.stderr ?? ''));
