@@ -69,36 +69,55 @@ export class Dispatch {
     for (const queued of [false, true]) {
       request.ignoreFree = queued;
       for (const node of roomless) request.exclude.delete(node); // they may queue it
-      for (let asked = 0; asked < this.node.config.placement.attempts; asked++) {
-        const best = this.view.rank(request, policy, 1)[0];
-        if (best === undefined) break;
-        const placement: RunPlacement = {
-          node: best.id,
-          summary: explanation?.summary ?? `rank 1 of the nodes that fit, among ${candidates.length} known`,
-          tried: [...tried],
-          ...(queued ? { queued: true } : {}),
-          ...(explanation === undefined ? {} : { explanation }),
-        };
-        try {
-          const run =
-            best.id === this.node.id
+      const run = await this.askInTurn(
+        request,
+        policy,
+        async (node) => {
+          const placement: RunPlacement = {
+            node,
+            summary: explanation?.summary ?? `rank 1 of the nodes that fit, among ${candidates.length} known`,
+            tried: [...tried],
+            ...(queued ? { queued: true } : {}),
+            ...(explanation === undefined ? {} : { explanation }),
+          };
+          const started =
+            node === this.node.id
               ? await this.node.submitHere(workload, { ...options, id, mustFitNow: !queued, placement })
-              : await this.sendTo(best.id, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
-          this.node.metrics.placements.inc({ target: queued ? 'queue' : best.id === this.node.id ? 'self' : 'peer' });
-          return run;
-        } catch (err) {
-          if (!isNodeRefusal(err)) throw err;
-          this.node.metrics.placementRefusals.inc({ code: isVmeshError(err) ? err.code : 'unreachable' });
-          const reason = (err as Error).message;
-          tried.push({ node: best.id, reason: reason.slice(0, 1024) });
-          request.exclude.set(best.id, `asked already: ${reason}`);
-          if (isVmeshError(err) && err.code === 'no_room') roomless.add(best.id);
-        }
-      }
+              : await this.sendTo(node, workload, { id, mustFitNow: !queued, placement, failover: { request, policy } });
+          this.node.metrics.placements.inc({ target: queued ? 'queue' : node === this.node.id ? 'self' : 'peer' });
+          return started;
+        },
+        (node, err) => {
+          tried.push({ node, reason: err.message.slice(0, 1024) });
+          if (isVmeshError(err) && err.code === 'no_room') roomless.add(node);
+        },
+      );
+      if (run !== undefined) return run;
     }
     this.node.metrics.runsRejected.inc({ code: 'no_node_fits' });
     const refusals = tried.length === 0 ? '' : ` (asked: ${tried.map((t) => `${t.node}: ${t.reason}`).join('; ')})`;
     throw new NoNodeFitsError(`${explain(candidates, request, policy).summary}${refusals}`, { field: 'placement' });
+  }
+
+  /**
+   * Asks the best-ranked node, and on a "not me" (the node's own refusal, or no answer) excludes it and asks
+   * the next, up to `placement.attempts` nodes; undefined when none took it. A request that is wrong in
+   * itself is thrown at once.
+   */
+  private async askInTurn<T>(request: PlacementRequest, policy: PlacementPolicy, ask: (node: string) => Promise<T>, refused?: (node: string, err: Error) => void): Promise<T | undefined> {
+    for (let asked = 0; asked < this.node.config.placement.attempts; asked++) {
+      const best = this.view.rank(request, policy, 1)[0];
+      if (best === undefined) return undefined;
+      try {
+        return await ask(best.id);
+      } catch (err) {
+        if (!isNodeRefusal(err)) throw err;
+        this.node.metrics.placementRefusals.inc({ code: isVmeshError(err) ? err.code : 'unreachable' });
+        request.exclude.set(best.id, `asked already: ${(err as Error).message}`);
+        refused?.(best.id, err as Error);
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -206,8 +225,9 @@ export class Dispatch {
       const p = this.node.config.placement;
       const heartbeat = { everyMs: p.heartbeatMs, timeoutMs: p.heartbeatTimeoutMs };
       let outcome: Outcome | undefined;
+      const specHash = canonicalHash(spec);
       const checked = async (node: string, started: Promise<RemoteFeed>) =>
-        receiptChecked(await started, { run: id, specHash: canonicalHash(spec) }, (problem) => {
+        receiptChecked(await started, { run: id, specHash }, (problem) => {
           outcome = 'bad_receipt';
           this.node.metrics.receiptsRefused.inc();
           this.node.logger.warn({ runId: id, node, problem }, 'a node sent back a run whose receipt does not check');
@@ -229,18 +249,11 @@ export class Dispatch {
             request.ignoreFree = false;
             request.exclude.set(this.node.id, 'a run placed again goes to another node');
             for (const node of lost) request.exclude.set(node, 'lost during an earlier attempt');
-            this.view.replaceAll(this.candidates());
-            for (let asked = 0; asked < p.attempts; asked++) {
-              const best = this.view.rank(request, policy, 1)[0];
-              if (best === undefined) throw new NoNodeFitsError(explain(this.candidates(), request, policy).summary);
-              try {
-                return await checked(best.id, remote.start(best.id, id, spec, { mustFitNow: true, heartbeat, signal }));
-              } catch (err) {
-                if (!isNodeRefusal(err)) throw err;
-                request.exclude.set(best.id, `asked already: ${(err as Error).message}`);
-              }
-            }
-            throw new NoNodeFitsError(`${p.attempts} nodes asked, none took it`);
+            const candidates = this.candidates();
+            this.view.replaceAll(candidates);
+            const feed = await this.askInTurn(request, policy, (node) => checked(node, remote.start(node, id, spec, { mustFitNow: true, heartbeat, signal })));
+            if (feed === undefined) throw new NoNodeFitsError(explain(candidates, request, policy).summary);
+            return feed;
           },
         });
       }

@@ -21,6 +21,7 @@ import type { NodeEvents } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import type { NodeMetrics } from './metrics.ts';
 import type { CopiesPlaced } from './remote.ts';
+import { abortReason, corrupted, runResult, terminalOf } from './run-result.ts';
 import type { Envelope } from '../trust/envelope.ts';
 import type { ReceiptContext } from '../trust/receipt.ts';
 
@@ -411,31 +412,8 @@ export class Executor {
   }
 
   private result(job: Job, exit: SandboxExit | undefined, captured: Record<StreamName, CappedStream>): RunResult {
-    const end = performance.now();
-    const placed = job.placedAt ?? end;
-    const running = job.runningAt ?? end;
-    const ms = (a: number, b: number) => Math.round((b - a) * 1000) / 1000;
-    const result: RunResult = {
-      exitCode: exit?.exitCode ?? null,
-      stdout: captured.stdout.toJSON(),
-      stderr: captured.stderr.toJSON(),
-      outputs: exit?.outputs.files ?? [],
-      timings: {
-        queuedMs: ms(job.submittedAt, placed),
-        startMs: ms(placed, running),
-        runMs: ms(running, end),
-        totalMs: ms(job.submittedAt, end),
-      },
-      usage: exit?.usage ?? {},
-    };
-    if (exit?.output !== undefined) result.output = exit.output;
-    if (this.o.corruptResults === true) {
-      result.stdout = { ...result.stdout, text: `${result.stdout.text}(a dishonest node was here)\n` };
-      if (result.output !== undefined) result.output = { dishonest: result.output };
-    }
-    if (exit?.outputs.archive !== undefined) result.outputsArchive = exit.outputs.archive;
-    if (exit !== undefined && exit.outputs.skipped.length > 0) result.outputsSkipped = exit.outputs.skipped;
-    return result;
+    const result = runResult({ submitted: job.submittedAt, placed: job.placedAt, running: job.runningAt, ended: performance.now() }, exit, captured);
+    return this.o.corruptResults === true ? corrupted(result) : result;
   }
 
   private transition(job: Tracked, state: RunState, patch: RunPatch = {}): void {
@@ -471,24 +449,4 @@ export class Executor {
     const eventId = this.o.store.appendEvent(runId, 'state', data, ts);
     this.o.events.emit('state', reason === undefined ? { runId, eventId, state, ts, run } : { runId, eventId, state, reason, ts, run });
   }
-}
-
-function terminalOf(exit: SandboxExit): [TerminalState, string | undefined] {
-  switch (exit.outcome) {
-    case 'exited':
-      return exit.exitCode === 0 ? ['succeeded', undefined] : ['failed', exit.reason ?? `exited with code ${exit.exitCode}`];
-    case 'timeout':
-      return ['timeout', exit.reason];
-    case 'oom':
-      return ['oom', exit.reason];
-    case 'cancelled':
-      return ['cancelled', exit.reason];
-    case 'crashed':
-      return ['failed', exit.reason ?? 'the sandbox crashed'];
-  }
-}
-
-function abortReason(signal: AbortSignal): string {
-  const r: unknown = signal.reason;
-  return r instanceof Error ? r.message : 'cancelled';
 }

@@ -12,6 +12,14 @@ export interface Ranked {
 
 const COLUMNS = ['capV', 'capM', 'capD', 'capE', 'capI', 'freeV', 'freeM', 'freeD', 'freeE', 'freeI', 'active', 'queued', 'rtt', 'lat', 'lon', 'rep', 'est', 'standing'] as const;
 type Column = (typeof COLUMNS)[number];
+/** The capacity and free columns of each resource an advert states. */
+const AMOUNT_COLUMNS = [
+  ['capV', 'freeV', 'vcpus'],
+  ['capM', 'freeM', 'memoryMiB'],
+  ['capD', 'freeD', 'diskMiB'],
+  ['capE', 'freeE', 'egressMbps'],
+  ['capI', 'freeI', 'ingressMbps'],
+] as const;
 
 /**
  * The candidates in columns (one typed array per field), kept up to date as adverts arrive, so that a
@@ -70,16 +78,10 @@ export class PlacementView {
     this.candidates[i] = c;
     this.mask[i] = driverMask(a.drivers);
     this.self[i] = c.self ? 1 : 0;
-    cols.capV[i] = a.capacity.vcpus;
-    cols.capM[i] = a.capacity.memoryMiB;
-    cols.capD[i] = a.capacity.diskMiB;
-    cols.capE[i] = a.capacity.egressMbps;
-    cols.capI[i] = a.capacity.ingressMbps;
-    cols.freeV[i] = a.free.vcpus;
-    cols.freeM[i] = a.free.memoryMiB;
-    cols.freeD[i] = a.free.diskMiB;
-    cols.freeE[i] = a.free.egressMbps;
-    cols.freeI[i] = a.free.ingressMbps;
+    for (const [cap, free, key] of AMOUNT_COLUMNS) {
+      cols[cap][i] = a.capacity[key];
+      cols[free][i] = a.free[key];
+    }
     cols.active[i] = a.runs.active;
     cols.queued[i] = a.runs.queued;
     cols.rtt[i] = c.rttMs ?? Number.NaN;

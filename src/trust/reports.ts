@@ -67,22 +67,37 @@ export interface CombinedReputation extends PeerReputation {
  * and a few trusted reporters move it less than this node's own experience can.
  */
 export class ReportBook {
-  private readonly reports = new Map<string, ReputationReport>();
+  /** Each reporter's newest report: its sequence number and the peers it names. */
+  private readonly held = new Map<string, { seq: number; peers: string[] }>();
+  /** What each reporter's newest report claims, by the peer it is about: placement asks per candidate. */
+  private readonly claims = new Map<string, Map<string, { good: number; bad: number }>>();
 
   /** Takes a verified report; an older one than held is ignored. */
   accept(report: ReputationReport): boolean {
-    const held = this.reports.get(report.node);
+    const held = this.held.get(report.node);
     if (held !== undefined && held.seq >= report.seq) return false;
-    this.reports.set(report.node, report);
+    this.forget(report.node);
+    this.held.set(report.node, { seq: report.seq, peers: report.peers.map((p) => p.id) });
+    for (const { id, good, bad } of report.peers) {
+      let about = this.claims.get(id);
+      if (about === undefined) this.claims.set(id, (about = new Map()));
+      about.set(report.node, { good, bad });
+    }
     return true;
   }
 
   forget(reporter: string): void {
-    this.reports.delete(reporter);
+    const held = this.held.get(reporter);
+    if (held === undefined) return;
+    this.held.delete(reporter);
+    for (const peer of held.peers) {
+      const about = this.claims.get(peer);
+      if (about?.delete(reporter) === true && about.size === 0) this.claims.delete(peer);
+    }
   }
 
   get size(): number {
-    return this.reports.size;
+    return this.held.size;
   }
 
   combined(peer: string, reputation: Reputation): CombinedReputation {
@@ -90,12 +105,10 @@ export class ReportBook {
     let good = own.good;
     let bad = own.bad;
     const reports = { counted: 0, good: 0, bad: 0 };
-    for (const [reporter, report] of this.reports) {
+    for (const [reporter, claim] of this.claims.get(peer) ?? []) {
       if (reporter === peer || reporter === reputation.self) continue;
       const weight = Math.max(0, 2 * reputation.score(reporter) - 1) * REPORT_DISCOUNT;
       if (weight === 0) continue;
-      const claim = report.peers.find((p) => p.id === peer);
-      if (claim === undefined) continue;
       const total = claim.good + claim.bad;
       const scale = total > REPORT_EVIDENCE_CAP ? REPORT_EVIDENCE_CAP / total : 1;
       reports.counted++;
