@@ -26,6 +26,12 @@ export const DriverStatusSchema = Type.Object({
   }),
 });
 
+export const DriverChoiceSchema = Type.Object({
+  kind: Type.String(),
+  driver: Type.Optional(Type.String({ description: 'the driver a run of this kind goes to when it names none; absent when no driver for it is available' })),
+  passedOver: Type.Array(Type.Object({ driver: Type.String(), reason: Type.String() }), { description: 'drivers before it in preference order, and why each was not chosen' }),
+});
+
 export const NodeInfoSchema = Type.Object({
   id: Type.String(),
   version: Type.String(),

@@ -1,4 +1,4 @@
-import { NoDriverError, ISOLATION_LEVELS, type IsolationLevel, type Workload } from '../spec/index.ts';
+import { NoDriverError, ISOLATION_LEVELS, type IsolationLevel, type Workload, type WorkloadKind } from '../spec/index.ts';
 import type { Driver, DriverProbe } from './driver.ts';
 
 export interface DriverStatus {
@@ -14,6 +14,28 @@ export function meetsIsolation(offered: IsolationLevel, requested: IsolationLeve
   return ISOLATION_LEVELS.indexOf(offered) >= ISOLATION_LEVELS.indexOf(requested);
 }
 
+/** Which driver a kind of workload goes to (unless the request names one), and why each before it was passed over. */
+export interface DriverChoice {
+  kind: WorkloadKind;
+  /** The first driver in preference order that runs the kind and is available; absent when none is. */
+  driver?: string;
+  passedOver: Array<{ driver: string; reason: string }>;
+}
+
+const KINDS: readonly WorkloadKind[] = ['function', 'container', 'microvm', 'unikernel'];
+
+/**
+ * Puts the drivers named in `preference` first, in that order; the others keep their order after them.
+ * A name that no driver has is ignored (the probe of a node without it has nothing to say about it).
+ */
+export function inPreferenceOrder<D extends { name: string }>(drivers: readonly D[], preference: readonly string[]): D[] {
+  const rank = (d: D) => {
+    const i = preference.indexOf(d.name);
+    return i < 0 ? preference.length : i;
+  };
+  return drivers.map((d, i) => ({ d, i })).sort((a, b) => rank(a.d) - rank(b.d) || a.i - b.i).map(({ d }) => d);
+}
+
 /**
  * The drivers this node has, probed once at start, and the choice of one driver for a workload.
  * Drivers are listed in preference order: the first that is available, accepts the workload and meets
@@ -21,8 +43,12 @@ export function meetsIsolation(offered: IsolationLevel, requested: IsolationLeve
  */
 export class DriverRegistry {
   private readonly probes = new Map<string, DriverProbe>();
+  private readonly drivers: readonly Driver[];
 
-  constructor(private readonly drivers: readonly Driver[]) {}
+  /** `preference` names drivers to try first, in order (the node's `drivers.preference`). */
+  constructor(drivers: readonly Driver[], preference: readonly string[] = []) {
+    this.drivers = inPreferenceOrder(drivers, preference);
+  }
 
   async probeAll(signal?: AbortSignal): Promise<void> {
     await Promise.all(
@@ -53,6 +79,29 @@ export class DriverRegistry {
 
   all(): readonly Driver[] {
     return this.drivers;
+  }
+
+  /**
+   * For each kind this node has a driver for, the driver a request of that kind goes to when it names none
+   * (a function's runtime may still move it to another function driver), and why the earlier ones were not it.
+   */
+  choices(): DriverChoice[] {
+    const choices: DriverChoice[] = [];
+    for (const kind of KINDS) {
+      const candidates = this.drivers.filter((d) => d.kinds.includes(kind));
+      if (candidates.length === 0) continue;
+      const choice: DriverChoice = { kind, passedOver: [] };
+      for (const d of candidates) {
+        const probe = this.probes.get(d.name);
+        if (probe?.available) {
+          choice.driver = d.name;
+          break;
+        }
+        choice.passedOver.push({ driver: d.name, reason: `unavailable: ${probe?.reason ?? 'not probed'}` });
+      }
+      choices.push(choice);
+    }
+    return choices;
   }
 
   /** Picks the driver for a workload, or throws NoDriverError saying why each candidate was passed over. */

@@ -4,7 +4,9 @@ import { cpioArchive, type CpioEntry } from './cpio.ts';
  * The in-guest agent: the initramfs's /init, a busybox shell script. It loads the virtio modules, runs the
  * command described by /vmesh (added per run as a second cpio archive), streams its stdout and stderr to
  * the console base64-encoded in `@vmesh:` frames, writes the declared outputs as a tar onto the outputs
- * disk (/dev/vda), reports the exit code and powers the VM off.
+ * disk (/dev/vda), reports the exit code and ends the VM: `reboot -f` by default (QEMU with `-no-reboot`
+ * and Firecracker both end on a guest reset), `poweroff -f` when /vmesh/finish says so (Cloud Hypervisor
+ * reboots a guest that resets, and ends on an ACPI power-off).
  *
  * Framing: the program's bytes only ever reach the console encoded, so nothing it prints can pass for a
  * frame. Frames are lines `@vmesh:<kind>:<payload>`: `o` and `e` (a base64 chunk of stdout / stderr),
@@ -45,7 +47,9 @@ if [ -s /vmesh/outputs ]; then
 fi
 say "exit:$code"
 sync
-reboot -f
+# Never both: a VMM that reboots a guest on reset would run the command again. If the chosen way fails,
+# init ends here and the guest kernel halts (a VMM that ends on neither leaves it to the run's timeout).
+if [ "$(cat /vmesh/finish 2>/dev/null)" = poweroff ]; then poweroff -f; else reboot -f; fi
 `;
 
 /** A word for /bin/sh that stays exactly `s`: single-quoted, with each ' written as '\\''. */
@@ -66,7 +70,11 @@ export interface RunInputs {
   files?: ReadonlyArray<{ path: string; data: Uint8Array }>;
   /** The guest's address on its sandbox network, and the gateway when it may send beyond its link. */
   network?: { address: string; prefixLength: number; gateway?: string };
+  /** How the agent ends the VM once the run is over (default `reboot`): what the VMM takes for "done". */
+  finish?: GuestFinish;
 }
+
+export type GuestFinish = 'reboot' | 'poweroff';
 
 /**
  * The per-run archive that rides on top of the guest image: /vmesh/{command,env,workdir,stdin,outputs,modules},
@@ -86,6 +94,7 @@ export function runArchive(inputs: RunInputs): Buffer {
     { type: 'file', name: 'vmesh/outputs', data: outputs },
     { type: 'file', name: 'vmesh/modules', data: inputs.modules.join('\n') },
     { type: 'file', name: 'vmesh/net', data: networkScript(inputs.network) },
+    { type: 'file', name: 'vmesh/finish', data: inputs.finish ?? 'reboot' },
   ];
   const dirs = new Set<string>();
   for (const file of inputs.files ?? []) {

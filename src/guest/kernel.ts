@@ -88,7 +88,8 @@ async function readMeta(file: string): Promise<KernelMeta | undefined> {
 async function loadKernel(root: string, id: string): Promise<GuestKernel | undefined> {
   const dir = path.join(root, id.replace('sha256:', ''));
   const meta = await readMeta(path.join(dir, 'meta.json'));
-  if (meta === undefined) return undefined;
+  // A kernel cached before a module joined GUEST_MODULES lacks it: fetched and extracted again.
+  if (meta === undefined || !GUEST_MODULES.every((m) => meta.modules.includes(m))) return undefined;
   return { id: meta.id, vmlinuz: path.join(dir, 'vmlinuz'), modulesDir: path.join(dir, 'modules'), modules: meta.modules, release: meta.release };
 }
 

@@ -3,10 +3,11 @@ import path from 'node:path';
 
 /**
  * Kernel modules the guest agent loads, in an order that satisfies their dependencies. The Debian kernel
- * builds virtio and its devices as modules; `-M microvm` describes its virtio-mmio devices through ACPI,
- * which virtio_mmio reads once loaded.
+ * builds virtio and its devices as modules. Both transports are there: QEMU's `-M microvm` describes its
+ * virtio-mmio devices through ACPI (virtio_mmio reads them once loaded); Cloud Hypervisor puts its
+ * devices on PCI (virtio_pci and the two helpers it depends on, named here so that they are extracted). Each finds nothing to drive on the other's machine, which is harmless.
  */
-export const GUEST_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk', 'failover', 'net_failover', 'virtio_net', 'virtio_console'] as const;
+export const GUEST_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'failover', 'net_failover', 'virtio_net', 'virtio_console'] as const;
 
 /** The `depends=` list of a module file, read from its .modinfo strings (no depmod needed). */
 export function moduleDepends(ko: Uint8Array): string[] {

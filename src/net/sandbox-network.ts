@@ -9,7 +9,8 @@ const NETNS_DIR = '/run/netns';
 const SANDBOX_IF = 'eth0';
 /** In a microVM's namespace: the bridge joining the veth end to the guest's tap. */
 const BRIDGE_IF = 'br0';
-const TAP_IF = 'tap0';
+/** In a microVM's namespace: the tap its VMM opens (QEMU's `-netdev tap`, Firecracker's and Cloud Hypervisor's NIC). */
+export const SANDBOX_TAP = 'tap0';
 
 export interface SandboxNetworkSpec {
   /** The run the network belongs to; names the namespace and owns the address lease. */
@@ -112,11 +113,11 @@ export class NetworkManager {
     await ipn('addr', 'flush', 'dev', SANDBOX_IF);
     await ipn('link', 'add', BRIDGE_IF, 'type', 'bridge');
     await ipn('link', 'set', SANDBOX_IF, 'master', BRIDGE_IF);
-    await ipn('tuntap', 'add', 'dev', TAP_IF, 'mode', 'tap');
-    await ipn('link', 'set', TAP_IF, 'master', BRIDGE_IF);
-    await ipn('link', 'set', TAP_IF, 'up');
+    await ipn('tuntap', 'add', 'dev', SANDBOX_TAP, 'mode', 'tap');
+    await ipn('link', 'set', SANDBOX_TAP, 'master', BRIDGE_IF);
+    await ipn('link', 'set', SANDBOX_TAP, 'up');
     await ipn('link', 'set', BRIDGE_IF, 'up');
-    return TAP_IF;
+    return SANDBOX_TAP;
   }
 
   /** Removes the namespace (which takes the veth pair with it) and frees the address. Idempotent. */

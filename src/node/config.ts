@@ -51,6 +51,42 @@ const CapacityOverrides = Type.Object(
   { additionalProperties: false },
 );
 
+const DriverSettings = Type.Object(
+  {
+    preference: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+        maxItems: 32,
+        description: 'drivers to try first, in order, among those that run a kind (default firecracker, cloud-hypervisor, qemu); the rest keep their order after them',
+      }),
+    ),
+    firecracker: Type.Optional(
+      Type.Object(
+        {
+          binary: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the firecracker binary (default: firecracker on PATH)' })),
+          kernel: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'an uncompressed vmlinux built with Firecracker\'s recommended guest config; relative to the node\'s home' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    cloudHypervisor: Type.Optional(
+      Type.Object(
+        { binary: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the cloud-hypervisor binary (default: cloud-hypervisor on PATH)' })) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** The microVM drivers in the order a microvm run tries them unless the operator says otherwise. */
+export const DEFAULT_DRIVER_PREFERENCE = ['firecracker', 'cloud-hypervisor', 'qemu'] as const;
+
+export interface DriversConfig {
+  preference: string[];
+  firecracker: { binary?: string; kernel?: string };
+  cloudHypervisor: { binary?: string };
+}
+
 /** `$VMESH_HOME/config.json`: every field optional; command-line flags override it. */
 export const ConfigFile = Type.Object(
   {
@@ -100,6 +136,7 @@ export const ConfigFile = Type.Object(
       ),
     ),
     mesh: Type.Optional(MeshSettings),
+    drivers: Type.Optional(DriverSettings),
     placement: Type.Optional(
       Type.Object(
         {
@@ -162,6 +199,7 @@ export interface NodeConfig {
   fileRoots: string[];
   network: { range: string };
   mesh: MeshConfig;
+  drivers: DriversConfig;
   placement: PlacementPolicy & { attempts: number; heartbeatMs: number; heartbeatTimeoutMs: number; backoffMs: number };
   trust: { reputationHalfLifeMs: number; reportIntervalMs: number };
   testing: { corruptResults: boolean };
@@ -203,10 +241,20 @@ export function loadConfig(home: string = defaultHome(), overrides: ConfigFile =
     fileRoots: (pick('fileRoots') ?? []).map((r) => path.resolve(home, r)),
     network: { range: DEFAULT_SANDBOX_RANGE, ...fromFile.network, ...overrides.network },
     mesh: meshConfig({ ...fromFile.mesh, ...overrides.mesh }),
+    drivers: driversConfig(home, { ...fromFile.drivers, ...overrides.drivers }),
     placement: placementConfig({ ...fromFile.placement, ...overrides.placement }),
     trust: { reputationHalfLifeMs: 24 * 3600 * 1000, reportIntervalMs: 60_000, ...fromFile.trust, ...overrides.trust },
     testing: { corruptResults: false, ...fromFile.testing, ...overrides.testing },
     logLevel: pick('logLevel') ?? 'info',
+  };
+}
+
+function driversConfig(home: string, d: Static<typeof DriverSettings>): DriversConfig {
+  const kernel = d.firecracker?.kernel;
+  return {
+    preference: d.preference ?? [...DEFAULT_DRIVER_PREFERENCE],
+    firecracker: { ...d.firecracker, ...(kernel === undefined ? {} : { kernel: path.resolve(home, kernel) }) },
+    cloudHypervisor: { ...d.cloudHypervisor },
   };
 }
 

@@ -1,5 +1,7 @@
 import path from 'node:path';
+import { CloudHypervisorDriver } from '../drivers/cloud-hypervisor/driver.ts';
 import type { Driver } from '../drivers/driver.ts';
+import { FirecrackerDriver } from '../drivers/firecracker/driver.ts';
 import { OciDriver } from '../drivers/oci/driver.ts';
 import { QemuDriver } from '../drivers/qemu/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
@@ -18,7 +20,7 @@ export interface DriverContext {
   networks: NetworkManager | undefined;
 }
 
-/** The drivers a node has unless told otherwise, in preference order. */
+/** The drivers a node has unless told otherwise (the registry orders them by `drivers.preference`). */
 export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: DriverContext): Driver[] {
   const options = {
     sandboxRoot,
@@ -35,6 +37,8 @@ export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: Driver
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
       ...(networks === undefined ? {} : { networks }),
     }),
+    new FirecrackerDriver({ sandboxRoot, ...config.drivers.firecracker, ...(networks === undefined ? {} : { networks }) }),
+    new CloudHypervisorDriver({ sandboxRoot, ...config.drivers.cloudHypervisor, ...(networks === undefined ? {} : { networks }) }),
     new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) }),
   ];
 }

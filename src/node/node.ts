@@ -138,7 +138,7 @@ export class VmeshNode {
       }
       const host = await startHostNetworking(id, config.network.range, store, logger);
       if (host.reason !== undefined) logger.info({ reason: host.reason }, 'sandboxes get no network on this node');
-      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)({ nodeId: id, config, sandboxRoot, networks: host.networks }));
+      const registry = new DriverRegistry((options.drivers ?? defaultDrivers)({ nodeId: id, config, sandboxRoot, networks: host.networks }), config.drivers.preference);
       await registry.probeAll();
       // Drivers first (containers hold mounts inside sandbox directories), then the runs and directories.
       const recovered = await registry.recoverAll();

@@ -1,7 +1,7 @@
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Agent, fetch, type Dispatcher } from 'undici';
 import type { NodeInfo, SnapshotInfo } from '../node/node.ts';
-import type { DriverStatus } from '../drivers/registry.ts';
+import type { DriverChoice, DriverStatus } from '../drivers/registry.ts';
 import type { MeshNode } from '../mesh/mesh.ts';
 import type { Offence } from '../mesh/peer-guard.ts';
 import type { Run, RunState, Workload } from '../spec/index.ts';
@@ -120,7 +120,12 @@ export class VmeshClient {
   }
 
   async drivers(signal?: AbortSignal): Promise<DriverStatus[]> {
-    return (await this.request<{ drivers: DriverStatus[] }>('GET', '/v1/drivers', undefined, signal)).drivers;
+    return (await this.driverReport(signal)).drivers;
+  }
+
+  /** The drivers in preference order, and the driver each kind of workload goes to with why the others were passed over. */
+  driverReport(signal?: AbortSignal): Promise<{ drivers: DriverStatus[]; choices: DriverChoice[] }> {
+    return this.request('GET', '/v1/drivers', undefined, signal);
   }
 
   health(signal?: AbortSignal): Promise<{ status: string; node: string }> {

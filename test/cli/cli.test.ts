@@ -268,11 +268,21 @@ describe('vmesh CLI against a real detached node', () => {
   it('shows the node and its drivers, for humans and as JSON', async () => {
     const node = await vmesh(home, ['node']);
     assert.match(node.stdout, /^capacity\s+\d+ vcpus/m);
-    const drivers = json<Array<{ name: string; probe: { available: boolean } }>>(await vmesh(home, ['--json', 'drivers']));
-    assert.deepEqual(drivers.map((d) => d.name), ['wasm', 'quickjs', 'oci', 'qemu']);
-    assert.deepEqual(drivers.slice(0, 2).map((d) => d.probe.available), [true, true]);
+    type Report = { drivers: Array<{ name: string; probe: { available: boolean } }>; choices: Array<{ kind: string; driver?: string; passedOver: Array<{ driver: string }> }> };
+    const { drivers, choices } = json<Report>(await vmesh(home, ['--json', 'drivers']));
+    // drivers.preference (firecracker, cloud-hypervisor, qemu by default) first, the rest in their own order.
+    assert.deepEqual(drivers.map((d) => d.name), ['firecracker', 'cloud-hypervisor', 'qemu', 'wasm', 'quickjs', 'oci']);
+    assert.deepEqual(drivers.slice(3, 5).map((d) => d.probe.available), [true, true]);
+    assert.equal(choices.find((c) => c.kind === 'function')?.driver, 'wasm', 'a function goes to wasm first');
+    const microvm = choices.find((c) => c.kind === 'microvm')!;
+    const usable = drivers.filter((d) => d.probe.available).map((d) => d.name);
+    // Whichever microVM driver this host can run first is the choice, and every one before it is explained.
+    assert.equal(microvm.driver, ['firecracker', 'cloud-hypervisor', 'qemu'].find((n) => usable.includes(n)));
+    assert.deepEqual(microvm.passedOver.map((p) => p.driver), ['firecracker', 'cloud-hypervisor', 'qemu'].slice(0, microvm.passedOver.length));
     const table = await vmesh(home, ['drivers']);
     assert.match(table.stdout, /^wasm\s+function\s+language\s+yes/m);
+    assert.match(table.stdout, /^function runs go to wasm$/m);
+    assert.match(table.stdout, /^microvm runs go to /m);
   });
 });
 

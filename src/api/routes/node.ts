@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Type from 'typebox';
 import type { VmeshNode } from '../../node/node.ts';
-import { DriverStatusSchema, ErrorBody, NodeInfoSchema } from '../schemas.ts';
+import { DriverChoiceSchema, DriverStatusSchema, ErrorBody, NodeInfoSchema } from '../schemas.ts';
 
 export function nodeRoutes(app: FastifyInstance, node: VmeshNode): void {
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
@@ -23,11 +23,11 @@ export function nodeRoutes(app: FastifyInstance, node: VmeshNode): void {
     '/v1/drivers',
     {
       schema: {
-        summary: 'The drivers of this node, whether each can run here, and why not',
+        summary: 'The drivers of this node in preference order, whether each can run here and why not, and which one each kind of workload goes to',
         tags: ['node'],
-        response: { 200: Type.Object({ drivers: Type.Array(DriverStatusSchema) }), 401: ErrorBody },
+        response: { 200: Type.Object({ drivers: Type.Array(DriverStatusSchema), choices: Type.Array(DriverChoiceSchema) }), 401: ErrorBody },
       },
     },
-    async () => ({ drivers: node.registry.list() }),
+    async () => ({ drivers: node.registry.list(), choices: node.registry.choices() }),
   );
 }

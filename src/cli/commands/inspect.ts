@@ -80,18 +80,22 @@ export function inspectCommands(program: Command): void {
 
   program
     .command('drivers')
-    .description('the drivers of this node, whether each can run here, and why not')
+    .description('the drivers of this node in preference order, whether each can run here and why not, and which one each kind goes to')
     .action((_opts: object, cmd: Command) =>
       withClient(cmd, async (client, global) => {
-        const drivers = await client.drivers();
-        if (global.json) return printJson(drivers);
+        const { drivers, choices } = await client.driverReport();
+        if (global.json) return printJson({ drivers, choices });
         const rows = [['DRIVER', 'KINDS', 'ISOLATION', 'AVAILABLE', 'VERSION / WHY NOT']];
         for (const d of drivers) {
           const details = Object.entries(d.probe.details ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
           const about = (d.probe.available ? d.probe.version : d.probe.reason) ?? '';
           rows.push([d.name, d.kinds.join(','), d.isolation, d.probe.available ? 'yes' : 'no', details ? `${about} (${details})` : about]);
         }
-        process.stdout.write(`${table(rows)}\n`);
+        const lines = choices.map((c) => {
+          const skipped = c.passedOver.map((p) => `${p.driver} ${p.reason}`).join('; ');
+          return `${c.kind} runs go to ${c.driver ?? 'no driver (none is available)'}${skipped ? `, passing over ${skipped}` : ''}`;
+        });
+        process.stdout.write(`${table(rows)}\n\n${lines.join('\n')}\n`);
       }),
     );
 }

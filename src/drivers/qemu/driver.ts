@@ -2,19 +2,19 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConsoleParser } from '../../guest/console.ts';
 import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../guest/image.ts';
 import type { Progress } from '../../guest/kernel.ts';
-import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
+import { NO_OUTPUTS } from '../../outputs/pack.ts';
 import { AbortedError, outputPaths, UnsupportedError, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
-import { applyLayer } from '../oci/image/unpack.ts';
-import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
+import { SANDBOX_TAP, type NetworkManager, type SandboxNetwork } from '../../net/sandbox-network.ts';
 import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import { microVmArgs } from './command-line.ts';
-import { guestRunArchive, validateGuestRun } from './default-guest.ts';
-import { hostTscKhz, killLeftoverVms } from './host.ts';
+import { guestRunArchive, validateGuestRun } from '../guest-vm/default-guest.ts';
+import { agentExit, collectGuestOutputs, createOutputsDisk, guestSession, stoppedExit, type GuestSession } from '../guest-vm/session.ts';
+import { hostTscKhz } from './host.ts';
+import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
 import { QmpClient } from './qmp.ts';
 import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
@@ -53,11 +53,7 @@ interface QemuRunning extends RunningSandbox {
   readonly prepared: QemuPrepared;
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
-  readonly console: ConsoleParser;
-  exitCode?: number;
-  /** Processes the guest kernel's OOM killer ended during the run. */
-  oomKills: number;
-  outputsWritten: boolean;
+  readonly session: GuestSession;
   /** What QEMU itself printed on stderr (capped): why it refused to start, if it did. */
   qemuErrors: string;
   stopReason?: StopReason;
@@ -177,12 +173,7 @@ export class QemuDriver implements Driver {
       }
       await fs.copyFile(image.initrd, p.initrd!);
       await fs.appendFile(p.initrd!, await guestRunArchive(request, image.modules, p.network?.link));
-      if (p.outputsDisk !== undefined) {
-        // Sparse: the tar takes only what the guest writes, up to diskMiB.
-        const disk = await fs.open(p.outputsDisk, 'w', 0o600);
-        await disk.truncate(Math.max(1, request.resources.diskMiB) * 2 ** 20);
-        await disk.close();
-      }
+      if (p.outputsDisk !== undefined) await createOutputsDisk(p.outputsDisk, request);
     });
   }
 
@@ -239,30 +230,23 @@ export class QemuDriver implements Driver {
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
     });
-    if (p.network !== undefined) args.push('-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0');
+    if (p.network !== undefined) args.push('-netdev', `tap,id=net0,ifname=${SANDBOX_TAP},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=net0');
     // A networked VM's QEMU runs in the sandbox's network namespace, where its tap is (nsenter execs it: the pid is QEMU's).
     const [command, argv] = p.network === undefined ? [this.binary, args] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', this.binary, ...args]];
     const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const running: QemuRunning = {
       prepared: p,
       child,
-      outputsWritten: false,
-      oomKills: 0,
       qemuErrors: '',
       rawTail: '',
-      console: new ConsoleParser((e) => {
-        if (e.type === 'output') io.write(e.stream, e.data);
-        else if (e.type === 'exit') running.exitCode = e.code;
-        else if (e.type === 'outputs') running.outputsWritten = true;
-        else if (e.type === 'oom') running.oomKills += e.kills;
-      }),
+      session: guestSession(io),
       exited: new Promise((resolve) => {
         child.once('error', () => resolve(null));
         child.once('close', (code) => resolve(code));
       }),
     };
     child.stdout!.on('data', (chunk: Buffer) => {
-      if (p.request.kernel === undefined) return running.console.feed(chunk);
+      if (p.request.kernel === undefined) return running.session.console.feed(chunk);
       io.write('stdout', chunk); // no agent, no frames: the console is the output
       running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
     });
@@ -339,37 +323,16 @@ export class QemuDriver implements Driver {
     const r = sandbox as QemuRunning;
     try {
       const code = await r.exited;
-      const outputs = r.outputsWritten ? await this.collectOutputs(r.prepared) : NO_OUTPUTS;
+      const p = r.prepared;
+      const outputs = r.session.outputsWritten && p.outputsDisk !== undefined ? await collectGuestOutputs(p.request, p.dir, p.outputsDisk, p.outputs) : NO_OUTPUTS;
       const base = { outputs, usage: {} };
-      const timeoutMs = r.prepared.request.resources.timeoutMs;
-      if (r.stopReason === 'timeout') return { ...base, outcome: 'timeout', exitCode: null, reason: `the microVM was stopped after the ${timeoutMs} ms timeout` };
-      if (r.stopReason === 'cancelled') return { ...base, outcome: 'cancelled', exitCode: null, reason: 'cancelled' };
-      if (r.prepared.request.kernel !== undefined) return ownKernelExit(r.rawTail, r.qemuErrors, code, base);
-      if (r.exitCode === undefined) {
-        const tail = r.qemuErrors.trim() ? `qemu: ${r.qemuErrors.trim()}` : r.console.tail().split('\n').slice(-5).join(' | ');
-        return { ...base, outcome: 'crashed', exitCode: null, reason: `the guest ended without reporting an exit code${tail ? `: ${tail}` : ''}` };
-      }
-      if (r.oomKills > 0) {
-        const n = r.oomKills;
-        return { ...base, outcome: 'oom', exitCode: r.exitCode, reason: `the guest ran out of its ${r.prepared.request.resources.memoryMiB} MiB (its kernel killed ${n} process${n === 1 ? '' : 'es'})` };
-      }
-      return { ...base, outcome: 'exited', exitCode: r.exitCode };
+      const stopped = stoppedExit(r.stopReason, p.request, base);
+      if (stopped !== undefined) return stopped;
+      if (p.request.kernel !== undefined) return ownKernelExit(r.rawTail, r.qemuErrors, code, base);
+      return agentExit(r.session, p.request, { name: 'qemu', errors: r.qemuErrors }, base);
     } finally {
       this.running.delete(r);
     }
-  }
-
-  /** The guest's tar, read from its disk into a scratch directory (refusing escapes), then packed like any sandbox's outputs. */
-  private async collectOutputs(p: QemuPrepared): Promise<CollectedOutputs> {
-    const scratch = path.join(p.dir, 'outputs');
-    await fs.mkdir(scratch);
-    const budget = { usedBytes: 0, maxBytes: Math.max(1, p.request.resources.diskMiB) * 2 ** 20 };
-    try {
-      await applyLayer(scratch, p.outputsDisk!, 'none', budget, 'the outputs disk');
-    } catch (err) {
-      return { files: [], skipped: p.outputs.map((o) => ({ path: o, reason: `the guest's outputs tar was refused: ${(err as Error).message}` })) };
-    }
-    return packOutputs(scratch, [...p.outputs], p.request.outputs);
   }
 
   async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
@@ -396,7 +359,7 @@ export class QemuDriver implements Driver {
 
   /** Kills the QEMU processes a previous node left (found by their pid files) and removes their directories. */
   recover(): Promise<number> {
-    return killLeftoverVms(this.sandboxRoot);
+    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: 'qemu-', pidFile: 'qemu.pid', binary: 'qemu-system' });
   }
 
   liveSandboxes(): number {

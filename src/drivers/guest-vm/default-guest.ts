@@ -1,6 +1,6 @@
-// A command run inside the default vmesh guest: what it needs, and the per-run archive that carries it.
+// A command run inside the default vmesh guest, whatever VMM boots it: what it needs, and the per-run archive that carries it.
 import { promises as fs } from 'node:fs';
-import { runArchive } from '../../guest/agent.ts';
+import { runArchive, type GuestFinish } from '../../guest/agent.ts';
 import type { Link } from '../../net/address-pool.ts';
 import { InvalidInputError, InvalidSourceError, outputPaths } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
@@ -41,7 +41,7 @@ export function validateGuestRun(request: SandboxRequest): void {
  * modules to load, the input files, and the guest's address when it has a network (with the gateway
  * when it may send beyond its link).
  */
-export async function guestRunArchive(request: SandboxRequest, modules: readonly string[], link: Link | undefined): Promise<Buffer> {
+export async function guestRunArchive(request: SandboxRequest, modules: readonly string[], link: Link | undefined, finish: GuestFinish = 'reboot'): Promise<Buffer> {
   const w = request.workload;
   const mayLeave = (w.network?.egress ?? 'none') !== 'none';
   return runArchive({
@@ -51,6 +51,7 @@ export async function guestRunArchive(request: SandboxRequest, modules: readonly
     ...(w.stdin === undefined ? {} : { stdin: w.stdin }),
     outputs: outputPaths(w),
     modules,
+    finish,
     files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
     ...(link === undefined ? {} : { network: { address: link.sandboxAddress, prefixLength: link.prefixLength, ...(mayLeave ? { gateway: link.hostAddress } : {}) } }),
   });

@@ -1,0 +1,198 @@
+// The Firecracker and Cloud Hypervisor request builders, checked against the request schemas of the
+// releases they were written for. The schemas below restate, field by field, what those releases
+// document (Firecracker v1.16.1: src/firecracker/swagger/firecracker.yaml; Cloud Hypervisor v53.0:
+// vmm/src/api/openapi/cloud-hypervisor.yaml) for the fields vmesh sends, with `additionalProperties:
+// false` so that a misspelt or undocumented field fails here rather than as a 400 on a real host.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import Type, { type TSchema } from 'typebox';
+import { cloudHypervisorBootCalls, cloudHypervisorCmdline, CLOUD_HYPERVISOR_PAUSE, CLOUD_HYPERVISOR_PING, CLOUD_HYPERVISOR_RESUME } from '../../src/drivers/cloud-hypervisor/requests.ts';
+import { firecrackerBootArgs, firecrackerBootCalls, firecrackerId, FIRECRACKER_DESCRIBE, FIRECRACKER_PAUSE, FIRECRACKER_RESUME } from '../../src/drivers/firecracker/requests.ts';
+import { guestMac } from '../../src/drivers/vmm/api-vmm-driver.ts';
+import { bandwidthLimiter } from '../../src/drivers/vmm/rate-limit.ts';
+import type { ApiCall } from '../../src/drivers/vmm/unix-http.ts';
+import { validator } from '../../src/spec/index.ts';
+
+const closed = <P extends Record<string, TSchema>>(properties: P, required: Array<keyof P & string> = []) => {
+  const props: Record<string, TSchema> = {};
+  for (const [k, v] of Object.entries(properties)) props[k] = required.includes(k) ? v : Type.Optional(v);
+  return Type.Object(props, { additionalProperties: false });
+};
+const int64 = Type.Integer({ minimum: 0 });
+const TokenBucket = closed({ size: int64, one_time_burst: int64, refill_time: int64 }, ['size', 'refill_time']);
+const RateLimiter = closed({ bandwidth: TokenBucket, ops: TokenBucket });
+
+/** Firecracker v1.16.1: each path and method vmesh uses, with the body schema the swagger gives it. */
+const FIRECRACKER: Record<string, TSchema | null> = {
+  'GET /': null,
+  'PUT /logger': closed({
+    log_path: Type.String(),
+    level: Type.Union(['Error', 'Warning', 'Info', 'Debug', 'Trace', 'Off'].map((l) => Type.Literal(l))),
+    show_level: Type.Boolean(),
+    show_log_origin: Type.Boolean(),
+    module: Type.String(),
+  }),
+  'PUT /metrics': closed({ metrics_path: Type.String() }, ['metrics_path']),
+  'PUT /machine-config': closed(
+    {
+      vcpu_count: Type.Integer({ minimum: 1, maximum: 32 }),
+      mem_size_mib: Type.Integer(),
+      smt: Type.Boolean(),
+      track_dirty_pages: Type.Boolean(),
+      huge_pages: Type.Union([Type.Literal('None'), Type.Literal('2M')]),
+    },
+    ['vcpu_count', 'mem_size_mib'],
+  ),
+  'PUT /boot-source': closed({ kernel_image_path: Type.String(), initrd_path: Type.String(), boot_args: Type.String() }, ['kernel_image_path']),
+  'PUT /drives/outputs': closed(
+    {
+      drive_id: Type.Literal('outputs'),
+      partuuid: Type.String(),
+      is_root_device: Type.Boolean(),
+      cache_type: Type.Union([Type.Literal('Unsafe'), Type.Literal('Writeback')]),
+      is_read_only: Type.Boolean(),
+      path_on_host: Type.String(),
+      rate_limiter: RateLimiter,
+      io_engine: Type.Union([Type.Literal('Sync'), Type.Literal('Async')]),
+    },
+    ['drive_id', 'is_root_device'],
+  ),
+  'PUT /network-interfaces/eth0': closed(
+    {
+      iface_id: Type.Literal('eth0'),
+      host_dev_name: Type.String(),
+      guest_mac: Type.String({ pattern: '^([0-9a-f]{2}:){5}[0-9a-f]{2}$' }),
+      mtu: Type.Integer({ minimum: 68, maximum: 65535 }),
+      rx_rate_limiter: RateLimiter,
+      tx_rate_limiter: RateLimiter,
+    },
+    ['iface_id', 'host_dev_name'],
+  ),
+  'PUT /balloon': closed(
+    { amount_mib: Type.Integer(), deflate_on_oom: Type.Boolean(), stats_polling_interval_s: Type.Integer(), free_page_hinting: Type.Boolean(), free_page_reporting: Type.Boolean() },
+    ['amount_mib', 'deflate_on_oom'],
+  ),
+  'PUT /actions': closed({ action_type: Type.Union(['FlushMetrics', 'InstanceStart', 'SendCtrlAltDel'].map((a) => Type.Literal(a))) }, ['action_type']),
+  'PATCH /vm': closed({ state: Type.Union([Type.Literal('Paused'), Type.Literal('Resumed')]) }, ['state']),
+};
+
+const ConsoleConfig = closed({ mode: Type.Union(['Off', 'Pty', 'Tty', 'File', 'Socket', 'Null'].map((m) => Type.Literal(m))), file: Type.String(), socket: Type.String() }, ['mode']);
+/** Cloud Hypervisor v53.0: the paths vmesh uses and VmConfig's fields that it sends. */
+const CLOUD_HYPERVISOR: Record<string, TSchema | null> = {
+  'GET /api/v1/vmm.ping': null,
+  'PUT /api/v1/vm.create': closed(
+    {
+      cpus: closed({ boot_vcpus: Type.Integer({ minimum: 1 }), max_vcpus: Type.Integer({ minimum: 1 }) }, ['boot_vcpus', 'max_vcpus']),
+      memory: closed({ size: int64 }, ['size']),
+      payload: closed({ firmware: Type.String(), kernel: Type.String(), cmdline: Type.String(), initramfs: Type.String() }),
+      disks: Type.Array(closed({ path: Type.String(), readonly: Type.Boolean(), direct: Type.Boolean(), id: Type.String(), rate_limiter_config: RateLimiter })),
+      net: Type.Array(closed({ tap: Type.String(), mac: Type.String({ pattern: '^([0-9a-f]{2}:){5}[0-9a-f]{2}$' }), id: Type.String(), mtu: Type.Integer(), rate_limiter_config: RateLimiter })),
+      rng: closed({ src: Type.String(), id: Type.String() }, ['src']),
+      serial: ConsoleConfig,
+      console: ConsoleConfig,
+    },
+    ['payload'],
+  ),
+  'PUT /api/v1/vm.boot': null,
+  'PUT /api/v1/vm.pause': null,
+  'PUT /api/v1/vm.resume': null,
+};
+
+/** Every call names a documented path and method, and its body (or its lack of one) matches that path's schema. */
+function assertDocumented(api: Record<string, TSchema | null>, calls: readonly ApiCall[]): void {
+  for (const call of calls) {
+    const key = `${call.method} ${call.path}`;
+    assert.ok(key in api, `${key} is a documented path and method`);
+    const schema = api[key]!;
+    if (schema === null) assert.equal(call.body, undefined, `${key} takes no body`);
+    else validator(schema, key)(call.body);
+  }
+}
+
+const machine = { vcpus: 2, memoryMiB: 256, kernel: '/srv/vmlinux', initrd: 'initrd.cpio', bootArgs: firecrackerBootArgs(), logFile: 'firecracker.log', metricsFile: 'metrics.json' };
+
+describe('Firecracker requests (v1.16.1 API)', () => {
+  it('configures logger, metrics, machine, boot source, balloon and starts the instance, in that order', () => {
+    const calls = firecrackerBootCalls(machine);
+    assertDocumented(FIRECRACKER, calls);
+    assert.deepEqual(calls.map((c) => c.path), ['/logger', '/metrics', '/machine-config', '/boot-source', '/balloon', '/actions']);
+    assert.deepEqual(calls[2]!.body, { vcpu_count: 2, mem_size_mib: 256, smt: false, track_dirty_pages: false });
+    assert.deepEqual(calls.at(-1)!.body, { action_type: 'InstanceStart' });
+    assert.match(String((calls[3]!.body as { boot_args: string }).boot_args), /console=ttyS0.*reboot=k/);
+  });
+
+  it('adds the outputs drive and a NIC whose rx limiter is the ingress channel and tx the egress one', () => {
+    const calls = firecrackerBootCalls({ ...machine, outputsDisk: 'outputs.img', network: { tap: 'tap0', mac: guestMac('r1'), egressMbps: 8, ingressMbps: 40 } });
+    assertDocumented(FIRECRACKER, calls);
+    const nic = calls.find((c) => c.path === '/network-interfaces/eth0')!.body as { rx_rate_limiter: { bandwidth: { size: number; refill_time: number } }; tx_rate_limiter: { bandwidth: { size: number; refill_time: number } } };
+    const rate = (b: { size: number; refill_time: number }) => (b.size * 8 * 1000) / b.refill_time / 1e6;
+    assert.equal(rate(nic.tx_rate_limiter.bandwidth), 8, 'tx at the egress rate, in Mbit/s');
+    assert.equal(rate(nic.rx_rate_limiter.bandwidth), 40, 'rx at the ingress rate');
+    const drive = calls.find((c) => c.path === '/drives/outputs')!.body;
+    assert.deepEqual(drive, { drive_id: 'outputs', path_on_host: 'outputs.img', is_root_device: false, is_read_only: false });
+    assert.ok(calls.findIndex((c) => c.path === '/actions') === calls.length - 1, 'InstanceStart comes last');
+  });
+
+  it('leaves a direction without a channel unlimited, and pauses and resumes through PATCH /vm', () => {
+    const calls = firecrackerBootCalls({ ...machine, network: { tap: 'tap0', mac: guestMac('r2'), egressMbps: 0, ingressMbps: 5 } });
+    assertDocumented(FIRECRACKER, calls);
+    const nic = calls.find((c) => c.path === '/network-interfaces/eth0')!.body as Record<string, unknown>;
+    assert.equal(nic.tx_rate_limiter, undefined, 'no tx limiter without an egress channel');
+    assertDocumented(FIRECRACKER, [FIRECRACKER_PAUSE, FIRECRACKER_RESUME, FIRECRACKER_DESCRIBE]);
+  });
+
+  it('refuses more vCPUs than the schema allows, and makes --id from any run id', () => {
+    assert.throws(() => assertDocumented(FIRECRACKER, firecrackerBootCalls({ ...machine, vcpus: 33 })), /vcpu_count/);
+    assert.equal(firecrackerId('r_abc.DEF'), 'r-abc-DEF');
+    assert.match(firecrackerId('x'.repeat(100)), /^x{64}$/);
+  });
+
+  it('fails this check for a field the API does not document', () => {
+    const calls = firecrackerBootCalls(machine);
+    const typo = { ...calls[2]!, body: { ...(calls[2]!.body as object), vcpus: 2 } };
+    assert.throws(() => assertDocumented(FIRECRACKER, [typo]), /machine-config/);
+  });
+});
+
+describe('Cloud Hypervisor requests (v53.0 API)', () => {
+  const ch = { vcpus: 2, memoryMiB: 512, kernel: '/cache/vmlinuz', initramfs: '/sb/initrd.cpio', cmdline: cloudHypervisorCmdline() };
+
+  it('creates the VM (vCPUs, memory in bytes, kernel, initramfs, serial on the tty) and boots it', () => {
+    const calls = cloudHypervisorBootCalls(ch);
+    assertDocumented(CLOUD_HYPERVISOR, calls);
+    assert.deepEqual(calls.map((c) => c.path), ['/api/v1/vm.create', '/api/v1/vm.boot']);
+    const config = calls[0]!.body as { memory: { size: number }; cpus: { boot_vcpus: number }; serial: { mode: string }; payload: { cmdline: string } };
+    assert.equal(config.memory.size, 512 * 2 ** 20);
+    assert.equal(config.cpus.boot_vcpus, 2);
+    assert.equal(config.serial.mode, 'Tty');
+    assert.match(config.payload.cmdline, /console=ttyS0/);
+    assert.doesNotMatch(config.payload.cmdline, /panic=-1|panic=1\b/, 'a panic must not reboot: Cloud Hypervisor would run the command again');
+  });
+
+  it('adds the outputs disk, and one NIC limiter only when both directions have a channel', () => {
+    const both = cloudHypervisorBootCalls({ ...ch, outputsDisk: '/sb/outputs.img', network: { tap: 'tap0', mac: guestMac('r3'), egressMbps: 10, ingressMbps: 20 } });
+    assertDocumented(CLOUD_HYPERVISOR, both);
+    const config = both[0]!.body as { disks: unknown[]; net: Array<{ rate_limiter_config?: unknown }> };
+    assert.deepEqual(config.disks, [{ id: 'outputs', path: '/sb/outputs.img', readonly: false }]);
+    assert.deepEqual(config.net[0]!.rate_limiter_config, bandwidthLimiter(20));
+    const one = cloudHypervisorBootCalls({ ...ch, network: { tap: 'tap0', mac: guestMac('r3'), egressMbps: 10, ingressMbps: 0 } });
+    assertDocumented(CLOUD_HYPERVISOR, one);
+    assert.equal((one[0]!.body as { net: Array<{ rate_limiter_config?: unknown }> }).net[0]!.rate_limiter_config, undefined);
+    assertDocumented(CLOUD_HYPERVISOR, [CLOUD_HYPERVISOR_PING, CLOUD_HYPERVISOR_PAUSE, CLOUD_HYPERVISOR_RESUME]);
+  });
+});
+
+describe('the shared VMM pieces', () => {
+  it('turns a bandwidth channel into a token bucket of the same rate, refilled every 200 ms', () => {
+    assert.equal(bandwidthLimiter(0), undefined);
+    assert.deepEqual(bandwidthLimiter(8), { bandwidth: { size: 200_000, refill_time: 200 } });
+    assert.deepEqual(bandwidthLimiter(1000), { bandwidth: { size: 25_000_000, refill_time: 200 } });
+  });
+
+  it('gives each run a stable, locally administered unicast MAC', () => {
+    assert.equal(guestMac('r1'), guestMac('r1'));
+    assert.notEqual(guestMac('r1'), guestMac('r2'));
+    const first = parseInt(guestMac('r1').slice(0, 2), 16);
+    assert.equal(first & 0b11, 0b10, 'locally administered, not multicast');
+  });
+});
