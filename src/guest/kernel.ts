@@ -65,6 +65,8 @@ export async function debianKernel(cacheDir: string, opts: { signal?: AbortSigna
     const kernelMeta: KernelMeta = { id, release, deb, modules };
     await fs.writeFile(path.join(out, 'meta.json'), JSON.stringify(kernelMeta));
     const target = path.join(root, id.replace('sha256:', ''));
+    // The same package unpacked before a module joined GUEST_MODULES is replaced.
+    if ((await loadKernel(root, id)) === undefined) await fs.rm(target, { recursive: true, force: true });
     await fs.rename(out, target).catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err; // another process got there first
     });

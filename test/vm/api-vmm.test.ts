@@ -1,0 +1,220 @@
+// The Firecracker and Cloud Hypervisor drivers, run end to end against a stand-in VMM
+// (test/fixtures/stand-in-vmm.mjs) because these hosts have neither binary nor a KVM that boots a guest.
+// What is real here: the drivers' whole lifecycle (process, API socket, the documented requests in order,
+// the console protocol, timeouts, refusals, cleanup, recovery) and, for Cloud Hypervisor, the guest: the
+// default guest booted from the VmConfig the driver sent, with virtio on PCI, ending by power-off.
+// What is not: the VMMs themselves. test/vm/vmm-binaries.test.ts runs the drivers against the real binaries
+// wherever they and KVM are present.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { CloudHypervisorDriver } from '../../src/drivers/cloud-hypervisor/driver.ts';
+import type { SandboxRequest } from '../../src/drivers/driver.ts';
+import { FirecrackerDriver, type FirecrackerOptions } from '../../src/drivers/firecracker/driver.ts';
+import { runInSandbox } from '../../src/drivers/lifecycle.ts';
+import { hostTscKhz } from '../../src/drivers/qemu/host.ts';
+import type { ApiVmmDriver } from '../../src/drivers/vmm/api-vmm-driver.ts';
+import { InvalidInputError, UnsupportedError, type ResolvedResources, type Workload } from '../../src/spec/index.ts';
+import { tarEntries, testOutputs } from '../helpers/outputs.ts';
+import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { BUSYBOX } from '../helpers/rootfs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const guestSkip =
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') ||
+  skipUnless('apt', hasCommand('apt-get', ['--version']) && hasCommand('dpkg-deb', ['--version']), 'a Debian host with apt-get and dpkg-deb (the guest kernel is fetched with apt-get download)');
+const qemuSkip = guestSkip || skipUnless('qemu', hasCommand('qemu-system-x86_64'), 'apt-get install qemu-system-x86');
+
+const STAND_IN = path.resolve('test/fixtures/stand-in-vmm.mjs');
+const { sink, blobs } = testOutputs();
+let seq = 0;
+
+interface Logged {
+  pid: number;
+  started?: string[];
+  method?: string;
+  path?: string;
+  body?: Record<string, unknown>;
+}
+
+/** A directory with an executable `name` that runs the stand-in as that VMM, and the log of what it was asked. */
+function standIn(flavor: 'firecracker' | 'cloud-hypervisor', body?: string) {
+  const dir = tempDir(`vmesh-standin-${flavor}-`);
+  const log = path.join(dir.dir, 'requests.jsonl');
+  const binary = path.join(dir.dir, flavor);
+  writeFileSync(binary, body ?? `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(STAND_IN)} ${flavor} ${JSON.stringify(log)} "$@"\n`, { mode: 0o755 });
+  const kvm = path.join(dir.dir, 'kvm');
+  writeFileSync(kvm, '');
+  const kernel = path.join(dir.dir, 'vmlinux');
+  writeFileSync(kernel, Buffer.concat([Buffer.from('\x7fELF', 'latin1'), Buffer.alloc(60)]));
+  const entries = (): Logged[] => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Logged) : []);
+  return { dir, binary, kvm, kernel, entries, requests: () => entries().filter((e) => e.path !== undefined) };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const vm = (script: string, extra: Partial<Workload> = {}): Workload => ({ kind: 'microvm', source: { guest: 'default' }, command: ['sh', '-c', script], ...extra });
+
+function request(workload: Workload, resources: Partial<ResolvedResources> = {}): SandboxRequest {
+  return {
+    runId: `standin${++seq}`,
+    workload,
+    code: new Uint8Array(0),
+    resources: { vcpus: 1, memoryMiB: 128, diskMiB: 8, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 }, ...resources },
+    outputCapBytes: 65536,
+    outputs: sink,
+  };
+}
+
+async function run(driver: ApiVmmDriver, req: SandboxRequest) {
+  const out: string[] = [];
+  await driver.validate(req);
+  const exit = await runInSandbox(driver, req, { write: (_s, d) => void out.push(Buffer.from(d).toString()), total() {} });
+  return { exit, stdout: out.join('') };
+}
+
+describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () => {
+  const fc = standIn('firecracker');
+  const root = tempDir('vmesh-fc-');
+  const make = (o: Partial<FirecrackerOptions> = {}) => new FirecrackerDriver({ sandboxRoot: root.dir, binary: fc.binary, kvmDevice: fc.kvm, kernel: fc.kernel, apiTimeoutMs: 10_000, ...o });
+  const driver = make();
+  after(async () => {
+    await driver.close();
+    root.remove();
+    fc.dir.remove();
+  });
+
+  it('is available only with the binary, KVM and an uncompressed kernel, and says which is missing', async () => {
+    assert.deepEqual(await driver.probe(), { available: true, version: '1.16.1', details: { api: 'written against v1.16.1' } });
+    assert.match((await make({ binary: path.join(fc.dir.dir, 'nope') }).probe()).reason ?? '', /not found \(a release binary of Firecracker v1\.16\.1/);
+    assert.match((await make({ kvmDevice: path.join(fc.dir.dir, 'no-kvm') }).probe()).reason ?? '', /needs KVM and .*no-kvm is not there/);
+    const { kernel: _k, ...noKernel } = { binary: fc.binary, kvmDevice: fc.kvm, kernel: undefined };
+    assert.match((await new FirecrackerDriver({ sandboxRoot: root.dir, ...noKernel }).probe()).reason ?? '', /no guest kernel: set drivers\.firecracker\.kernel/);
+    const bzImage = path.join(fc.dir.dir, 'bzImage');
+    writeFileSync(bzImage, Buffer.alloc(1024));
+    assert.match((await make({ kernel: bzImage }).probe()).reason ?? '', /is not an ELF vmlinux/);
+  });
+
+  it('boots through the documented requests in order, streams the guest\'s output and leaves nothing behind', async () => {
+    const { exit, stdout } = await run(driver, request(vm('echo hi', { outputs: ['r'] }), { vcpus: 2, memoryMiB: 160 }));
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(exit.exitCode, 0);
+    assert.equal(stdout, 'hello from the stand-in firecracker\n');
+    const calls = fc.requests();
+    const boot = calls.filter((c) => c.path !== '/');
+    assert.deepEqual(boot.map((c) => `${c.method} ${c.path}`), ['PUT /logger', 'PUT /metrics', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/outputs', 'PUT /balloon', 'PUT /actions']);
+    assert.deepEqual(boot[2]!.body, { vcpu_count: 2, mem_size_mib: 160, smt: false, track_dirty_pages: false });
+    assert.deepEqual(boot[3]!.body, { kernel_image_path: fc.kernel, initrd_path: 'initrd.cpio', boot_args: 'console=ttyS0 reboot=k panic=1 pci=off quiet loglevel=1' });
+    const started = fc.entries().find((e) => e.started)!;
+    assert.equal(alive(started.pid), false, 'the VMM process is gone');
+    assert.deepEqual(readdirSync(root.dir), [], 'no sandbox directory is left');
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('fails a run whose machine the VMM refuses, with its fault message, and kills the VMM', async () => {
+    const before = fc.entries().length;
+    await assert.rejects(run(driver, request(vm('true'), { memoryMiB: 97 })), /PUT \/machine-config was refused \(400\): Invalid memory size \(stand-in refusal\)/);
+    const started = fc.entries().slice(before).find((e) => e.started)!;
+    assert.equal(alive(started.pid), false, 'the refused VMM was killed');
+    assert.deepEqual(readdirSync(root.dir), []);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('stops a guest that never ends at its timeout, and pauses and resumes through PATCH /vm', async () => {
+    const { exit } = await run(driver, request(vm('sleep 1000'), { memoryMiB: 98, timeoutMs: 400 }));
+    assert.equal(exit.outcome, 'timeout');
+    assert.match(exit.reason ?? '', /400 ms/);
+    assert.deepEqual(readdirSync(root.dir), []);
+
+    const req = request(vm('sleep 1000'), { memoryMiB: 98 });
+    const prepared = await driver.prepare(req);
+    try {
+      const sandbox = await driver.start(prepared, { write() {}, total() {} });
+      await driver.pause(sandbox);
+      await driver.resume(sandbox);
+      await driver.stop(sandbox, 'cancelled');
+      assert.equal((await driver.wait(sandbox)).outcome, 'cancelled');
+    } finally {
+      await driver.cleanup(prepared);
+    }
+    assert.deepEqual(fc.requests().slice(-2).map((c) => [c.method, c.path, c.body]), [['PATCH', '/vm', { state: 'Paused' }], ['PATCH', '/vm', { state: 'Resumed' }]]);
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+
+  it('says what the VMM printed when it dies before its API answers', async () => {
+    const broken = standIn('firecracker', '#!/bin/sh\n[ "$1" = --version ] && { echo "Firecracker v1.16.1"; exit 0; }\necho "Could not open /dev/kvm: Permission denied" >&2\nexit 1\n');
+    const d = new FirecrackerDriver({ sandboxRoot: root.dir, binary: broken.binary, kvmDevice: broken.kvm, kernel: broken.kernel });
+    try {
+      assert.equal((await d.probe()).available, true);
+      await assert.rejects(run(d, request(vm('true'))), /firecracker exited before its API answered: Could not open \/dev\/kvm: Permission denied/);
+      assert.deepEqual(readdirSync(root.dir), []);
+    } finally {
+      broken.dir.remove();
+    }
+  });
+
+  it('refuses what it cannot run before anything is made', async () => {
+    await assert.rejects(driver.validate(request(vm('true'), { vcpus: 33 })), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.vcpus');
+    await assert.rejects(driver.validate({ ...request(vm('true')), kernel: { kernel: fc.kernel } }), (e: unknown) => e instanceof UnsupportedError && /--driver qemu/.test(e.message));
+    await assert.rejects(driver.validate({ ...request(vm('true')), restoreFrom: root.dir }), (e: unknown) => e instanceof UnsupportedError && /cannot restore snapshots yet/.test(e.message));
+    await assert.rejects(driver.validate(request(vm('true'), { memoryMiB: 32 })), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.memoryMiB');
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+
+  it('kills the VMMs a crashed node left, found by their pid files', async () => {
+    const left = path.join(root.dir, 'firecracker-crashed-abc');
+    mkdirSync(left);
+    const { spawn } = await import('node:child_process');
+    const orphan = spawn(fc.binary, ['--api-sock', path.join(left, 'api.sock')], { stdio: 'ignore', detached: true });
+    writeFileSync(path.join(left, 'vmm.pid'), `${orphan.pid}\n`);
+    await new Promise((r) => setTimeout(r, 300));
+    const gone = new Promise((resolve) => orphan.once('exit', resolve));
+    assert.equal(await driver.recover(), 1);
+    await gone;
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
+
+describe('cloud-hypervisor driver, against a stand-in that boots its VmConfig in QEMU', { skip: qemuSkip }, () => {
+  const ch = standIn('cloud-hypervisor');
+  const root = tempDir('vmesh-ch-');
+  const driver = new CloudHypervisorDriver({ sandboxRoot: root.dir, binary: ch.binary, kvmDevice: ch.kvm, apiTimeoutMs: 10_000 });
+  after(async () => {
+    await driver.close();
+    root.remove();
+    ch.dir.remove();
+  });
+
+  it('runs a command in the default guest on virtio-pci, returns its output file, and the guest ends by powering off', async () => {
+    const tsc = await hostTscKhz();
+    if (tsc !== undefined) process.env.STAND_IN_APPEND = `tsc_early_khz=${tsc}`; // TCG, as the qemu driver does
+    assert.deepEqual(await driver.probe(), { available: true, version: '53.0', details: { api: 'written against v53.0' } });
+    const { exit, stdout } = await run(driver, request(vm('echo pci; ls /sys/bus/pci/drivers | grep -c virtio; echo made > /out/r.txt; exit 3', { outputs: ['r.txt'] }), { memoryMiB: 192 }));
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(exit.exitCode, 3);
+    assert.equal(stdout.split('\n')[0], 'pci');
+    assert.ok(Number(stdout.split('\n')[1]) >= 1, `virtio_pci drives the guest's devices (${JSON.stringify(stdout)})`);
+    const entries = await tarEntries((await blobs.fileOf(exit.outputs.archive!.blob))!);
+    assert.deepEqual(entries.map((e) => [e.name, e.body.toString()]), [['r.txt', 'made\n']]);
+    const calls = ch.requests().filter((c) => c.path !== '/api/v1/vmm.ping');
+    assert.deepEqual(calls.map((c) => `${c.method} ${c.path}`), ['PUT /api/v1/vm.create', 'PUT /api/v1/vm.boot']);
+    assert.equal((calls[0]!.body as { memory: { size: number } }).memory.size, 192 * 2 ** 20);
+    assert.deepEqual(readdirSync(root.dir), []);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('fails a run whose VM the VMM refuses, with what it said, and leaves nothing', async () => {
+    await assert.rejects(run(driver, request(vm('true'), { memoryMiB: 97 })), /PUT \/api\/v1\/vm\.create was refused \(400\): Error creating VM: invalid memory size/);
+    const started = ch.entries().filter((e) => e.started).at(-1)!;
+    assert.equal(alive(started.pid), false);
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
