@@ -25,4 +25,11 @@ describe('host tool requirements', () => {
     process.env.VMESH_REQUIRE = 'all';
     assert.throws(() => skipUnless('anything', false, 'hint'));
   });
+
+  it('leaves the VMMs that need a real KVM out of `all` unless they are named', () => {
+    process.env.VMESH_REQUIRE = 'all';
+    assert.equal(skipUnless('firecracker', false, 'hint'), 'firecracker is missing: hint');
+    process.env.VMESH_REQUIRE = 'all,firecracker';
+    assert.throws(() => skipUnless('firecracker', false, 'hint'), /VMESH_REQUIRE names firecracker/);
+  });
 });
