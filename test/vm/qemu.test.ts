@@ -13,6 +13,7 @@ import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { driverCompliance, runCase, type Case } from '../drivers/compliance.ts';
+import { guestCase, guestFixtures } from '../drivers/guest-cases.ts';
 
 // Real QEMU (TCG on these hosts) booting the real default guest: Debian's kernel, fetched once with apt-get
 // download into the shared guest cache, and busybox-static.
@@ -21,10 +22,7 @@ const skip =
   skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') ||
   skipUnless('apt', hasCommand('apt-get', ['--version']) && hasCommand('dpkg-deb', ['--version']), 'a Debian host with apt-get and dpkg-deb (the guest kernel is fetched with apt-get download)');
 
-const vm = (script: string, extra: Partial<Workload> = {}): Case => ({
-  workload: { kind: 'microvm', source: { guest: 'default' }, command: ['sh', '-c', script], ...extra },
-  code: new Uint8Array(0),
-});
+const vm = guestCase;
 
 // Several guests boot at once in one case: under TCG on two cores that takes a while.
 const VM_RESOURCES = { memoryMiB: 96, vcpus: 1, timeoutMs: 180_000 };
@@ -32,15 +30,7 @@ const VM_RESOURCES = { memoryMiB: 96, vcpus: 1, timeoutMs: 180_000 };
 driverCompliance(
   'qemu',
   (sandboxRoot) => new QemuDriver({ sandboxRoot }),
-  async () => ({
-    hello: { ...vm('echo hello from a microvm'), stdout: 'hello from a microvm\n' },
-    stderr: { ...vm('echo oops >&2'), stderr: 'oops' },
-    exitCode: { ...vm('exit 7'), exitCode: 7 },
-    spin: vm('while :; do :; done'),
-    memoryBomb: vm('a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done'),
-    flood: vm('yes xxxxxxxxxxxxxxx | head -c 200000'),
-    numbered: (n) => ({ ...vm(`echo vm ${n}`), stdout: `vm ${n}\n` }),
-  }),
+  guestFixtures,
   { skip, memoryBombMiB: 96, resources: VM_RESOURCES },
 );
 

@@ -1,8 +1,7 @@
 import path from 'node:path';
 import type { GuestImage } from '../../guest/image.ts';
-import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
 import type { SandboxRequest } from '../driver.ts';
-import { ApiVmmDriver, guestMac, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
+import { ApiVmmDriver, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 import {
   CLOUD_HYPERVISOR_API_VERSION,
@@ -56,7 +55,6 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
   }
 
   protected bootCalls(p: VmmSandbox): ApiCall[] {
-    const { egressMbps, ingressMbps } = p.request.resources.network;
     return cloudHypervisorBootCalls({
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
@@ -64,7 +62,7 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
       initramfs: p.initrd,
       cmdline: cloudHypervisorCmdline(),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
-      ...(p.network === undefined ? {} : { network: { tap: SANDBOX_TAP, mac: guestMac(p.request.runId), egressMbps, ingressMbps } }),
+      ...guestNic(p),
     });
   }
 }

@@ -1,10 +1,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { GuestImage } from '../../guest/image.ts';
-import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
 import { InvalidInputError } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
-import { ApiVmmDriver, guestMac, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
+import { ApiVmmDriver, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 import {
   FIRECRACKER_API_VERSION,
@@ -87,7 +86,6 @@ export class FirecrackerDriver extends ApiVmmDriver {
   }
 
   protected bootCalls(p: VmmSandbox): ApiCall[] {
-    const { egressMbps, ingressMbps } = p.request.resources.network;
     return firecrackerBootCalls({
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
@@ -97,7 +95,7 @@ export class FirecrackerDriver extends ApiVmmDriver {
       logFile: LOG_FILE,
       metricsFile: METRICS_FILE,
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: SANDBOX_FILES.disk }),
-      ...(p.network === undefined ? {} : { network: { tap: SANDBOX_TAP, mac: guestMac(p.request.runId), egressMbps, ingressMbps } }),
+      ...guestNic(p),
     });
   }
 }

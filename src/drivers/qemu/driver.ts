@@ -1,18 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../guest/image.ts';
-import type { Progress } from '../../guest/kernel.ts';
-import { NO_OUTPUTS } from '../../outputs/pack.ts';
-import { AbortedError, outputPaths, UnsupportedError, type Workload } from '../../spec/index.ts';
+import { AbortedError, outputPaths, UnsupportedError } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
-import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
-import { SANDBOX_TAP, type NetworkManager, type SandboxNetwork } from '../../net/sandbox-network.ts';
-import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
+import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from '../driver.ts';
+import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
+import { wantsNetwork } from '../sandbox-network.ts';
 import { microVmArgs } from './command-line.ts';
-import { guestRunArchive, validateGuestRun } from '../guest-vm/default-guest.ts';
-import { agentExit, collectGuestOutputs, createOutputsDisk, guestSession, stoppedExit, type GuestSession } from '../guest-vm/session.ts';
+import { validateGuestRun } from '../guest-vm/default-guest.ts';
+import { agentExit, stoppedExit } from '../guest-vm/session.ts';
+import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox } from '../guest-vm/vm-driver.ts';
 import { hostTscKhz } from './host.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
@@ -21,42 +17,24 @@ import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } f
 
 export type Accel = 'kvm' | 'tcg';
 
-export interface QemuDriverOptions {
-  sandboxRoot?: string;
-  /** Where guest kernels and images are cached (shared by nodes; content-addressed). */
-  guestCacheDir?: string;
+export interface QemuDriverOptions extends GuestVmOptions {
   /** `auto` (default) uses KVM only where /dev/kvm is usable and `kvmBoots` is set; TCG otherwise. */
   accel?: Accel | 'auto';
   binary?: string;
-  busybox?: string;
-  progress?: Progress;
-  /** Sandbox networking; without it, microVMs that ask for egress or ports are refused. */
-  networks?: NetworkManager;
 }
 
-interface QemuPrepared extends PreparedSandbox {
-  readonly dir: string;
+/** A staged QEMU microVM; its declared outputs are a restored guest's from its snapshot. */
+interface QemuPrepared extends VmSandbox {
   readonly kernel: string;
   readonly initrd?: string;
-  readonly outputsDisk?: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
-  /** The declared outputs the agent writes (a restored guest's come from its snapshot). */
-  readonly outputs: readonly string[];
   /** Restore: the machine state to load instead of booting. */
   readonly incoming?: string;
-  /** The guest's network: a namespace whose veth end is bridged with the tap QEMU opens. */
-  network?: SandboxNetwork;
 }
 
-interface QemuRunning extends RunningSandbox {
+interface QemuRunning extends VmProcess {
   readonly prepared: QemuPrepared;
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  readonly session: GuestSession;
-  /** What QEMU itself printed on stderr (capped): why it refused to start, if it did. */
-  qemuErrors: string;
-  stopReason?: StopReason;
   qmp?: Promise<QmpClient>;
   /** The end of a user kernel's console, for telling a panic from a power-off. */
   rawTail: string;
@@ -67,29 +45,16 @@ interface QemuRunning extends RunningSandbox {
  * the agent), the run's inputs appended as a second initramfs archive, its outputs as a tar on a raw
  * virtio-blk disk, stdout/stderr and the exit code framed on the serial console.
  */
-export class QemuDriver implements Driver {
+export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> implements Driver {
   readonly name = 'qemu';
-  readonly inputFiles = true;
-  readonly kinds = ['microvm'] as const;
-  readonly isolation = 'vm' as const;
-  private readonly sandboxRoot: string;
-  private readonly cacheDir: string;
   private readonly binary: string;
   private accel: Accel = 'tcg';
   private version = '';
   private tscKhz: number | undefined;
-  private image: Promise<GuestImage> | undefined;
-  private readonly prepared = new Set<QemuPrepared>();
-  private readonly running = new Set<QemuRunning>();
 
   constructor(private readonly options: QemuDriverOptions = {}) {
-    this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
-    this.cacheDir = options.guestCacheDir ?? defaultGuestCache();
+    super(options);
     this.binary = options.binary ?? 'qemu-system-x86_64';
-  }
-
-  accepts(workload: Workload): boolean {
-    return workload.kind === 'microvm';
   }
 
   async probe(signal?: AbortSignal): Promise<DriverProbe> {
@@ -135,20 +100,6 @@ export class QemuDriver implements Driver {
     }
   }
 
-  /** The default guest image, built once per driver (and cached on disk across nodes). */
-  private guestImage(signal?: AbortSignal): Promise<GuestImage> {
-    if (this.image === undefined) {
-      this.image = ensureGuestImage({
-        cacheDir: this.cacheDir,
-        ...(this.options.busybox ? { busybox: this.options.busybox } : {}),
-        ...(this.options.progress ? { progress: this.options.progress } : {}),
-        ...(signal ? { signal } : {}),
-      });
-      this.image.catch(() => (this.image = undefined)); // a failed build is tried again next time
-    }
-    return this.image;
-  }
-
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
     if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
     await this.validate(request);
@@ -166,15 +117,7 @@ export class QemuDriver implements Driver {
       outputs,
       ...(outputs.length > 0 ? { outputsDisk: path.join(dir, 'outputs.img') } : {}),
     });
-    return this.stage(request, describe, async (p) => {
-      if (wantsNetwork(request, this.options.networks)) {
-        p.network = await this.options.networks!.create(networkSpec(request), signal);
-        await this.options.networks!.bridgeTap(p.network, signal);
-      }
-      await fs.copyFile(image.initrd, p.initrd!);
-      await fs.appendFile(p.initrd!, await guestRunArchive(request, image.modules, p.network?.link));
-      if (p.outputsDisk !== undefined) await createOutputsDisk(p.outputsDisk, request);
-    });
+    return this.stage(request, describe, (p) => this.fillDefaultGuest(p, p.initrd!, image, image.modules, 'reboot', signal));
   }
 
   /** A sandbox that continues a snapshot (checked here): its files copied out of it, its machine as it was. */
@@ -196,25 +139,6 @@ export class QemuDriver implements Driver {
     });
   }
 
-  /** A sandbox directory of its own, the sandbox as `describe` lays it out there, filled by `fill`; undone if that fails. */
-  private async stage(
-    request: SandboxRequest,
-    describe: (dir: string) => Omit<QemuPrepared, 'request' | 'dir'>,
-    fill?: (prepared: QemuPrepared) => Promise<void>,
-  ): Promise<QemuPrepared> {
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
-    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `qemu-${request.runId}-`));
-    const prepared: QemuPrepared = { request, dir, ...describe(dir) };
-    this.prepared.add(prepared);
-    try {
-      await fill?.(prepared);
-      return prepared;
-    } catch (err) {
-      await this.cleanup(prepared);
-      throw err;
-    }
-  }
-
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<QemuRunning> {
     const p = prepared as QemuPrepared;
     const args = microVmArgs({
@@ -231,32 +155,13 @@ export class QemuDriver implements Driver {
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
     });
     if (p.network !== undefined) args.push('-netdev', `tap,id=net0,ifname=${SANDBOX_TAP},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=net0');
-    // A networked VM's QEMU runs in the sandbox's network namespace, where its tap is (nsenter execs it: the pid is QEMU's).
-    const [command, argv] = p.network === undefined ? [this.binary, args] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', this.binary, ...args]];
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const running: QemuRunning = {
-      prepared: p,
-      child,
-      qemuErrors: '',
-      rawTail: '',
-      session: guestSession(io),
-      exited: new Promise((resolve) => {
-        child.once('error', () => resolve(null));
-        child.once('close', (code) => resolve(code));
-      }),
-    };
-    child.stdout!.on('data', (chunk: Buffer) => {
-      if (p.request.kernel === undefined) return running.session.console.feed(chunk);
-      io.write('stdout', chunk); // no agent, no frames: the console is the output
+    // A user's own kernel has no agent and no frames: its console is the run's output.
+    const raw = (chunk: Buffer) => {
+      io.write('stdout', chunk);
       running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
-    });
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (running.qemuErrors.length < 4096) running.qemuErrors += chunk.toString();
-    });
+    };
+    const running: QemuRunning = { ...this.spawnVm(p, this.binary, args, io, p.request.kernel === undefined ? {} : { onStdout: raw }), prepared: p, rawTail: '' };
     this.running.add(running);
-    if (p.network !== undefined) {
-      io.network?.({ address: p.network.link.sandboxAddress, ports: p.network.ports.map(({ guest, host, protocol }) => ({ guest, host, protocol })) });
-    }
     if (p.incoming !== undefined) await this.resumeIncoming(running, signal);
     return running;
   }
@@ -271,7 +176,7 @@ export class QemuDriver implements Driver {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     const migration = (await qmp.execute('query-migrate')) as { status?: string };
-    if (migration.status === 'failed') throw new Error(`qemu could not load the snapshot: ${r.qemuErrors.trim() || 'the migration failed'}`);
+    if (migration.status === 'failed') throw new Error(`qemu could not load the snapshot: ${r.errors.trim() || 'the migration failed'}`);
     await qmp.execute('cont');
   }
 
@@ -324,53 +229,22 @@ export class QemuDriver implements Driver {
     try {
       const code = await r.exited;
       const p = r.prepared;
-      const outputs = r.session.outputsWritten && p.outputsDisk !== undefined ? await collectGuestOutputs(p.request, p.dir, p.outputsDisk, p.outputs) : NO_OUTPUTS;
-      const base = { outputs, usage: {} };
+      const base = { outputs: await this.guestOutputs(r), usage: {} };
       const stopped = stoppedExit(r.stopReason, p.request, base);
       if (stopped !== undefined) return stopped;
-      if (p.request.kernel !== undefined) return ownKernelExit(r.rawTail, r.qemuErrors, code, base);
-      return agentExit(r.session, p.request, { name: 'qemu', errors: r.qemuErrors }, base);
+      if (p.request.kernel !== undefined) return ownKernelExit(r.rawTail, r.errors, code, base);
+      return agentExit(r.session, p.request, { name: 'qemu', errors: r.errors }, base);
     } finally {
       this.running.delete(r);
     }
   }
 
-  async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
-    const r = sandbox as QemuRunning;
-    if (r.stopReason !== undefined || r.child.exitCode !== null) return;
-    r.stopReason = reason;
-    r.child.kill('SIGKILL'); // the VM is this process: nothing of it outlives it
-  }
-
-  async cleanup(prepared: PreparedSandbox): Promise<void> {
-    const p = prepared as QemuPrepared;
-    for (const r of this.running) {
-      if (r.prepared !== p) continue;
-      void r.qmp?.then((q) => q.close()).catch(() => {});
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGKILL');
-        await r.exited;
-      }
-    }
-    if (p.network !== undefined) await this.options.networks?.destroy(p.network);
-    await fs.rm(p.dir, { recursive: true, force: true }).catch(() => {});
-    this.prepared.delete(p);
+  protected override releaseVm(r: QemuRunning): void {
+    void r.qmp?.then((q) => q.close()).catch(() => {});
   }
 
   /** Kills the QEMU processes a previous node left (found by their pid files) and removes their directories. */
   recover(): Promise<number> {
     return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: 'qemu-', pidFile: 'qemu.pid', binary: 'qemu-system' });
   }
-
-  liveSandboxes(): number {
-    return this.prepared.size + this.running.size;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([...this.running].map(async (r) => {
-      await this.stop(r, 'cancelled');
-      await r.exited;
-    }));
-  }
 }
-

@@ -1,61 +1,40 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { GuestFinish } from '../../guest/agent.ts';
-import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../guest/image.ts';
-import type { Progress } from '../../guest/kernel.ts';
-import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
-import { NO_OUTPUTS } from '../../outputs/pack.ts';
-import { AbortedError, outputPaths, UnsupportedError, type Workload } from '../../spec/index.ts';
+import type { GuestImage } from '../../guest/image.ts';
+import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
+import { AbortedError, outputPaths, UnsupportedError } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
-import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
-import { guestRunArchive, validateGuestRun } from '../guest-vm/default-guest.ts';
-import { agentExit, collectGuestOutputs, createOutputsDisk, guestSession, stoppedExit, type GuestSession } from '../guest-vm/session.ts';
-import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
+import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from '../driver.ts';
+import { validateGuestRun } from '../guest-vm/default-guest.ts';
+import { agentExit, stoppedExit } from '../guest-vm/session.ts';
+import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox as GuestVmSandbox } from '../guest-vm/vm-driver.ts';
+import { wantsNetwork } from '../sandbox-network.ts';
 import { killLeftoverVms } from './leftovers.ts';
 import { callApi, type ApiCall } from './unix-http.ts';
 
-export interface ApiVmmOptions {
-  sandboxRoot?: string;
-  /** Where the default guest image is cached (shared by nodes; content-addressed). */
-  guestCacheDir?: string;
+export interface ApiVmmOptions extends GuestVmOptions {
   /** The VMM's binary (default: its usual name on PATH). */
   binary?: string;
-  busybox?: string;
-  progress?: Progress;
-  /** Sandbox networking; without it, microVMs that ask for egress or ports are refused. */
-  networks?: NetworkManager;
   /** The KVM device the VMM opens (default /dev/kvm). */
   kvmDevice?: string;
   /** How long the VMM may take to answer its API after it starts (default 5 s). */
   apiTimeoutMs?: number;
 }
 
-/** One staged microVM: its directory, what it boots, and its network. */
-export interface VmmSandbox extends PreparedSandbox {
-  readonly dir: string;
+/** One staged microVM: what it boots. */
+export interface VmmSandbox extends GuestVmSandbox {
   /** The guest kernel (absolute). */
   readonly kernel: string;
   /** This run's initramfs: the guest image's, with the run's archive appended (absolute, inside `dir`). */
   readonly initrd: string;
-  /** The raw disk the agent writes the outputs tar onto, when the run declares outputs. */
-  readonly outputsDisk?: string;
-  readonly outputs: readonly string[];
   readonly vcpus: number;
   readonly memoryMiB: number;
-  network?: SandboxNetwork;
 }
 
-interface VmmRunning extends RunningSandbox {
+interface VmmRunning extends VmProcess {
   readonly prepared: VmmSandbox;
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  readonly session: GuestSession;
   readonly socket: string;
-  /** What the VMM printed on stderr (capped): why it refused to start, if it did. */
-  errors: string;
-  stopReason?: StopReason;
 }
 
 /** The file names inside a sandbox directory: fixed, so that requests can name them relative to it. */
@@ -70,11 +49,7 @@ export const SANDBOX_FILES = { socket: 'api.sock', pid: 'vmm.pid', initrd: 'init
  * The VMM runs with its sandbox directory as working directory (in the sandbox's network namespace when
  * the run has a network), its pid in a file there, and is the VM: killing it ends the run.
  */
-export abstract class ApiVmmDriver implements Driver {
-  abstract readonly name: string;
-  readonly kinds = ['microvm'] as const;
-  readonly isolation = 'vm' as const;
-  readonly inputFiles = true;
+export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning> implements Driver {
   /** The release whose documented API the requests were written against. */
   abstract readonly pinnedVersion: string;
   /** How to get the binary, for a probe that did not find it. */
@@ -86,17 +61,11 @@ export abstract class ApiVmmDriver implements Driver {
   protected abstract readonly pauseCall: ApiCall;
   protected abstract readonly resumeCall: ApiCall;
 
-  protected readonly sandboxRoot: string;
   protected readonly binary: string;
   protected version = '';
-  private readonly cacheDir: string;
-  private image: Promise<GuestImage> | undefined;
-  private readonly prepared = new Set<VmmSandbox>();
-  private readonly running = new Set<VmmRunning>();
 
   constructor(protected readonly options: ApiVmmOptions = {}) {
-    this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
-    this.cacheDir = options.guestCacheDir ?? defaultGuestCache();
+    super(options);
     this.binary = options.binary ?? this.vmmBinary();
   }
 
@@ -116,10 +85,6 @@ export abstract class ApiVmmDriver implements Driver {
   protected abstract validateMachine(request: SandboxRequest): void;
   /** Files the VMM expects to exist before it is told about them (a log it appends to). */
   protected async stageFiles(_p: VmmSandbox): Promise<void> {}
-
-  accepts(workload: Workload): boolean {
-    return workload.kind === 'microvm';
-  }
 
   async probe(signal?: AbortSignal): Promise<DriverProbe> {
     if (process.platform !== 'linux') return { available: false, reason: 'microVMs need Linux' };
@@ -155,83 +120,30 @@ export abstract class ApiVmmDriver implements Driver {
     this.validateMachine(request);
   }
 
-  /** The default guest image, built once per driver (and cached on disk across nodes). */
-  private guestImage(signal?: AbortSignal): Promise<GuestImage> {
-    if (this.image === undefined) {
-      this.image = ensureGuestImage({
-        cacheDir: this.cacheDir,
-        ...(this.options.busybox ? { busybox: this.options.busybox } : {}),
-        ...(this.options.progress ? { progress: this.options.progress } : {}),
-        ...(signal ? { signal } : {}),
-      });
-      this.image.catch(() => (this.image = undefined)); // a failed build is tried again next time
-    }
-    return this.image;
-  }
-
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<VmmSandbox> {
     await this.validate(request);
     const image = await this.guestImage(signal);
     const { kernel, modules } = this.guestKernel(image);
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
-    const dir = await fs.mkdtemp(path.join(this.sandboxRoot, `${this.name}-${request.runId}-`));
     const outputs = outputPaths(request.workload);
-    const p: VmmSandbox = {
-      request,
-      dir,
+    const describe = (dir: string) => ({
       kernel,
       initrd: path.join(dir, SANDBOX_FILES.initrd),
       outputs,
       vcpus: Math.max(1, Math.ceil(request.resources.vcpus)),
       memoryMiB: Math.max(1, Math.round(request.resources.memoryMiB)),
       ...(outputs.length > 0 ? { outputsDisk: path.join(dir, SANDBOX_FILES.disk) } : {}),
-    };
-    this.prepared.add(p);
-    try {
-      if (wantsNetwork(request, this.options.networks)) {
-        p.network = await this.options.networks!.create(networkSpec(request), signal);
-        await this.options.networks!.bridgeTap(p.network, signal);
-      }
-      await fs.copyFile(image.initrd, p.initrd);
-      await fs.appendFile(p.initrd, await guestRunArchive(request, modules, p.network?.link, this.finish));
-      if (p.outputsDisk !== undefined) await createOutputsDisk(p.outputsDisk, request);
+    });
+    return this.stage(request, describe, async (p) => {
+      await this.fillDefaultGuest(p, p.initrd, image, modules, this.finish, signal);
       await this.stageFiles(p);
-      return p;
-    } catch (err) {
-      await this.cleanup(p);
-      throw err;
-    }
+    });
   }
 
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<VmmRunning> {
     const p = prepared as VmmSandbox;
-    const args = this.vmmArgs(p);
-    // A networked VM's VMM runs in the sandbox's network namespace, where its tap is (nsenter execs it: the pid is the VMM's).
-    const [command, argv] = p.network === undefined ? [this.binary, args] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', this.binary, ...args]];
-    const child = spawn(command, argv, { cwd: p.dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const r: VmmRunning = {
-      prepared: p,
-      child,
-      socket: path.join(p.dir, SANDBOX_FILES.socket),
-      session: guestSession(io),
-      errors: '',
-      exited: new Promise((resolve) => {
-        child.once('error', (err) => {
-          r.errors += `${err.message}\n`;
-          resolve(null);
-        });
-        child.once('close', (code) => resolve(code));
-      }),
-    };
-    child.stdout!.on('data', (chunk: Buffer) => r.session.console.feed(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (r.errors.length < 4096) r.errors += chunk.toString();
-    });
+    const r: VmmRunning = { ...this.spawnVm(p, this.binary, this.vmmArgs(p), io, { cwd: p.dir }), prepared: p, socket: path.join(p.dir, SANDBOX_FILES.socket) };
     this.running.add(r);
-    if (child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${child.pid}\n`);
-    if (p.network !== undefined) {
-      io.network?.({ address: p.network.link.sandboxAddress, ports: p.network.ports.map(({ guest, host, protocol }) => ({ guest, host, protocol })) });
-    }
+    if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
     for (const call of this.bootCalls(p)) await callApi(r.socket, call, signal === undefined ? {} : { signal });
     return r;
@@ -267,54 +179,23 @@ export abstract class ApiVmmDriver implements Driver {
     const r = sandbox as VmmRunning;
     try {
       await r.exited;
-      const p = r.prepared;
-      const outputs = r.session.outputsWritten && p.outputsDisk !== undefined ? await collectGuestOutputs(p.request, p.dir, p.outputsDisk, p.outputs) : NO_OUTPUTS;
-      const base = { outputs, usage: {} };
-      return stoppedExit(r.stopReason, p.request, base) ?? agentExit(r.session, p.request, { name: this.name, errors: r.errors }, base);
+      const base = { outputs: await this.guestOutputs(r), usage: {} };
+      return stoppedExit(r.stopReason, r.prepared.request, base) ?? agentExit(r.session, r.prepared.request, { name: this.name, errors: r.errors }, base);
     } finally {
       this.running.delete(r);
     }
-  }
-
-  async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
-    const r = sandbox as VmmRunning;
-    if (r.stopReason !== undefined || r.child.exitCode !== null) return;
-    r.stopReason = reason;
-    r.child.kill('SIGKILL'); // the VM is this process: nothing of it outlives it
-  }
-
-  async cleanup(prepared: PreparedSandbox): Promise<void> {
-    const p = prepared as VmmSandbox;
-    for (const r of this.running) {
-      if (r.prepared !== p) continue;
-      if (r.child.exitCode === null && r.child.signalCode === null) {
-        r.child.kill('SIGKILL');
-        await r.exited;
-      }
-      this.running.delete(r);
-    }
-    if (p.network !== undefined) await this.options.networks?.destroy(p.network);
-    await fs.rm(p.dir, { recursive: true, force: true }).catch(() => {});
-    this.prepared.delete(p);
   }
 
   /** Kills the VMMs a previous node left (found by their pid files) and removes their directories. */
   recover(): Promise<number> {
     return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: `${this.name}-`, pidFile: SANDBOX_FILES.pid, binary: path.basename(this.binary) });
   }
+}
 
-  liveSandboxes(): number {
-    return this.prepared.size + this.running.size;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(
-      [...this.running].map(async (r) => {
-        await this.stop(r, 'cancelled');
-        await r.exited;
-      }),
-    );
-  }
+/** The guest's NIC as both VMMs describe it: the sandbox's tap, a MAC from the run id, the run's bandwidth channel. */
+export function guestNic(p: VmmSandbox): { network?: { tap: string; mac: string; egressMbps: number; ingressMbps: number } } {
+  if (p.network === undefined) return {};
+  return { network: { tap: SANDBOX_TAP, mac: guestMac(p.request.runId), ...p.request.resources.network } };
 }
 
 /** A locally administered MAC address for a run's guest NIC, stable for the run (from its id). */
