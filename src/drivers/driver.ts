@@ -105,6 +105,8 @@ export interface Driver {
   readonly isolation: IsolationLevel;
   /** Whether the driver places `inputs` under /in; the node refuses input files for drivers that do not. */
   readonly inputFiles?: boolean;
+  /** Whether the driver holds its sandbox's disks to `resources.disk`; the node refuses the limits for drivers that do not. */
+  readonly diskLimits?: boolean;
   /** Can this driver run this particular workload (e.g. the right function runtime)? */
   accepts(workload: Workload, code: Uint8Array): boolean;
   probe(signal?: AbortSignal): Promise<DriverProbe>;

@@ -119,7 +119,8 @@ export class DriverRegistry {
       else if (!d.accepts(workload, code)) why.push(`${d.name} does not take this source${workload.runtime ? ` (runtime ${workload.runtime})` : ''}`);
       else return d;
     }
-    throw new NoDriverError(`no driver on this node can run this ${workload.kind} workload: ${why.join('; ') || 'no drivers'}`, { field: 'kind' });
+    // A driver the request named and cannot have: the field to change is `driver`; otherwise the kind has no driver here.
+    throw new NoDriverError(`no driver on this node can run this ${workload.kind} workload: ${why.join('; ') || 'no drivers'}`, { field: workload.driver === undefined ? 'kind' : 'driver' });
   }
 
   async close(): Promise<void> {

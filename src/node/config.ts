@@ -303,5 +303,6 @@ export function resolveResources(w: Workload): ResolvedResources {
       egressMbps: r.network?.egressMbps ?? d.network.egressMbps,
       ingressMbps: r.network?.ingressMbps ?? d.network.ingressMbps,
     },
+    ...(r.disk === undefined || (r.disk.bps === undefined && r.disk.iops === undefined) ? {} : { disk: { ...r.disk } }),
   };
 }

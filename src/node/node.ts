@@ -258,6 +258,9 @@ export class VmeshNode {
       if (dir !== undefined) request.sourceDir = dir;
       if (file !== undefined) request.sourceFile = file;
       if (kernel !== undefined) request.kernel = { kernel, ...(initrd === undefined ? {} : { initrd }) };
+      if (resources.disk !== undefined && driver.diskLimits !== true) {
+        throw new InvalidInputError(`resources.disk: the ${driver.name} driver has no virtual disk to throttle; disk I/O limits apply to microvms`, { field: 'resources.disk' });
+      }
       const inputs = await resolveInputs(workload.inputs, this.blobs, resources.diskMiB);
       if (inputs.length > 0) {
         if (driver.inputFiles !== true) {

@@ -136,6 +136,7 @@ export const ReservedResources = Type.Object({
   diskMiB: Type.Number(),
   timeoutMs: Type.Number(),
   network: Type.Object({ egressMbps: Type.Number(), ingressMbps: Type.Number() }),
+  disk: Type.Optional(Type.Object({ bps: Type.Optional(Type.Number()), iops: Type.Optional(Type.Number()) })),
 });
 
 export const Run = Type.Object({

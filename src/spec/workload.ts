@@ -69,6 +69,16 @@ export const NetworkResources = Type.Object(
   { additionalProperties: false },
 );
 
+/** A sandbox's disk I/O limits: what its virtual disks may move per second, reads and writes together. */
+export const DiskResources = Type.Object(
+  {
+    bps: Type.Optional(Type.Integer({ minimum: 65_536, maximum: 2 ** 40, description: 'bytes per second, reads and writes together (at least 64 KiB/s)' })),
+    iops: Type.Optional(Type.Integer({ minimum: 10, maximum: 100_000_000, description: 'I/O operations per second, reads and writes together' })),
+  },
+  { additionalProperties: false, description: 'disk I/O limits of a microVM\'s virtual disks (drivers that have none refuse them)' },
+);
+export type DiskResources = Static<typeof DiskResources>;
+
 export const LIMITS = {
   vcpus: { minimum: 0.01, maximum: 1024 },
   memoryMiB: { minimum: 1, maximum: 4 * 1024 * 1024 },
@@ -83,6 +93,7 @@ export const Resources = Type.Object(
     diskMiB: Type.Optional(Type.Integer({ ...LIMITS.diskMiB, description: 'scratch disk in MiB' })),
     timeoutMs: Type.Optional(Type.Integer({ ...LIMITS.timeoutMs, description: 'wall-clock limit of the run' })),
     network: Type.Optional(NetworkResources),
+    disk: Type.Optional(DiskResources),
   },
   { additionalProperties: false },
 );
@@ -95,6 +106,8 @@ export interface ResolvedResources {
   diskMiB: number;
   timeoutMs: number;
   network: { egressMbps: number; ingressMbps: number };
+  /** Disk I/O limits, when the workload set any (not a ledger resource: nothing is reserved for them). */
+  disk?: DiskResources;
 }
 
 /** How placement weighs its score terms; every weight 0..100, a term with weight 0 is left out. */

@@ -133,6 +133,13 @@ describe('Firecracker requests (v1.16.1 API)', () => {
     assert.ok(calls.findIndex((c) => c.path === '/actions') === calls.length - 1, 'InstanceStart comes last');
   });
 
+  it('holds the outputs drive to the run\'s disk I/O limits', () => {
+    const calls = firecrackerBootCalls({ ...machine, outputsDisk: 'outputs.img', disk: { bps: 10 * 2 ** 20, iops: 500 } });
+    assertDocumented(FIRECRACKER, calls);
+    const drive = calls.find((c) => c.path === '/drives/outputs')!.body as { rate_limiter: unknown };
+    assert.deepEqual(drive.rate_limiter, { bandwidth: { size: 2_097_152, refill_time: 200 }, ops: { size: 100, refill_time: 200 } });
+  });
+
   it('leaves a direction without a channel unlimited, and pauses and resumes through PATCH /vm', () => {
     const calls = firecrackerBootCalls({ ...machine, network: { tap: 'tap0', mac: guestMac('r2'), egressMbps: 0, ingressMbps: 5 } });
     assertDocumented(FIRECRACKER, calls);
@@ -167,6 +174,12 @@ describe('Cloud Hypervisor requests (v53.0 API)', () => {
     assert.equal(config.serial.mode, 'Tty');
     assert.match(config.payload.cmdline, /console=ttyS0/);
     assert.doesNotMatch(config.payload.cmdline, /panic=-1|panic=1\b/, 'a panic must not reboot: Cloud Hypervisor would run the command again');
+  });
+
+  it('holds the outputs disk to the run\'s disk I/O limits', () => {
+    const calls = cloudHypervisorBootCalls({ ...ch, outputsDisk: '/sb/outputs.img', disk: { iops: 1000 } });
+    assertDocumented(CLOUD_HYPERVISOR, calls);
+    assert.deepEqual((calls[0]!.body as { disks: Array<{ rate_limiter_config: unknown }> }).disks[0]!.rate_limiter_config, { ops: { size: 200, refill_time: 200 } });
   });
 
   it('adds the outputs disk, and one NIC limiter only when both directions have a channel', () => {

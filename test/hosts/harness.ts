@@ -147,7 +147,9 @@ export class Hosts {
   /** Starts (or restarts) the node of host `i`, joining through `join` (mesh addresses), with `extra` flags for `vmesh up`; resolves once its API answers. */
   async start(i: number, join: string[] = [], extra: string[] = []): Promise<Host> {
     const h = this.hosts[i]!;
-    const args = ['netns', 'exec', h.netns, process.execPath, BIN, '--home', h.home, 'up', '--host', h.address, '--port', String(API_PORT), ...extra];
+    // VMESH_HOSTS_NODE_ARGS: Node.js flags for every node process, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them.
+    const nodeArgs = (process.env.VMESH_HOSTS_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const args = ['netns', 'exec', h.netns, process.execPath, ...nodeArgs, BIN, '--home', h.home, 'up', '--host', h.address, '--port', String(API_PORT), ...extra];
     args.push('--listen', `/ip4/${h.address}/tcp/${MESH_PORT}`);
     for (const j of join) args.push('--join', j);
     const log = openSync(path.join(h.home, 'node.log'), 'a');
@@ -174,6 +176,14 @@ export class Hosts {
   }
 
   /** Kills host `i`'s node at once (SIGKILL): no goodbye to its peers. */
+  /** Stops host `i`'s node the way `vmesh down` does (SIGTERM: it shuts down in order) and waits for its process to end. */
+  async stop(i: number): Promise<void> {
+    const h = this.hosts[i]!;
+    const pid = readInfo(h.home)?.pid ?? h.process?.pid;
+    if (pid !== undefined) process.kill(pid, 'SIGTERM');
+    if (h.process !== undefined) await whenEnded(h.process);
+  }
+
   async kill(i: number): Promise<void> {
     const h = this.hosts[i]!;
     const info = readInfo(h.home);

@@ -111,6 +111,7 @@ describe('node', () => {
     await assert.rejects(node.submit(js('not wasm', { runtime: 'wasm' })), rejectsWith('invalid_source', 'source'));
     await assert.rejects(node.submit({ kind: 'unikernel', source: { inline: 'x' } }), rejectsWith('no_driver', 'kind'));
     await assert.rejects(node.submit(js('x', { isolation: 'vm' })), rejectsWith('no_driver'));
+    await assert.rejects(node.submit(js('x', { driver: 'warp-drive' })), rejectsWith('no_driver', 'driver'));
     await assert.rejects(node.submit(js('x', { driver: 'firecracker' })), rejectsWith('no_driver', 'driver'));
     await assert.rejects(node.submit({ kind: 'function', source: { inline: '!!', encoding: 'base64' } }), rejectsWith('invalid_input', 'source.inline'));
     await assert.rejects(node.submit({ kind: 'function', source: { blob: `sha256:${'0'.repeat(64)}` } }), rejectsWith('invalid_input', 'source.blob'));
@@ -139,6 +140,15 @@ describe('node', () => {
     await assert.rejects(withInputs([{ path: 'a' }]), /inputs\[0\]: give exactly one of inline/);
     await assert.rejects(withInputs([{ path: 'a', inline: 'x', blob: `sha256:${'0'.repeat(64)}` }]), rejectsWith('invalid_input', 'inputs[0]'));
     await assert.rejects(withInputs([{ path: 'a', inline: 'x' }]), /inputs: the quickjs driver takes no input files/);
+    assert.equal(node.listRuns({ limit: 1000 }).length, before, 'no run was created');
+  });
+
+  it('refuses disk I/O limits for a driver without a virtual disk, and limits out of range', async () => {
+    const before = node.listRuns({ limit: 1000 }).length;
+    await assert.rejects(node.submit(js('export default 1', { resources: { disk: { bps: 2 ** 20 } } })), /resources\.disk: the quickjs driver has no virtual disk to throttle/);
+    await assert.rejects(node.submit(js('export default 1', { resources: { disk: { bps: 10 } } })), rejectsWith('invalid_input', 'resources.disk.bps'));
+    await assert.rejects(node.submit(js('export default 1', { resources: { disk: { iops: 1.5 } } })), rejectsWith('invalid_input', 'resources.disk.iops'));
+    await assert.rejects(node.submit(js('export default 1', { resources: { disk: { bandwidth: 1 } } })), rejectsWith('invalid_input', 'resources.disk.bandwidth'));
     assert.equal(node.listRuns({ limit: 1000 }).length, before, 'no run was created');
   });
 

@@ -79,6 +79,22 @@ describe('qemu driver', { skip }, () => {
     assert.deepEqual(entries.map((e) => [e.name, e.body.toString()]), [['report/', ''], ['report/a.txt', 'one\n']]);
   });
 
+  it('holds the guest\'s disk to resources.disk (QEMU block throttling), measured beside an unthrottled run', async () => {
+    // 4 MiB written with O_DIRECT onto the outputs disk, timed by the guest's own clock.
+    const script = 'a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=/dev/vda bs=64k count=64 oflag=direct 2>/dev/null; b=$(cut -d" " -f1 /proc/uptime); echo "$a $b"';
+    const elapsed = async (disk?: { bps: number }) => {
+      const { exit, stdout } = await run(vm(script, { outputs: ['none'] }), { diskMiB: 8, ...(disk === undefined ? {} : { disk }) });
+      assert.equal(exit.exitCode, 0, exit.reason);
+      const [a, b] = stdout.text.trim().split(' ').map(Number);
+      return b! - a!;
+    };
+    const free = await elapsed();
+    const held = await elapsed({ bps: 2 ** 20 });
+    console.log(`# 4 MiB onto the guest's disk: ${free.toFixed(2)} s unthrottled, ${held.toFixed(2)} s at 1 MiB/s`);
+    assert.ok(held > 4 * 0.85 && held < 4 * 1.15, `at 1 MiB/s, 4 MiB took ${held} s (expected 4 s within 15%)`);
+    assert.ok(free < held / 2, `unthrottled it took ${free} s`);
+  });
+
   it('refuses what it cannot run before anything is created', async () => {
     await assert.rejects(run({ ...vm(''), workload: { kind: 'microvm', source: { guest: 'default' } } }), (e: unknown) => e instanceof InvalidInputError && e.field === 'command');
     await assert.rejects(run(vm('true'), { memoryMiB: 32 }), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.memoryMiB');

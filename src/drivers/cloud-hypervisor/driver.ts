@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { GuestImage } from '../../guest/image.ts';
 import type { SandboxRequest } from '../driver.ts';
-import { ApiVmmDriver, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
+import { ApiVmmDriver, guestDiskLimits, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 import {
   CLOUD_HYPERVISOR_API_VERSION,
@@ -63,6 +63,7 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
       cmdline: cloudHypervisorCmdline(),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
       ...guestNic(p),
+      ...guestDiskLimits(p),
     });
   }
 }

@@ -1,7 +1,7 @@
 // The requests that describe and boot a Cloud Hypervisor VM, written against the documented API of one
 // release (its OpenAPI, vmm/src/api/openapi/cloud-hypervisor.yaml at the tag below). Pure: tested
 // against that schema in test/drivers/cloud-hypervisor-requests.test.ts.
-import { bandwidthLimiter } from '../vmm/rate-limit.ts';
+import { bandwidthLimiter, diskLimiter } from '../vmm/rate-limit.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 
 export const CLOUD_HYPERVISOR_API_VERSION = 'v53.0';
@@ -16,6 +16,8 @@ export interface CloudHypervisorMachine {
   cmdline: string;
   /** A raw disk for the outputs tar (the guest's /dev/vda). */
   outputsDisk?: string;
+  /** The run's disk I/O limits, on every disk. */
+  disk?: { bps?: number; iops?: number };
   /** The guest's NIC: a tap in the VMM's network namespace, shaped by the run's bandwidth channel. */
   network?: { tap: string; mac: string; egressMbps: number; ingressMbps: number };
 }
@@ -39,7 +41,10 @@ export function cloudHypervisorVmConfig(m: CloudHypervisorMachine): Record<strin
     console: { mode: 'Off' },
     rng: { src: '/dev/urandom' },
   };
-  if (m.outputsDisk !== undefined) config.disks = [{ id: 'outputs', path: m.outputsDisk, readonly: false }];
+  if (m.outputsDisk !== undefined) {
+    const limiter = diskLimiter(m.disk);
+    config.disks = [{ id: 'outputs', path: m.outputsDisk, readonly: false, ...(limiter ? { rate_limiter_config: limiter } : {}) }];
+  }
   if (m.network !== undefined) {
     // One limiter shapes both queues of a Cloud Hypervisor NIC (its io_throttling doc), so it can only
     // carry a rate that holds both ways: set when both directions have a channel, at the larger; the tc

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { GuestImage } from '../../guest/image.ts';
 import { InvalidInputError } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
-import { ApiVmmDriver, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
+import { ApiVmmDriver, guestDiskLimits, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 import {
   FIRECRACKER_API_VERSION,
@@ -96,6 +96,7 @@ export class FirecrackerDriver extends ApiVmmDriver {
       metricsFile: METRICS_FILE,
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: SANDBOX_FILES.disk }),
       ...guestNic(p),
+      ...guestDiskLimits(p),
     });
   }
 }

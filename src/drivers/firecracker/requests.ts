@@ -1,7 +1,7 @@
 // The requests that describe and boot a Firecracker microVM, written against the documented API of one
 // release (its swagger, src/firecracker/swagger/firecracker.yaml at the tag below). Pure: tested against
 // that schema in test/drivers/firecracker-requests.test.ts.
-import { bandwidthLimiter } from '../vmm/rate-limit.ts';
+import { bandwidthLimiter, diskLimiter } from '../vmm/rate-limit.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
 
 export const FIRECRACKER_API_VERSION = 'v1.16.1';
@@ -18,6 +18,8 @@ export interface FirecrackerMachine {
   bootArgs: string;
   /** A raw disk for the outputs tar (the guest's /dev/vda). */
   outputsDisk?: string;
+  /** The run's disk I/O limits, on every drive. */
+  disk?: { bps?: number; iops?: number };
   /** The guest's NIC: a tap in the VMM's network namespace, shaped by the run's bandwidth channel. */
   network?: { tap: string; mac: string; egressMbps: number; ingressMbps: number };
   /** Firecracker's own log (the file must exist) and its metrics file. */
@@ -44,7 +46,12 @@ export function firecrackerBootCalls(m: FirecrackerMachine): ApiCall[] {
     { method: 'PUT', path: '/boot-source', body: { kernel_image_path: m.kernel, initrd_path: m.initrd, boot_args: m.bootArgs } },
   ];
   if (m.outputsDisk !== undefined) {
-    calls.push({ method: 'PUT', path: '/drives/outputs', body: { drive_id: 'outputs', path_on_host: m.outputsDisk, is_root_device: false, is_read_only: false } });
+    const limiter = diskLimiter(m.disk);
+    calls.push({
+      method: 'PUT',
+      path: '/drives/outputs',
+      body: { drive_id: 'outputs', path_on_host: m.outputsDisk, is_root_device: false, is_read_only: false, ...(limiter ? { rate_limiter: limiter } : {}) },
+    });
   }
   if (m.network !== undefined) {
     // rx is what the guest receives (the channel's ingress), tx what it sends (egress).

@@ -54,6 +54,7 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
   readonly kinds = ['microvm'] as const;
   readonly isolation = 'vm' as const;
   readonly inputFiles = true;
+  readonly diskLimits = true;
   protected readonly sandboxRoot: string;
   private readonly cacheDir: string;
   private image: Promise<GuestImage> | undefined;

@@ -18,6 +18,8 @@ export interface MicroVmSpec {
   tscKhz?: number;
   /** A raw disk the agent writes the outputs tar onto (virtio-blk). */
   outputsDisk?: string;
+  /** Disk I/O limits, on every drive (QEMU's block throttling). */
+  disk?: { bps?: number; iops?: number };
   /** QMP's Unix socket: status, pause/resume, quit. */
   qmpSocket: string;
   pidFile: string;
@@ -48,7 +50,11 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
   ];
   if (spec.incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(spec.incoming)}`);
   if (spec.outputsDisk !== undefined) {
-    args.push('-drive', `id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, '-device', 'virtio-blk-device,drive=outputs');
+    const throttle = [
+      ...(spec.disk?.bps === undefined ? [] : [`throttling.bps-total=${spec.disk.bps}`]),
+      ...(spec.disk?.iops === undefined ? [] : [`throttling.iops-total=${spec.disk.iops}`]),
+    ];
+    args.push('-drive', [`id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, ...throttle].join(','), '-device', 'virtio-blk-device,drive=outputs');
   }
   return args;
 }

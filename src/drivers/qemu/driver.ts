@@ -153,6 +153,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
+      ...(p.request.resources.disk === undefined ? {} : { disk: p.request.resources.disk }),
     });
     if (p.network !== undefined) args.push('-netdev', `tap,id=net0,ifname=${SANDBOX_TAP},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=net0');
     // A user's own kernel has no agent and no frames: its console is the run's output.

@@ -192,6 +192,11 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   }
 }
 
+/** The run's disk I/O limits, for both VMMs' drive descriptions. */
+export function guestDiskLimits(p: VmmSandbox): { disk?: { bps?: number; iops?: number } } {
+  return p.request.resources.disk === undefined ? {} : { disk: p.request.resources.disk };
+}
+
 /** The guest's NIC as both VMMs describe it: the sandbox's tap, a MAC from the run id, the run's bandwidth channel. */
 export function guestNic(p: VmmSandbox): { network?: { tap: string; mac: string; egressMbps: number; ingressMbps: number } } {
   if (p.network === undefined) return {};

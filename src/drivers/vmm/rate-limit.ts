@@ -21,6 +21,13 @@ export interface RateLimiter {
  */
 export const REFILL_MS = 200;
 
+/** A limiter for a disk held to `bps` bytes and `iops` operations per second; none when neither is set. */
+export function diskLimiter(disk: { bps?: number; iops?: number } | undefined): RateLimiter | undefined {
+  if (disk === undefined || (disk.bps === undefined && disk.iops === undefined)) return undefined;
+  const bucket = (perSecond: number): TokenBucket => ({ size: Math.max(1, Math.round((perSecond * REFILL_MS) / 1000)), refill_time: REFILL_MS });
+  return { ...(disk.bps === undefined ? {} : { bandwidth: bucket(disk.bps) }), ...(disk.iops === undefined ? {} : { ops: bucket(disk.iops) }) };
+}
+
 /** A bytes-per-second limiter for a bandwidth channel of `mbps` megabits per second; none for 0 (unlimited). */
 export function bandwidthLimiter(mbps: number): RateLimiter | undefined {
   if (!(mbps > 0)) return undefined;
