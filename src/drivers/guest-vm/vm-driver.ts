@@ -117,6 +117,7 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
   /**
    * Starts the VMM, in the sandbox's network namespace when it has one (nsenter execs it: the pid is the
    * VMM's). Its stdout is the guest's serial console, fed to the agent's session unless `onStdout` takes it.
+   * The returned object is updated as the process runs (`errors`): extend it with Object.assign, never a copy.
    */
   protected spawnVm(p: P, binary: string, args: readonly string[], io: SandboxIO, opts: { cwd?: string; onStdout?: (chunk: Buffer) => void } = {}): VmProcess {
     const [command, argv] = p.network === undefined ? [binary, [...args]] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', binary, ...args]];

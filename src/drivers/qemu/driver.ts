@@ -161,7 +161,8 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       io.write('stdout', chunk);
       running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
     };
-    const running: QemuRunning = { ...this.spawnVm(p, this.binary, args, io, p.request.kernel === undefined ? {} : { onStdout: raw }), prepared: p, rawTail: '' };
+    // The process object itself, not a copy: its stderr keeps landing in `errors`.
+    const running: QemuRunning = Object.assign(this.spawnVm(p, this.binary, args, io, p.request.kernel === undefined ? {} : { onStdout: raw }), { prepared: p, rawTail: '' });
     this.running.add(running);
     if (p.incoming !== undefined) await this.resumeIncoming(running, signal);
     return running;

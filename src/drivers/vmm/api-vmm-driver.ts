@@ -141,7 +141,8 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
 
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<VmmRunning> {
     const p = prepared as VmmSandbox;
-    const r: VmmRunning = { ...this.spawnVm(p, this.binary, this.vmmArgs(p), io, { cwd: p.dir }), prepared: p, socket: path.join(p.dir, SANDBOX_FILES.socket) };
+    // The process object itself, not a copy: its stderr keeps landing in `errors`.
+    const r: VmmRunning = Object.assign(this.spawnVm(p, this.binary, this.vmmArgs(p), io, { cwd: p.dir }), { prepared: p, socket: path.join(p.dir, SANDBOX_FILES.socket) });
     this.running.add(r);
     if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
