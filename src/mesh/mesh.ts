@@ -233,7 +233,9 @@ export class Mesh {
    */
   nudge(always = false): void {
     if (this.stopped || this.nudgeTimer !== undefined) return;
-    if (!always && !changedEnough(this.last, this.advert())) return;
+    // What a run changes is what describe() says (free resources, runs): compared against the last advert
+    // with its addresses kept, since listing this node's addresses costs more than the rest (1.5 ms a run).
+    if (!always && this.last !== undefined && !changedEnough(this.last, { ...this.last, ...this.o.describe() })) return;
     const wait = Math.max(always ? 200 : 0, this.lastSentAt + MIN_NUDGE_GAP_MS - Date.now());
     this.nudgeTimer = setTimeout(() => {
       this.nudgeTimer = undefined;

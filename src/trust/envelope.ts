@@ -3,6 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { TSchema, Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { explainSchemaErrors, VmeshError, type SchemaError } from '../spec/index.ts';
+import { verifyEd25519 } from './signer.ts';
 
 /**
  * A signed envelope: JSON bytes, the id of the node that signed them, and its ed25519 signature over
@@ -60,7 +61,7 @@ export async function open(bytes: Uint8Array | string, domain: string, maxBytes:
   }
   if (publicKey === undefined || publicKey.type !== 'Ed25519') throw new BadEnvelopeError('envelope.signer: not an ed25519 peer id');
   const signature = Buffer.from(env.signature, 'base64');
-  if (signature.byteLength !== 64 || !(await publicKey.verify(signedBytes(domain, env.payload), signature))) {
+  if (signature.byteLength !== 64 || !verifyEd25519(env.signer, publicKey.raw, signedBytes(domain, env.payload), signature)) {
     throw new BadEnvelopeError(`envelope.signature: does not verify for ${env.signer} in domain ${domain}`);
   }
   let value: unknown;
