@@ -110,6 +110,8 @@ export interface Driver {
   /** Can this driver run this particular workload (e.g. the right function runtime)? */
   accepts(workload: Workload, code: Uint8Array): boolean;
   probe(signal?: AbortSignal): Promise<DriverProbe>;
+  /** The probe's answer as it stands now, for a driver whose answer changes after start (QEMU's accelerator). */
+  status?(): DriverProbe;
   /**
    * Cheap checks of a workload at submission, before anything is created: a source that this driver
    * could never run is refused here (a 4xx for the caller) rather than becoming a failed run.

@@ -69,12 +69,10 @@ export class DriverRegistry {
   }
 
   list(): DriverStatus[] {
-    return this.drivers.map((d) => ({
-      name: d.name,
-      kinds: [...d.kinds],
-      isolation: d.isolation,
-      probe: this.probes.get(d.name) ?? { available: false, reason: 'not probed yet' },
-    }));
+    return this.drivers.map((d) => {
+      const probe = this.probes.get(d.name) ?? { available: false, reason: 'not probed yet' };
+      return { name: d.name, kinds: [...d.kinds], isolation: d.isolation, probe: probe.available && d.status !== undefined ? d.status() : probe };
+    });
   }
 
   all(): readonly Driver[] {

@@ -113,6 +113,35 @@ describe('qemu driver', { skip }, () => {
     }
   });
 
+  it('chooses its accelerator by booting a guest under KVM once, keeps the verdict per host, and says so', async () => {
+    const none = new QemuDriver({ sandboxRoot: root.dir, kvmDevice: path.join(root.dir, 'no-kvm') });
+    assert.deepEqual((await none.probe()).details, { accel: 'tcg', machine: 'microvm', kvm: `no usable ${path.join(root.dir, 'no-kvm')}` });
+    // A KVM device that opens: whether a guest boots under it is for the probe to find out (here, with no real
+    // KVM, QEMU refuses; on a host with a working KVM it boots and the driver takes KVM).
+    const scratch = tempDir('vmesh-kvm-');
+    try {
+      const kvmDevice = path.join(scratch.dir, 'kvm');
+      writeFileSync(kvmDevice, '');
+      const options = { sandboxRoot: root.dir, kvmDevice, kvmVerdictFile: path.join(scratch.dir, 'verdict.json'), kvmProbeTimeoutMs: 60_000 };
+      const first = new QemuDriver(options);
+      assert.match(String((await first.probe()).details?.kvm), /^not probed yet/);
+      const { exit, stdout } = await runCase(first, vm('echo after the probe'), { resources: VM_RESOURCES });
+      assert.equal(exit.exitCode, 0, exit.reason);
+      assert.equal(stdout.text, 'after the probe\n');
+      const verdict = JSON.parse(readFileSync(options.kvmVerdictFile, 'utf8')) as { boots: boolean; reason: string; key: string };
+      const hasKvm = existsSync('/dev/kvm');
+      if (!hasKvm) assert.equal(verdict.boots, false, verdict.reason);
+      assert.match(verdict.reason, verdict.boots ? /booted under KVM and reported in \d+ ms/ : /QEMU could not boot a guest under KVM|did not report within/);
+      assert.deepEqual(first.status().details, { accel: verdict.boots ? 'kvm' : 'tcg', machine: 'microvm', kvm: verdict.reason });
+      // Another driver (a restarted node) takes the verdict as it is.
+      const second = new QemuDriver(options);
+      assert.deepEqual((await second.probe()).details, first.status().details);
+      assert.deepEqual(readdirSync(root.dir), [], 'the probe left nothing');
+    } finally {
+      scratch.remove();
+    }
+  });
+
   it('a guest killed from outside (kill -9 of QEMU) ends crashed, and everything is freed', async () => {
     const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
     const c = vm('sleep 600');

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { AbortedError, outputPaths, UnsupportedError } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
@@ -10,6 +10,8 @@ import { validateGuestRun } from '../guest-vm/default-guest.ts';
 import { agentExit, stoppedExit } from '../guest-vm/session.ts';
 import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox } from '../guest-vm/vm-driver.ts';
 import { hostTscKhz } from './host.ts';
+import { kvmHostKey, probeKvmBoot, readKvmVerdict, writeKvmVerdict } from './kvm-probe.ts';
+import { defaultGuestCache } from '../../guest/image.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
 import { QmpClient } from './qmp.ts';
@@ -18,9 +20,18 @@ import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } f
 export type Accel = 'kvm' | 'tcg';
 
 export interface QemuDriverOptions extends GuestVmOptions {
-  /** `auto` (default) uses KVM only where /dev/kvm is usable and `kvmBoots` is set; TCG otherwise. */
+  /**
+   * `auto` (default): KVM where /dev/kvm is usable and a guest really boots with it (a boot probe on the
+   * first microVM run, its verdict kept per host in `kvmVerdictFile`); TCG otherwise.
+   */
   accel?: Accel | 'auto';
   binary?: string;
+  /** The KVM device (default /dev/kvm). */
+  kvmDevice?: string;
+  /** Where the KVM boot probe's verdict is kept (default `<guest cache>/kvm-verdict.json`). */
+  kvmVerdictFile?: string;
+  /** How long the probe's guest may take to report under KVM (default 20 s). */
+  kvmProbeTimeoutMs?: number;
 }
 
 /** A staged QEMU microVM; its declared outputs are a restored guest's from its snapshot. */
@@ -51,10 +62,17 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
   private accel: Accel = 'tcg';
   private version = '';
   private tscKhz: number | undefined;
+  /** What is known of KVM here, for `vmesh drivers`. */
+  private kvmNote = '';
+  /** Set while `auto` waits for the boot probe: the host key its verdict will be kept under. */
+  private kvmUnknown: string | undefined;
+  private kvmSettling: Promise<void> | undefined;
+  private readonly kvmVerdictFile: string;
 
   constructor(private readonly options: QemuDriverOptions = {}) {
     super(options);
     this.binary = options.binary ?? 'qemu-system-x86_64';
+    this.kvmVerdictFile = options.kvmVerdictFile ?? path.join(options.guestCacheDir ?? defaultGuestCache(), 'kvm-verdict.json');
   }
 
   async probe(signal?: AbortSignal): Promise<DriverProbe> {
@@ -66,23 +84,57 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     } catch {
       return { available: false, reason: `${this.binary} not found (apt-get install qemu-system-x86)` };
     }
-    const accel = this.chooseAccel();
-    if (typeof accel !== 'string') return { available: false, reason: `VMESH_QEMU_ACCEL is ${JSON.stringify(accel.invalid)}; expected kvm, tcg or auto` };
-    this.accel = accel;
+    const wanted = process.env.VMESH_QEMU_ACCEL || this.options.accel || 'auto';
+    if (wanted !== 'kvm' && wanted !== 'tcg' && wanted !== 'auto') return { available: false, reason: `VMESH_QEMU_ACCEL is ${JSON.stringify(wanted)}; expected kvm, tcg or auto` };
     this.version = version;
     this.tscKhz = await hostTscKhz();
-    return { available: true, version, details: { accel: this.accel, machine: 'microvm' } };
+    if (wanted === 'auto') await this.autoAccel(version);
+    else [this.accel, this.kvmNote] = [wanted, `${wanted} as configured`];
+    return this.status();
+  }
+
+  /** The probe's answer as it stands: the accelerator changes once the KVM boot probe has run. */
+  status(): DriverProbe {
+    return { available: true, version: this.version, details: { accel: this.accel, machine: 'microvm', kvm: this.kvmNote } };
   }
 
   /**
-   * KVM only when asked for (VMESH_QEMU_ACCEL or the options): nested KVM on some hosts (these machines)
-   * hangs an ordinary guest, and telling that apart needs a boot probe that is not written yet, so `auto`
-   * means TCG for now.
+   * `auto`: TCG unless /dev/kvm is usable and a guest boots under it. Nested KVM on some hosts (these
+   * machines) starts QEMU and then hangs the guest, so only a boot tells: the verdict kept for this host
+   * decides, and without one the first microVM run boots a probe guest first (`settleKvm`).
    */
-  private chooseAccel(): Accel | { invalid: string } {
-    const wanted = process.env.VMESH_QEMU_ACCEL || this.options.accel || 'auto';
-    if (wanted === 'kvm' || wanted === 'tcg') return wanted;
-    return wanted === 'auto' ? 'tcg' : { invalid: wanted };
+  private async autoAccel(version: string): Promise<void> {
+    this.accel = 'tcg';
+    const device = this.options.kvmDevice ?? '/dev/kvm';
+    try {
+      await fs.access(device, constants.R_OK | constants.W_OK);
+    } catch {
+      this.kvmNote = `no usable ${device}`;
+      return;
+    }
+    const key = await kvmHostKey(version);
+    const verdict = await readKvmVerdict(this.kvmVerdictFile, key);
+    if (verdict !== undefined) {
+      [this.accel, this.kvmNote] = [verdict.boots ? 'kvm' : 'tcg', verdict.reason];
+      return;
+    }
+    this.kvmUnknown = key;
+    this.kvmNote = 'not probed yet: the first microVM run boots a guest under KVM once';
+  }
+
+  /** Runs the KVM boot probe once (every run that needs it waits for it), keeps its verdict, and takes KVM if it boots. */
+  private settleKvm(signal?: AbortSignal): Promise<void> {
+    const key = this.kvmUnknown;
+    if (key === undefined) return Promise.resolve();
+    this.kvmSettling ??= (async () => {
+      const image = await this.guestImage(signal);
+      // A `qemu-` directory with a pid file: a node that crashes mid-probe has its QEMU killed by `recover`.
+      const dir = await fs.mkdtemp(path.join(this.sandboxRoot, 'qemu-kvmprobe-'));
+      const result = await probeKvmBoot({ binary: this.binary, image, dir, timeoutMs: this.options.kvmProbeTimeoutMs ?? 20_000 });
+      await writeKvmVerdict(this.kvmVerdictFile, { key, ...result, at: new Date().toISOString() });
+      [this.accel, this.kvmNote, this.kvmUnknown] = [result.boots ? 'kvm' : 'tcg', result.reason, undefined];
+    })().finally(() => (this.kvmSettling = undefined));
+    return this.kvmSettling;
   }
 
   /**
@@ -102,6 +154,8 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
     if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
+    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
+    await this.settleKvm(signal);
     await this.validate(request);
     const machine = { vcpus: request.resources.vcpus, memoryMiB: request.resources.memoryMiB };
     if (request.kernel !== undefined) {
