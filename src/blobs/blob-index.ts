@@ -24,18 +24,27 @@ export class BlobHeldError extends VmeshError {
   readonly status = 409;
 }
 
+/** At most this share of a store may be pinned (kept copies): the rest stays a cache for this node's own use. */
+export const MAX_PINNED_SHARE = 0.5;
+
 /**
- * What a blob store holds, in memory: each blob's size in least-recently-used order, and how many live
- * runs hold each one. It decides what to evict so that a new blob fits under `maxBytes`, never choosing
- * a held blob. Pure bookkeeping: the store does the file system work.
+ * What a blob store holds, in memory: each blob's size in least-recently-used order, how many live runs
+ * hold each one, and which are pinned until when (copies kept for other nodes). It decides what to evict
+ * so that a new blob fits under `maxBytes`, never choosing a held blob or one pinned for a while yet.
+ * Pure bookkeeping: the store does the file system work.
  */
 export class BlobIndex {
   /** hash → size in bytes; iteration order is least recently used first. */
   private readonly sizes = new Map<string, number>();
   private readonly holds = new Map<string, number>();
+  /** hash → until when (ms since the epoch) it must not be evicted. */
+  private readonly pins = new Map<string, number>();
   private total = 0;
 
-  constructor(readonly maxBytes: number) {}
+  constructor(
+    readonly maxBytes: number,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   get bytes(): number {
     return this.total;
@@ -73,8 +82,58 @@ export class BlobIndex {
     const size = this.sizes.get(hash);
     if (size === undefined) return false;
     this.sizes.delete(hash);
+    this.pins.delete(hash);
     this.total -= size;
     return true;
+  }
+
+  /**
+   * Keeps a blob this index has from eviction until `until` (a later pin extends it). Throws
+   * BlobStoreFullError when the pinned blobs would pass MAX_PINNED_SHARE of the store.
+   */
+  pin(hash: string, until: number): void {
+    const size = this.sizes.get(hash);
+    if (size === undefined) throw new Error(`${hash} is not in the store`);
+    if (!this.isPinned(hash)) this.assertPinRoom(size);
+    this.pins.set(hash, Math.max(until, this.pins.get(hash) ?? 0));
+  }
+
+  /** Throws BlobStoreFullError unless `size` more bytes could be pinned. */
+  assertPinRoom(size: number): void {
+    const pinned = this.pinnedBytes();
+    if (pinned + size > this.maxBytes * MAX_PINNED_SHARE) {
+      throw new BlobStoreFullError(
+        `this node keeps ${pinned} bytes of copies for other nodes already; ${size} more would pass half its blob store (limits.blobStoreBytes = ${this.maxBytes})`,
+        { field: 'blob' },
+      );
+    }
+  }
+
+  /** Until when a blob is pinned, or undefined (never pinned, or its pin has run out). */
+  pinnedUntil(hash: string): number | undefined {
+    const until = this.pins.get(hash);
+    if (until === undefined) return undefined;
+    if (until > this.now()) return until;
+    this.pins.delete(hash);
+    return undefined;
+  }
+
+  isPinned(hash: string): boolean {
+    return this.pinnedUntil(hash) !== undefined;
+  }
+
+  /** Every live pin, for saving. */
+  pinned(): Array<[string, number]> {
+    return [...this.pins.keys()].flatMap((h) => {
+      const until = this.pinnedUntil(h);
+      return until === undefined ? [] : [[h, until] as [string, number]];
+    });
+  }
+
+  pinnedBytes(): number {
+    let n = 0;
+    for (const [hash] of this.pinned()) n += this.sizes.get(hash) ?? 0;
+    return n;
   }
 
   /** Every blob, least recently used first. */
@@ -112,15 +171,25 @@ export class BlobIndex {
     return n;
   }
 
+  /** Bytes eviction may not take now: held by live runs or pinned. */
+  private lockedBytes(): number {
+    let n = 0;
+    for (const [hash, size] of this.sizes) if (this.holds.has(hash) || this.isPinned(hash)) n += size;
+    return n;
+  }
+
   /** Throws unless a blob of `size` bytes could fit once every blob nobody holds were evicted. */
   assertRoom(size: number): void {
     if (size > this.maxBytes) {
       throw new BlobStoreFullError(`a blob of ${size} bytes is larger than this node's whole blob store (limits.blobStoreBytes = ${this.maxBytes})`, { field: 'blob' });
     }
-    const held = this.heldBytes();
-    if (held + size > this.maxBytes) {
+    const locked = this.lockedBytes();
+    if (locked + size > this.maxBytes) {
+      const held = this.heldBytes();
+      const pinned = locked - held;
+      const why = pinned > 0 ? `live runs hold ${held} and copies kept for other nodes pin ${pinned}` : `live runs hold ${held}`;
       throw new BlobStoreFullError(
-        `the blob store is full: live runs hold ${held} of its ${this.maxBytes} bytes (limits.blobStoreBytes), so a blob of ${size} bytes does not fit until they end`,
+        `the blob store is full: ${why} of its ${this.maxBytes} bytes (limits.blobStoreBytes), so a blob of ${size} bytes does not fit until they end`,
         { field: 'blob' },
       );
     }
@@ -136,7 +205,7 @@ export class BlobIndex {
     let total = this.total;
     for (const [hash, bytes] of this.sizes) {
       if (total + size <= this.maxBytes) break;
-      if (this.holds.has(hash)) continue;
+      if (this.holds.has(hash) || this.isPinned(hash)) continue;
       victims.push(hash);
       total -= bytes;
     }

@@ -43,6 +43,8 @@ export interface BlobEntry {
   bytes: number;
   /** Whether a live run holds it (it cannot be evicted until that run ends). */
   held: boolean;
+  /** Until when it is kept for another node (never evicted before), when it is. */
+  pinnedUntil?: string;
 }
 
 /**
@@ -51,7 +53,8 @@ export interface BlobEntry {
  *
  * The store is a cache with a size cap: when a new blob would take it over `maxBytes`, the least recently
  * used blobs go (use is a put, a read or a `fileOf`, kept in the files' mtimes across restarts), except
- * those a live run holds (`hold`). A blob that cannot fit is refused before it is written.
+ * those a live run holds (`hold`) and those pinned for a while as copies kept for other nodes (`pin`,
+ * kept in `<root>/pins.json` across restarts). A blob that cannot fit is refused before it is written.
  */
 export class BlobStore {
   private index: Promise<BlobIndex> | undefined;
@@ -84,10 +87,56 @@ export class BlobStore {
       const found = await Promise.all(names.map(async (n) => ({ n, st: await fs.stat(path.join(dir, n)).catch(() => undefined) })));
       found.sort((a, b) => (a.st?.mtimeMs ?? 0) - (b.st?.mtimeMs ?? 0));
       for (const { n, st } of found) if (st?.isFile() === true) index.add(`sha256:${n}`, st.size);
+      for (const [hash, until] of await this.readPins()) {
+        try {
+          if (index.has(hash)) index.pin(hash, until);
+        } catch {
+          // the cap was lowered below what was pinned: the rest are ordinary cached blobs again
+        }
+      }
       await this.evict(index.evictFor(0));
       return index;
     })();
     return this.index;
+  }
+
+  private pinsFile(): string {
+    return path.join(this.root, 'pins.json');
+  }
+
+  private async readPins(): Promise<Array<[string, number]>> {
+    try {
+      const saved = JSON.parse(await fs.readFile(this.pinsFile(), 'utf8')) as Record<string, string>;
+      return Object.entries(saved).flatMap(([hash, until]) => (HASH.test(hash) && Number.isFinite(Date.parse(until)) ? [[hash, Date.parse(until)] as [string, number]] : []));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Saves the live pins (written whole, then renamed into place). */
+  private async savePins(index: BlobIndex): Promise<void> {
+    const body = JSON.stringify(Object.fromEntries(index.pinned().map(([hash, until]) => [hash, new Date(until).toISOString()])));
+    const tmp = `${this.pinsFile()}.${randomBytes(4).toString('hex')}.tmp`;
+    await fs.mkdir(this.root, { recursive: true });
+    await fs.writeFile(tmp, body, { mode: 0o600 });
+    await fs.rename(tmp, this.pinsFile());
+  }
+
+  /**
+   * Keeps a blob this store has from eviction for `ms` (a copy kept for another node); a later pin
+   * extends it. Throws BlobStoreFullError when kept copies would pass half the store.
+   */
+  async pin(hash: string, ms: number): Promise<void> {
+    this.pathOf(hash);
+    const index = await this.loaded();
+    if (!index.has(hash)) throw new InvalidInputError(`blob: this node does not hold ${hash}`, { field: 'blob' });
+    index.pin(hash, Date.now() + ms);
+    await this.savePins(index);
+  }
+
+  /** Throws BlobStoreFullError unless a copy of `bytes` could be pinned (checked before fetching it). */
+  async assertPinRoom(bytes: number): Promise<void> {
+    (await this.loaded()).assertPinRoom(bytes);
   }
 
   private async evict(victims: string[]): Promise<void> {
@@ -170,8 +219,10 @@ export class BlobStore {
     const index = await this.loaded();
     if (index.isHeld(hash)) throw new BlobHeldError(`${hash} is held by a live run; it can go once the run is over`, { field: 'blob' });
     if (!index.has(hash) || this.arriving.has(hash)) return false;
+    const pinned = index.isPinned(hash);
     index.remove(hash);
     await this.evict([hash]);
+    if (pinned) await this.savePins(index);
     return true;
   }
 
@@ -270,13 +321,16 @@ export class BlobStore {
   /** Every blob with its size, least recently used first. */
   async entries(): Promise<BlobEntry[]> {
     const index = await this.loaded();
-    return (await this.list()).map((hash) => ({ hash, bytes: index.sizeOf(hash) ?? 0, held: index.isHeld(hash) }));
+    return (await this.list()).map((hash) => {
+      const until = index.pinnedUntil(hash);
+      return { hash, bytes: index.sizeOf(hash) ?? 0, held: index.isHeld(hash), ...(until === undefined ? {} : { pinnedUntil: new Date(until).toISOString() }) };
+    });
   }
 
   /** Bytes and blobs stored, and the cap. */
-  async usage(): Promise<{ bytes: number; blobs: number; maxBytes: number; heldBytes: number }> {
+  async usage(): Promise<{ bytes: number; blobs: number; maxBytes: number; heldBytes: number; pinnedBytes: number }> {
     const index = await this.loaded();
-    return { bytes: index.bytes, blobs: index.count, maxBytes: this.maxBytes, heldBytes: index.heldBytes() };
+    return { bytes: index.bytes, blobs: index.count, maxBytes: this.maxBytes, heldBytes: index.heldBytes(), pinnedBytes: index.pinnedBytes() };
   }
 
   /** The size of a blob this store holds, or undefined. */

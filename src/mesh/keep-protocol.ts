@@ -11,7 +11,8 @@ import type { PeerGuard } from './peer-guard.ts';
 /**
  * `/vmesh/keep/1`: one node asks another to keep a copy of a blob it holds (a run's outputs archive, so
  * that it outlives the node that made it). The asked node fetches the blob from the asker alone, over
- * `/vmesh/blob/1`, verifying it as it comes, and answers once the copy is in its store.
+ * `/vmesh/blob/1`, verifying it as it comes, pins it against eviction for `mesh.keepCopiesForMs` (kept
+ * copies take at most half a store), and answers once the copy is in its store.
  */
 export const KEEP_PROTOCOL = '/vmesh/keep/1';
 const MAX_FRAME = 1024;
@@ -37,6 +38,8 @@ export interface KeepServerOptions {
   maxBytes: number;
   /** How long one copy may take to arrive. */
   timeoutMs: number;
+  /** How long a kept copy is pinned against eviction. */
+  keepForMs: number;
 }
 
 /** Answers `/vmesh/keep/1`: checks the asker and the size, fetches the blob from the asker, answers. */
@@ -64,8 +67,12 @@ export async function serveKeeps(host: MeshHost, pool: BlobPool, guard: PeerGuar
         if (fetching >= MAX_CONCURRENT) return await refuse('busy', `this node is fetching ${MAX_CONCURRENT} copies already`);
         fetching++;
         try {
+          // A kept copy is pinned, so it must fit in what this node gives to copies for others.
+          if (!(await pool.blobs.has(hash))) await pool.blobs.assertPinRoom(size);
           // From the asker only, never through the DHT: a request cannot make this node fetch from elsewhere.
           await pool.fetch(hash, { hints: [peer], lookup: false, signal: AbortSignal.timeout(o.timeoutMs) });
+          // Safe from eviction for a while: a copy kept for another node is not this node's cache to drop.
+          await pool.blobs.pin(hash, o.keepForMs);
         } catch (err) {
           return await refuse(isVmeshError(err) ? err.code : 'failed', (err as Error).message.slice(0, 1024));
         } finally {

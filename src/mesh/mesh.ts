@@ -116,6 +116,7 @@ export class Mesh {
       isMember: (id) => this.membership.get(id) !== undefined,
       maxBytes: this.o.maxBlobBytes,
       timeoutMs: KEEP_TIMEOUT_MS,
+      keepForMs: this.o.config.keepCopiesForMs,
     });
     const pubsub = this.host.services.pubsub;
     pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.takeAdvert(from, msg));

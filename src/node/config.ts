@@ -17,6 +17,9 @@ const MeshSettings = Type.Object(
     peerTtlMs: Type.Optional(Type.Integer({ minimum: 300, maximum: 86_400_000, description: 'a peer whose adverts stop for this long leaves the membership' })),
     pingIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'how often each peer\'s round-trip time is measured' })),
     banMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 30 * 86_400_000, description: 'how long a peer that broke the protocol is refused' })),
+    keepCopiesForMs: Type.Optional(
+      Type.Integer({ minimum: 1000, maximum: 365 * 86_400_000, description: 'how long a copy that another node asked this node to keep is safe from eviction (default 7 days)' }),
+    ),
     inboundConnectionsPerSecond: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 100_000, description: 'new connections taken per second from one IP address (libp2p refuses the rest)' }),
     ),
@@ -35,6 +38,7 @@ export interface MeshConfig {
   peerTtlMs: number;
   pingIntervalMs: number;
   banMs: number;
+  keepCopiesForMs: number;
   inboundConnectionsPerSecond: number;
   labels: Record<string, string>;
   location?: Static<typeof NodeLocation>;
@@ -282,6 +286,7 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
     peerTtlMs: 35_000,
     pingIntervalMs: 5_000,
     banMs: 3_600_000,
+    keepCopiesForMs: 7 * 86_400_000,
     inboundConnectionsPerSecond: 5,
     labels: {},
     ...rest,

@@ -30,8 +30,8 @@ export interface MeshView {
 
 export interface BlobList {
   /** Most recently used first; `held` ones are read by a live run and cannot be evicted. */
-  blobs: Array<{ hash: string; bytes: number; held: boolean }>;
-  usage: { bytes: number; blobs: number; maxBytes: number; heldBytes: number };
+  blobs: Array<{ hash: string; bytes: number; held: boolean; pinnedUntil?: string }>;
+  usage: { bytes: number; blobs: number; maxBytes: number; heldBytes: number; pinnedBytes: number };
 }
 
 export interface ClientOptions {

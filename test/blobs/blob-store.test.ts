@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { BlobStore, BlobStoreFullError, sha256 } from '../../src/blobs/blob-store.ts';
@@ -123,6 +123,36 @@ describe('blob store: size cap and least-recently-used eviction', () => {
     const again = new BlobStore(first.root, { maxBytes: 2 * KB });
     assert.deepEqual(await again.list(), [hashes[1], hashes[0]], 'trimmed to 2 blobs, least recently used first');
     assert.deepEqual(onDisk(first.root).hashes, [hashes[0], hashes[1]].sort());
+  });
+
+  it('keeps a pinned copy (kept for another node) through eviction and a restart until its pin runs out; pins take at most half the store', async () => {
+    const store = fresh(4 * KB);
+    const kept = await store.put(blob());
+    await store.pin(kept, 60_000);
+    for (let i = 0; i < 6; i++) await store.put(blob()); // the kept copy is the least recently used throughout
+    assert.ok(await store.has(kept), 'the pinned copy outlived six newer blobs in a store of four');
+    const entry = (await store.entries()).find((e) => e.hash === kept)!;
+    assert.ok(Date.parse(entry.pinnedUntil!) > Date.now() + 50_000, `pinned until ${entry.pinnedUntil}`);
+    assert.equal((await store.usage()).pinnedBytes, KB);
+    // Half the store at most: 2 KB of 4 are pinned, a third 1 KB copy is refused before it is fetched.
+    const second = await store.put(blob());
+    await store.pin(second, 60_000);
+    await assert.rejects(store.assertPinRoom(KB), (err) => err instanceof BlobStoreFullError && /copies for other nodes already/.test(err.message));
+    const third = await store.put(blob());
+    await assert.rejects(store.pin(third, 60_000), BlobStoreFullError);
+    await assert.rejects(store.pin(sha256(blob()), 60_000), (err) => isVmeshError(err) && err.field === 'blob');
+    // A restarted store still keeps them; a copy whose pin ran out is an ordinary cached blob again.
+    const again = new BlobStore(store.root, { maxBytes: 4 * KB });
+    assert.deepEqual((await again.entries()).filter((e) => e.pinnedUntil !== undefined).map((e) => e.hash).sort(), [kept, second].sort());
+    const pins = JSON.parse(readFileSync(path.join(store.root, 'pins.json'), 'utf8')) as Record<string, string>;
+    writeFileSync(path.join(store.root, 'pins.json'), JSON.stringify({ ...pins, [kept]: new Date(Date.now() - 1000).toISOString() }));
+    const later = new BlobStore(store.root, { maxBytes: 4 * KB });
+    for (let i = 0; i < 4; i++) await later.put(blob());
+    assert.equal(await later.has(kept), false, 'evicted once its pin ran out');
+    assert.ok(await later.has(second), 'the other pin still holds');
+    // The operator may still remove a kept copy by hand.
+    assert.equal(await later.remove(second), true);
+    assert.equal((await new BlobStore(store.root, { maxBytes: 4 * KB }).usage()).pinnedBytes, 0);
   });
 
   it('drops a corrupted copy when it is read, and tells its listeners', async () => {

@@ -187,7 +187,7 @@ describe('vmesh CLI against a real detached node', () => {
 
     const list = json<{ blobs: Array<{ hash: string; bytes: number }> }>(await vmesh(home, ['--json', 'blob', 'ls']));
     assert.deepEqual(list.blobs.slice(0, 2).map((b) => [b.hash, b.bytes]), [[piped.blob, 11], [hash, 300_000]]);
-    assert.match((await vmesh(home, ['blob', 'ls'])).stdout, /^BLOB\s+SIZE\s+HELD$[\s\S]*\d+ blobs, [\d.]+ MiB of 65536\.0 MiB/m);
+    assert.match((await vmesh(home, ['blob', 'ls'])).stdout, /^BLOB\s+SIZE\s+HELD\s+KEPT FOR OTHERS UNTIL$[\s\S]*\d+ blobs, [\d.]+ MiB of 65536\.0 MiB/m);
 
     const out = path.join(home, 'copy.bin');
     const got = await vmesh(home, ['--json', 'blob', 'get', hash, '-o', out]);

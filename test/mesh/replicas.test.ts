@@ -55,6 +55,12 @@ describe('outputs kept on more than one node (outputs.replicas)', () => {
     assert.equal(copies.nodes[0], ids()[0], 'the executing node first');
     assert.equal(new Set(copies.nodes).size, 3);
     assert.deepEqual(await holders(archive.blob), [...copies.nodes].sort(), 'exactly the nodes named hold it, no more');
+    // The keepers pinned their copies against eviction (mesh.keepCopiesForMs, 7 days by default); A's own is its cache.
+    for (const d of daemons) {
+      const entry = (await d.daemon.node.blobs.entries()).find((e) => e.hash === archive.blob);
+      if (entry === undefined || d.daemon.node.id === ids()[0]) continue;
+      assert.ok(Date.parse(entry.pinnedUntil ?? '') > Date.now() + 6 * 86_400_000, `${d.daemon.node.id} pinned its copy until ${entry.pinnedUntil}`);
+    }
 
     assert.equal(await daemons[0]!.daemon.node.blobs.remove(archive.blob), true);
     const tar = await buffer(Readable.fromWeb(await client.outputs(run.id)));

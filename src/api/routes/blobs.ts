@@ -21,9 +21,18 @@ const Usage = Type.Object({
   blobs: Type.Integer(),
   maxBytes: Type.Number({ description: 'limits.blobStoreBytes' }),
   heldBytes: Type.Integer({ description: 'bytes held by live runs, which eviction never takes' }),
+  pinnedBytes: Type.Integer({ description: 'bytes of copies kept for other nodes, which eviction does not take until their pins run out' }),
 });
 const BlobList = Type.Object({
-  blobs: Type.Array(Type.Object({ hash: Type.String(), bytes: Type.Integer(), held: Type.Boolean() }), { description: 'most recently used first' }),
+  blobs: Type.Array(
+    Type.Object({
+      hash: Type.String(),
+      bytes: Type.Integer(),
+      held: Type.Boolean(),
+      pinnedUntil: Type.Optional(Type.String({ description: 'a copy kept for another node: never evicted before this time' })),
+    }),
+    { description: 'most recently used first' },
+  ),
   usage: Usage,
 });
 const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody, 502: ErrorBody, 507: ErrorBody };

@@ -71,10 +71,12 @@ export function blobCommands(program: Command): void {
       withClient(cmd, async (client, global) => {
         const list = await client.listBlobs({ limit: opts.limit });
         if (global.json) return printJson(list);
-        const rows = [['BLOB', 'SIZE', 'HELD']];
-        for (const b of list.blobs) rows.push([b.hash, mib(b.bytes), b.held ? 'by a live run' : '-']);
+        const rows = [['BLOB', 'SIZE', 'HELD', 'KEPT FOR OTHERS UNTIL']];
+        for (const b of list.blobs) rows.push([b.hash, mib(b.bytes), b.held ? 'by a live run' : '-', b.pinnedUntil ?? '-']);
         const u = list.usage;
-        process.stdout.write(`${table(rows)}\n${u.blobs} blobs, ${mib(u.bytes)} of ${mib(u.maxBytes)} (limits.blobStoreBytes); ${mib(u.heldBytes)} held by live runs\n`);
+        process.stdout.write(
+          `${table(rows)}\n${u.blobs} blobs, ${mib(u.bytes)} of ${mib(u.maxBytes)} (limits.blobStoreBytes); ${mib(u.heldBytes)} held by live runs, ${mib(u.pinnedBytes)} kept for other nodes\n`,
+        );
       }),
     );
 
