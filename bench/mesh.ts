@@ -10,6 +10,8 @@ import { VMESH_VERSION } from '../src/version.ts';
 import type { Workload } from '../src/spec/index.ts';
 import { Hosts, hostsSkip } from '../test/hosts/harness.ts';
 import { blobTransfer, type BlobTransferResult } from './mesh-blobs.ts';
+import { readCpu } from './lib/proc.ts';
+import { processConvergence, type ProcessConvergence } from './mesh-converge.ts';
 import type { Benchmark, BenchReport, Target } from './lib/benchmark.ts';
 import { envList, envNumber } from './lib/env.ts';
 import { mib, ms, tableMarkdown, tableText, type Table } from './lib/format.ts';
@@ -40,15 +42,19 @@ export const meshBenchmark: Benchmark = {
     const blobReps = envNumber('BENCH_MESH_BLOB_RUNS', 5, { min: 1, integer: true });
     const remote = await remoteOverhead(runs, log);
     const blobs = await blobTransfer(blobMiB, blobReps, log);
+    const processes = envNumber('BENCH_MESH_PROCESSES', 50, { min: 0, integer: true });
     const converge: ConvergeResult[] = [];
     for (const count of sizes) converge.push(await convergence(count, log));
-    return report(runs, remote, blobs, converge);
+    const real = processes >= 2 ? await processConvergence(processes, log) : undefined;
+    return report(runs, remote, blobs, converge, real);
   },
 };
 
 interface RemoteResult {
   local: number[];
   remote: number[];
+  /** CPU per run of [A, B], in ms: runs submitted on B and run there, then runs sent A → B → A. */
+  cpu: { runs: number; local: [number, number]; remote: [number, number] };
 }
 
 async function remoteOverhead(runs: number, log: (l: string) => void): Promise<RemoteResult> {
@@ -62,7 +68,7 @@ async function remoteOverhead(runs: number, log: (l: string) => void): Promise<R
       await b.client.run(TRIVIAL);
       await a.client.run(toB);
     }
-    const result: RemoteResult = { local: [], remote: [] };
+    const result: RemoteResult = { local: [], remote: [], cpu: { runs: 0, local: [0, 0], remote: [0, 0] } };
     for (let i = 0; i < runs; i++) {
       // Alternating, so that the drift of a shared machine hits both ways alike.
       let t = performance.now();
@@ -74,6 +80,17 @@ async function remoteOverhead(runs: number, log: (l: string) => void): Promise<R
       if (l.state !== 'succeeded' || r.state !== 'succeeded') throw new Error(`run failed: ${l.reason ?? r.reason}`);
     }
     log(`mesh: ${runs} runs each: local on B p50 ${ms(summarize(result.local).p50)}, A → B → A p50 ${ms(summarize(result.remote).p50)}`);
+    // What each way costs the two nodes in CPU (all threads): one way after the other, not alternating.
+    const pids = [a.process?.pid ?? 0, b.process?.pid ?? 0];
+    const cpuRuns = Math.max(100, Math.ceil(runs / 2));
+    const perRun = async (run: () => Promise<unknown>): Promise<[number, number]> => {
+      const before = pids.map((p) => readCpu(p).totalMs);
+      for (let i = 0; i < cpuRuns; i++) await run();
+      const [ca, cb] = pids.map((p, i) => (readCpu(p).totalMs - before[i]!) / cpuRuns);
+      return [ca!, cb!];
+    };
+    result.cpu = { runs: cpuRuns, local: await perRun(() => b.client.run(TRIVIAL)), remote: await perRun(() => a.client.run(toB)) };
+    log(`mesh: CPU per run: local on B ${result.cpu.local[1].toFixed(2)} ms of B's; A → B → A ${result.cpu.remote[0].toFixed(2)} ms of A's and ${result.cpu.remote[1].toFixed(2)} ms of B's`);
     return result;
   } finally {
     await net.remove();
@@ -145,7 +162,7 @@ async function convergence(count: number, log: (l: string) => void): Promise<Con
   }
 }
 
-function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, converge: ConvergeResult[]): BenchReport {
+function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, converge: ConvergeResult[], real: ProcessConvergence | undefined): BenchReport {
   const local = summarize(r.local);
   const remote = summarize(r.remote);
   const overhead = remote.p50 - local.p50;
@@ -163,6 +180,14 @@ function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, conver
       ],
     },
     {
+      title: `CPU per run of each node (all threads, from /proc/<pid>/stat), ${r.cpu.runs} runs one way, then ${r.cpu.runs} the other`,
+      header: ['way', 'A', 'B'],
+      rows: [
+        ['submitted on B, runs on B', ms(r.cpu.local[0]), ms(r.cpu.local[1])],
+        ['submitted on A with placement.node = B', ms(r.cpu.remote[0]), ms(r.cpu.remote[1])],
+      ],
+    },
+    {
       title: `A ${blobs.sizeMiB} MiB blob from host A to host B (two namespace hosts; p50 of ${blobs.tcp.length}, alternating)`,
       header: ['way', 'p50', 'throughput (p50)', 'best'],
       rows: [
@@ -177,7 +202,15 @@ function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, conver
       rows: converge.map((c) => [String(c.count), ms(c.formedMs), c.seen, ms(c.updateMs), mib(c.rssPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
     },
   ];
-  const largest = converge.at(-1)!;
+  if (real !== undefined) {
+    tables.push({
+      title: `Adverts of ${real.count} node processes, one per namespace host (a real \`vmesh up\` each, default timers, five started at a time, each joining through the first)`,
+      header: ['nodes', 'all started in', 'until every node lists every other, after the last was up', 'members seen per node', 'RSS per node', 'CPU per node, idle'],
+      rows: [[String(real.count), ms(real.startMs), ms(real.formedMs), real.seen, mib(real.rssPerNodeMiB), `${real.cpuMsPerNodeSecond.toFixed(1)} ms/s`]],
+    });
+  }
+  // Node processes are what a mesh is made of; the in-process figure stands in where they were not run.
+  const largest = real ?? converge.at(-1)!;
   const targets: Target[] = [
     { goal: `remote-run overhead p50 <= ${TARGETS.remoteOverheadMs} ms`, measured: ms(overhead), pass: overhead <= TARGETS.remoteOverheadMs },
     { goal: `blob transfer >= ${TARGETS.blobOfTcp * 100}% of a plain TCP copy`, measured: `${(blobShare * 100).toFixed(0)}%`, pass: blobShare >= TARGETS.blobOfTcp },
@@ -195,7 +228,7 @@ function report(runs: number, r: RemoteResult, blobs: BlobTransferResult, conver
     markdown: [
       ...all.map(tableMarkdown),
       note,
-      'Reproduce: `BENCH_ONLY=mesh npm run bench` as root (`BENCH_MESH_RUNS`, default 200; `BENCH_MESH_BLOB_MIB`, default 256; `BENCH_MESH_BLOB_RUNS`, default 5; `BENCH_MESH_NODES`, default 10,20,30,50).',
+      'Reproduce: `BENCH_ONLY=mesh npm run bench` as root (`BENCH_MESH_RUNS`, default 200; `BENCH_MESH_BLOB_MIB`, default 256; `BENCH_MESH_BLOB_RUNS`, default 5; `BENCH_MESH_NODES`, default 10,20,30,50; `BENCH_MESH_PROCESSES`, default 50, 0 to skip).',
     ].join('\n\n'),
   };
 }
