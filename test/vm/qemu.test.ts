@@ -122,7 +122,7 @@ describe('qemu driver', { skip }, () => {
     try {
       const kvmDevice = path.join(scratch.dir, 'kvm');
       writeFileSync(kvmDevice, '');
-      const options = { sandboxRoot: root.dir, kvmDevice, kvmVerdictFile: path.join(scratch.dir, 'verdict.json'), kvmProbeTimeoutMs: 60_000 };
+      const options = { sandboxRoot: root.dir, kvmDevice, kvmVerdictFile: path.join(scratch.dir, 'verdict.json'), kvmProbeTimeoutMs: 20_000 };
       const first = new QemuDriver(options);
       assert.match(String((await first.probe()).details?.kvm), /^not probed yet/);
       const { exit, stdout } = await runCase(first, vm('echo after the probe'), { resources: VM_RESOURCES });
