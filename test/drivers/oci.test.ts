@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { OciDriver } from '../../src/drivers/oci/driver.ts';
@@ -25,7 +25,16 @@ const sh = (script: string, extra: Partial<Workload> = {}): Case => ({
 // The node resolves source.file to a directory; the driver gets its real path.
 const withDir = (c: Case) => ({ ...c, sourceDir: rootfs });
 
-const make = (root: string) => new OciDriver({ sandboxRoot: root, stateDir: path.join(root, '..', `${path.basename(root)}-state`) });
+// runc's state lives beside the sandbox root (the compliance suite checks that the root is left empty), and goes with the file.
+const stateDirs: string[] = [];
+after(() => {
+  for (const dir of stateDirs) rmSync(dir, { recursive: true, force: true });
+});
+const make = (root: string) => {
+  const stateDir = path.join(root, '..', `${path.basename(root)}-state`);
+  stateDirs.push(stateDir);
+  return new OciDriver({ sandboxRoot: root, stateDir });
+};
 
 driverCompliance(
   'oci (runc)',

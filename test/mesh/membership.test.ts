@@ -38,7 +38,8 @@ describe('mesh membership on loopback', () => {
     const left = await until(() => !a.daemon.mesh!.nodes().some((n) => n.id === id), FAST_MESH.peerTtlMs + 3000, 'the stopped node to leave');
     assert.ok(left <= FAST_MESH.peerTtlMs + 1500, `left after ${Math.round(left)} ms`);
     const again = await startMeshDaemon({ join: a.daemon.mesh!.addresses() }, c.home);
-    daemons[2] = again;
+    // Restarted on c's home: removing it must take that home too (c's own remove does; again's leaves a given home).
+    daemons[2] = { ...again, remove: async () => (await again.remove(), await c.remove()) };
     assert.equal(again.daemon.node.id, id, 'identity.key keeps the id');
     await until(() => a.daemon.mesh!.nodes().some((n) => n.id === id), 10_000, 'the restarted node to rejoin');
   });

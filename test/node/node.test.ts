@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { VmeshNode } from '../../src/node/node.ts';
@@ -201,6 +201,7 @@ describe('node restart', () => {
       assert.deepEqual(b.node.ledger.free(), b.node.ledger.capacity);
     } finally {
       await b.node.stop();
+      rmSync(home, { recursive: true, force: true }); // a's home: a itself was stopped, not removed
     }
   });
 });
