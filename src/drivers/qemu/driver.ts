@@ -129,6 +129,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     this.kvmSettling ??= (async () => {
       const image = await this.guestImage(signal);
       // A `qemu-` directory with a pid file: a node that crashes mid-probe has its QEMU killed by `recover`.
+      await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
       const dir = await fs.mkdtemp(path.join(this.sandboxRoot, 'qemu-kvmprobe-'));
       const result = await probeKvmBoot({ binary: this.binary, image, dir, timeoutMs: this.options.kvmProbeTimeoutMs ?? 20_000 });
       await writeKvmVerdict(this.kvmVerdictFile, { key, ...result, at: new Date().toISOString() });
@@ -154,7 +155,6 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<QemuPrepared> {
     if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom);
-    await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     await this.settleKvm(signal);
     await this.validate(request);
     const machine = { vcpus: request.resources.vcpus, memoryMiB: request.resources.memoryMiB };

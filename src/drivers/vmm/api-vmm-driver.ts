@@ -62,7 +62,6 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   protected abstract readonly resumeCall: ApiCall;
 
   protected readonly binary: string;
-  protected version = '';
 
   constructor(protected readonly options: ApiVmmOptions = {}) {
     super(options);
@@ -104,7 +103,6 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     }
     const problem = await this.guestProblem();
     if (problem !== undefined) return { available: false, version, reason: problem };
-    this.version = version;
     return { available: true, version, details: { api: `written against ${this.pinnedVersion}` } };
   }
 
