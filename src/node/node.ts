@@ -2,22 +2,19 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { BlobStore, sha256 } from '../blobs/blob-store.ts';
+import { BlobStore } from '../blobs/blob-store.ts';
 import type { OutputSink } from '../outputs/pack.ts';
 import { blobSink } from '../outputs/sink.ts';
-import type { Driver, SandboxRequest } from '../drivers/driver.ts';
+import type { Driver } from '../drivers/driver.ts';
 import { DriverRegistry, type DriverStatus } from '../drivers/registry.ts';
 import {
   isTerminal,
-  InvalidInputError,
   NodeStoppingError,
   OutputsNotFoundError,
   parseWorkload,
   RunFinishedError,
   RunNotFoundError,
-  RunExistsError,
   isVmeshError,
-  NoRoomError,
   outputPaths,
   ADVERT_FORMAT,
   type NodeAdvert,
@@ -26,8 +23,7 @@ import {
   type Workload,
 } from '../spec/index.ts';
 import type { PlacementExplanation } from '../placement/index.ts';
-import { canonicalHash } from '../trust/canonical.ts';
-import { signReceipt, type ReceiptContext } from '../trust/receipt.ts';
+import { signReceipt } from '../trust/receipt.ts';
 import { Reputation } from '../trust/reputation.ts';
 import { ReportBook, signReport, type CombinedReputation } from '../trust/reports.ts';
 import { EnvelopeSigner } from '../trust/signer.ts';
@@ -36,21 +32,19 @@ import { startHostNetworking } from '../net/host.ts';
 import type { NetworkManager } from '../net/sandbox-network.ts';
 import { Store, type ListRunsQuery, type RunRecord } from '../store/store.ts';
 import { hostCapacity } from './capacity.ts';
-import { resolveResources, type NodeConfig } from './config.ts';
-import { newRunId } from './run-id.ts';
+import { type NodeConfig } from './config.ts';
 import { NodeEvents, type StateEvent } from './events.ts';
 import { Executor } from './executor.ts';
 import { Ledger, type Capacity } from './ledger.ts';
 import { NodeMetrics } from './metrics.ts';
 import { reconcile, type ReconcileReport } from './reconcile.ts';
-import { resolveSource } from './source.ts';
-import { resolveInputs, storedInputs } from './inputs.ts';
-import { blobsOf, type CopiesPlaced, type RemoteDispatch } from './remote.ts';
+import { type CopiesPlaced, type RemoteDispatch } from './remote.ts';
 import { Dispatch } from './dispatch.ts';
 import type { SubmitOptions } from './submit-options.ts';
+import { admitRun } from './admission.ts';
 export type { SubmitOptions } from './submit-options.ts';
 import { loadOrCreateIdentity, type NodeIdentity } from '../mesh/identity.ts';
-import { materializeSnapshot, readSnapshotIndex, SNAPSHOT_WORK, storeSnapshot, type SnapshotIndex, type SnapshotInfo } from '../snapshots/snapshots.ts';
+import { SNAPSHOT_WORK, storeSnapshot, type SnapshotInfo } from '../snapshots/snapshots.ts';
 export type { SnapshotInfo } from '../snapshots/snapshots.ts';
 
 import { VMESH_VERSION } from '../version.ts';
@@ -84,7 +78,8 @@ export interface NodeOptions {
 export class VmeshNode {
   readonly startedAt = new Date().toISOString();
   private stopping = false;
-  private readonly outputSink: OutputSink;
+  /** Where every run's declared outputs are archived. */
+  readonly outputSink: OutputSink;
   /** Work that follows a run's cleanup (removing a restored snapshot's files), awaited by `settled`. */
   private readonly afterRun = new Map<string, Promise<void>>();
   private remote: RemoteDispatch | undefined;
@@ -222,82 +217,8 @@ export class VmeshNode {
   }
 
   /** Validates and queues a run on this node (the dispatch calls it for the runs placement puts here). */
-  async submitHere(submitted: Workload, options: SubmitOptions): Promise<Run> {
-    const specHash = canonicalHash(submitted);
-    // What the run reads from the blob store stays there until its cleanup is over.
-    const holds = [await this.blobs.hold(blobsOf(submitted))];
-    let restoreDir: string | undefined;
-    try {
-      let workload = submitted;
-      let snapshot: SnapshotIndex | undefined;
-      if ('snapshot' in workload.source) {
-        // A restore runs on the driver that took the snapshot, with what its run had reserved.
-        snapshot = await readSnapshotIndex(workload.source.snapshot, this.blobs);
-        holds.push(await this.blobs.hold(Object.values(snapshot.files)));
-        if (workload.kind !== snapshot.kind) throw new InvalidInputError(`kind: the snapshot is of a ${snapshot.kind}, not a ${workload.kind}`, { field: 'kind' });
-        if (workload.driver !== undefined && workload.driver !== snapshot.driver) {
-          throw new InvalidInputError(`driver: the snapshot was taken by the ${snapshot.driver} driver and only it can load it`, { field: 'driver' });
-        }
-        const timeoutMs = workload.resources?.timeoutMs ?? snapshot.resources.timeoutMs;
-        workload = { ...workload, driver: snapshot.driver, resources: { ...snapshot.resources, timeoutMs } };
-      }
-      const resources = resolveResources(workload);
-      this.ledger.checkFits(resources);
-      if (options.mustFitNow === true && (!this.ledger.fitsNow(resources) || this.executor.queued > 0)) {
-        const free = this.ledger.free();
-        throw new NoRoomError(`no room free now (${free.vcpus} vCPUs, ${free.memoryMiB} MiB memory, ${free.diskMiB} MiB disk free; ${this.executor.queued} queued)`);
-      }
-      // Containers use their image where it lies (a directory, an archive, an archive blob); functions need the bytes.
-      const inPlace = workload.kind === 'container';
-      const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: this.blobs, fileRoots: this.config.fileRoots }, { inPlace });
-      const driver = this.registry.choose(workload, code);
-      const id = options.id ?? newRunId();
-      if (options.id !== undefined && this.store.getRun(id) !== undefined) throw new RunExistsError(`run ${id} already exists on this node`, { field: 'id' });
-      const codeHash = 'blob' in workload.source ? workload.source.blob : sha256(code);
-      const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: this.config.limits.outputBytes, outputs: this.outputSink };
-      if (dir !== undefined) request.sourceDir = dir;
-      if (file !== undefined) request.sourceFile = file;
-      if (kernel !== undefined) request.kernel = { kernel, ...(initrd === undefined ? {} : { initrd }) };
-      if (resources.disk !== undefined && driver.diskLimits !== true) {
-        throw new InvalidInputError(`resources.disk: the ${driver.name} driver has no virtual disk to throttle; disk I/O limits apply to microvms`, { field: 'resources.disk' });
-      }
-      const inputs = await resolveInputs(workload.inputs, this.blobs, resources.diskMiB);
-      if (inputs.length > 0) {
-        if (driver.inputFiles !== true) {
-          throw new InvalidInputError(`inputs: the ${driver.name} driver takes no input files; use a container or a microvm, or pass the data as stdin`, { field: 'inputs' });
-        }
-        request.inputs = inputs;
-      }
-      if (snapshot !== undefined) {
-        restoreDir = path.join(this.config.home, SNAPSHOT_WORK, `restore-${id}`);
-        await fs.mkdir(path.dirname(restoreDir), { recursive: true, mode: 0o700 });
-        await materializeSnapshot(snapshot, this.blobs, restoreDir);
-        request.restoreFrom = restoreDir;
-      }
-      await driver.validate(request);
-      // The store keeps the code and the inline inputs once, by hash, not inside every run's spec.
-      let spec: Workload = 'inline' in workload.source ? { ...workload, source: { blob: await this.blobs.put(code, codeHash) } } : workload;
-      if (inputs.length > 0) spec = { ...spec, inputs: await storedInputs(inputs, this.blobs) };
-      const now = new Date().toISOString();
-      const record: RunRecord = { id, state: 'queued', kind: workload.kind, nodeId: this.id, spec, resources, createdAt: now, updatedAt: now };
-      if (workload.name !== undefined) record.name = workload.name;
-      if (options.placement !== undefined) record.placement = options.placement;
-      const receipt: ReceiptContext = { specHash, inputs: [codeHash, ...blobsOf(spec)] };
-      if (options.requester !== undefined) receipt.requester = options.requester;
-      this.executor.submit(record, driver, request, receipt);
-      const restored = restoreDir;
-      restoreDir = undefined;
-      this.afterSettled(id, async () => {
-        for (const release of holds.splice(0)) release();
-        if (restored !== undefined) await fs.rm(restored, { recursive: true, force: true });
-      });
-      return this.toPublic(record);
-    } catch (err) {
-      for (const release of holds) release();
-      if (restoreDir !== undefined) await fs.rm(restoreDir, { recursive: true, force: true });
-      this.metrics.runsRejected.inc({ code: isVmeshError(err) ? err.code : 'internal' });
-      throw err;
-    }
+  submitHere(submitted: Workload, options: SubmitOptions): Promise<Run> {
+    return admitRun(this, submitted, options);
   }
 
   /** Lets the node send runs to, and fetch blobs from, other nodes (the mesh calls this once it is up). */
