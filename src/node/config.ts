@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Type, { type Static } from 'typebox';
+import type { IdMap } from '../drivers/oci/user-namespace.ts';
 import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
 import { DEFAULT_MESH_PORT, DEFAULT_PORT, defaultHome } from './home.ts';
 import { InvalidInputError, NodeLabels, NodeLocation, PlacementStrategy, PlacementWeights, validator, type ResolvedResources, type Workload, type WorkloadKind } from '../spec/index.ts';
@@ -78,6 +79,31 @@ const DriverSettings = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    oci: Type.Optional(
+      Type.Object(
+        {
+          userNamespace: Type.Optional(
+            Type.Union(
+              [
+                Type.Literal(false),
+                Type.Object(
+                  {
+                    hostId: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'the host id that container root (id 0) maps onto' }),
+                    size: Type.Integer({ minimum: 1, maximum: 2 ** 31, description: 'how many ids the range holds (65536 covers what images use)' }),
+                  },
+                  { additionalProperties: false },
+                ),
+              ],
+              {
+                description:
+                  'each container\'s user namespace: its ids onto host ids hostId..hostId+size-1 (default 1610612736, 65536 ids, where the host allows), or false for none',
+              },
+            ),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -89,6 +115,7 @@ export interface DriversConfig {
   preference: string[];
   firecracker: { binary?: string; kernel?: string };
   cloudHypervisor: { binary?: string };
+  oci: { userNamespace?: IdMap | false };
 }
 
 /** `$VMESH_HOME/config.json`: every field optional; command-line flags override it. */
@@ -259,6 +286,7 @@ function driversConfig(home: string, d: Static<typeof DriverSettings>): DriversC
     preference: d.preference ?? [...DEFAULT_DRIVER_PREFERENCE],
     firecracker: { ...d.firecracker, ...(kernel === undefined ? {} : { kernel: path.resolve(home, kernel) }) },
     cloudHypervisor: { ...d.cloudHypervisor },
+    oci: { ...d.oci },
   };
 }
 

@@ -35,6 +35,7 @@ export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: Driver
       stateDir: path.join(config.home, 'oci-state'),
       imageRoot: path.join(config.home, 'image-cache'),
       cgroupParent: `/vmesh/${shortTag(nodeId)}`,
+      ...config.drivers.oci,
       ...(networks === undefined ? {} : { networks }),
     }),
     new FirecrackerDriver({ sandboxRoot, ...config.drivers.firecracker, ...(networks === undefined ? {} : { networks }) }),

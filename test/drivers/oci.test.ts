@@ -3,6 +3,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { OciDriver } from '../../src/drivers/oci/driver.ts';
+import { defaultRootsDir } from '../../src/drivers/oci/user-namespace.ts';
 import { InvalidInputError, type Workload } from '../../src/spec/index.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
@@ -66,16 +67,19 @@ describe('oci driver', { skip }, () => {
   });
   const run = (c: Case, opts?: Parameters<typeof runCase>[2]) => runCase(driver, withDir(c), opts);
 
-  it('gives the container its own writable root over an image that stays untouched, one capability and no network', async () => {
-    const script = 'echo new > /made; echo changed > /etc/motd; rm /bin/vi; cat /made /etc/motd; ls /bin/vi 2>&1; grep CapEff /proc/self/status; ls /sys/class/net; hostname';
-    const { exit, stdout } = await run(sh(script));
+  it('gives the container its own writable root over a directory that stays untouched, one capability and no network', async () => {
+    // The directory's files belong to host root, which the container's user namespace does not map
+    // (they show as nobody's): its root may write its own root directory, /tmp and /out, not /etc.
+    const script = 'echo new > /made; cat /made; echo changed > /etc/motd || true; grep CapEff /proc/self/status; ls /sys/class/net; hostname';
+    const { exit, stdout, stderr } = await run(sh(script));
     assert.equal(exit.exitCode, 0);
     const lines = stdout.text.trim().split('\n');
-    assert.deepEqual(lines.slice(0, 5), ['new', 'changed', "ls: /bin/vi: No such file or directory", 'CapEff:\t0000000000000400', 'lo'], 'CAP_NET_BIND_SERVICE (bit 10) only; loopback only');
-    assert.match(lines[5]!, /^compliance\d+$/, 'its own hostname');
-    assert.ok(!existsSync(path.join(rootfs, 'made')) && !existsSync(path.join(rootfs, 'etc', 'motd')) && existsSync(path.join(rootfs, 'bin', 'vi')), 'the shared root is as it was');
-    const next = await run(sh('ls /made /etc/motd 2>&1; ls /bin/vi'));
-    assert.equal(next.stdout.text, 'ls: /made: No such file or directory\nls: /etc/motd: No such file or directory\n/bin/vi\n', 'the next run starts from the image');
+    assert.deepEqual(lines.slice(0, 3), ['new', 'CapEff:\t0000000000000400', 'lo'], 'CAP_NET_BIND_SERVICE (bit 10) only; loopback only');
+    assert.match(stderr.text, /can't create \/etc\/motd: Permission denied/);
+    assert.match(lines[3]!, /^compliance\d+$/, 'its own hostname');
+    assert.ok(!existsSync(path.join(rootfs, 'made')) && !existsSync(path.join(rootfs, 'etc', 'motd')), 'the shared root is as it was');
+    const next = await run(sh('ls /made 2>&1; ls /bin/vi'));
+    assert.equal(next.stdout.text, 'ls: /made: No such file or directory\n/bin/vi\n', 'the next run starts from the directory');
   });
 
   it('with readOnlyRoot, can write only /tmp and /out', async () => {
@@ -213,11 +217,11 @@ describe('a writable layer by copy, where overlayfs is not available, made with 
   });
 
   it('gives each container a copy of the root to write, capped at diskMiB, and removes it', async () => {
-    const { exit, stdout } = await runCase(driver, withDir(sh('echo new > /made; rm /bin/vi; cat /made; echo o > /out/o; ls -ld /tmp', { outputs: ['o'] })), { resources: { diskMiB: 8 } });
+    const { exit, stdout } = await runCase(driver, withDir(sh('echo new > /made; cat /made; echo o > /out/o; ls -ld /tmp', { outputs: ['o'] })), { resources: { diskMiB: 8 } });
     assert.equal(exit.exitCode, 0);
     assert.match(stdout.text, /^new\ndrwxrwxrwt /);
     assert.equal(exit.outputs.files[0]!.path, 'o');
-    assert.ok(!existsSync(path.join(rootfs, 'made')) && existsSync(path.join(rootfs, 'bin', 'vi')), 'the shared root is as it was');
+    assert.ok(!existsSync(path.join(rootfs, 'made')), 'the shared root is as it was');
     const tooSmall = await runCase(driver, withDir(sh('echo unreachable')), { resources: { diskMiB: 1 } });
     assert.equal(tooSmall.exit.outcome, 'crashed');
     assert.match(tooSmall.exit.reason!, /^the container's file system could not be made: cp: .*No space left on device/);
@@ -246,6 +250,15 @@ describe('containers from OCI images', { skip }, () => {
     const { exit, stdout } = await runCase(driver, image(), { resources: { diskMiB: 64 } });
     assert.equal(exit.exitCode, 0);
     assert.equal(stdout.text, 'hi from /etc\n');
+  });
+
+  it('gives each container a writable layer over the image: what it changes and deletes stays in it', async () => {
+    const script = 'echo changed > /etc/motd; rm /bin/vi; cat /etc/motd; ls /bin/vi 2>&1 || true';
+    const { exit, stdout, stderr } = await runCase(driver, image({ command: ['sh', '-c', script] }), { resources: { diskMiB: 64 } });
+    assert.equal(exit.exitCode, 0, stderr.text);
+    assert.equal(stdout.text, 'changed\nls: /bin/vi: No such file or directory\n');
+    const next = await runCase(driver, image({ command: ['sh', '-c', 'ls /etc/motd 2>&1; ls /bin/vi'] }), { resources: { diskMiB: 64 } });
+    assert.equal(next.stdout.text, 'ls: /etc/motd: No such file or directory\n/bin/vi\n', 'the next run starts from the image');
   });
 
   it('replaces the cmd with args, and the whole command with command; env adds to the image\'s', async () => {
@@ -309,7 +322,8 @@ describe('containers leave nothing behind', { skip }, () => {
     const { leakTestNetworks } = await import('../helpers/leak-networks.ts');
     const { networks, counts, close } = leakTestNetworks(root.dir, '10.217.0.0/24', 'vleak');
     const driver = new OciDriver({ sandboxRoot: sandboxes, stateDir, cgroupParent: '/vmesh/leaktest', ...(withNetworks ? { networks } : {}) });
-    await driver.probe();
+    assert.match(String((await driver.probe()).details?.userNamespace), /^container ids/, 'each container in a user namespace of its own');
+    const roots = defaultRootsDir(sandboxes);
     const snapshot = () => ({
       processes: readdirSync('/proc').filter((p) => /^\d+$/.test(p) && readFileSafe(`/proc/${p}/cmdline`).includes(stateDir)).length,
       children: execFileSync('ps', ['-o', 'pid=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).length,
@@ -317,6 +331,7 @@ describe('containers leave nothing behind', { skip }, () => {
       cgroups: ['/sys/fs/cgroup/memory/vmesh/leaktest', '/sys/fs/cgroup/pids/vmesh/leaktest', '/sys/fs/cgroup/vmesh/leaktest'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-'))).length,
       ...counts(),
       sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
+      roots: existsSync(roots) ? readdirSync(roots).length : 0,
       containers: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
     });
     let seq = 0;

@@ -11,6 +11,9 @@ export interface Entry {
   content?: string | Buffer;
   linkname?: string;
   mode?: number;
+  /** Owner in the image (default 0:0). */
+  uid?: number;
+  gid?: number;
 }
 
 /** A layer's tar, built in memory. */
@@ -21,7 +24,7 @@ export async function tarOf(entries: Entry[]): Promise<Buffer> {
   const done = new Promise<void>((resolve, reject) => (p.on('end', () => resolve()), p.on('error', reject)));
   for (const e of entries) {
     const type = e.type ?? 'file';
-    const header = { name: e.name, type, mode: e.mode ?? (type === 'directory' ? 0o755 : 0o644), ...(e.linkname ? { linkname: e.linkname } : {}), ...(type === 'character-device' ? { devmajor: 1, devminor: 3 } : {}) };
+    const header = { name: e.name, type, mode: e.mode ?? (type === 'directory' ? 0o755 : 0o644), uid: e.uid ?? 0, gid: e.gid ?? 0, ...(e.linkname ? { linkname: e.linkname } : {}), ...(type === 'character-device' ? { devmajor: 1, devminor: 3 } : {}) };
     const body = type === 'file' ? Buffer.from(e.content ?? '') : Buffer.alloc(0);
     await new Promise<void>((resolve, reject) => p.entry(header, body, (err) => (err ? reject(err) : resolve())));
   }

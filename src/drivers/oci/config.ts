@@ -1,5 +1,6 @@
 import type { ResolvedResources } from '../../spec/index.ts';
 import { CONTAINER_SECCOMP, type SeccompProfile } from './seccomp.ts';
+import type { IdMap } from './user-namespace.ts';
 
 /**
  * The OCI runtime configuration (config.json of a bundle) that vmesh writes for every container, after
@@ -29,6 +30,8 @@ export interface RuntimeConfig {
       pids: { limit: number };
     };
     namespaces: Array<{ type: string; path?: string }>;
+    uidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
+    gidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
     seccomp: SeccompProfile;
     maskedPaths: string[];
     readonlyPaths: string[];
@@ -63,6 +66,24 @@ export interface ContainerSpec {
   /** A network namespace made by src/net to join; without one the container gets an empty one of its own. */
   netnsPath?: string;
   pidsLimit?: number;
+  /** A user namespace of its own, with container ids mapped onto these host ids; without, container root is host root. */
+  idMap?: IdMap;
+}
+
+/**
+ * /sys, read-only. A container in a user namespace of its own that joins a network namespace made
+ * outside it (src/net's) may not mount a sysfs (the kernel ties sysfs to the network namespace's
+ * owner): it gets the host's /sys bound read-only, submounts too, with the host's cgroup tree masked,
+ * as a fresh sysfs would not show one.
+ */
+function sysMount(spec: ContainerSpec): RuntimeConfig['mounts'][number] {
+  if (spec.idMap !== undefined && spec.netnsPath !== undefined) return { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'rro'] };
+  return { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] };
+}
+
+function idMappings(map: IdMap): Pick<RuntimeConfig['linux'], 'uidMappings' | 'gidMappings'> {
+  const range = [{ containerID: 0, hostID: map.hostId, size: map.size }];
+  return { uidMappings: range, gidMappings: range };
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -77,7 +98,7 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    sysMount(spec),
   ];
   if (spec.readOnlyRoot) {
     // The only writable place inside a read-only root: capped at the run's scratch disk.
@@ -115,8 +136,17 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
       },
       // Without a network from src/net: a namespace of its own with nothing but loopback in it.
       seccomp: CONTAINER_SECCOMP,
-      namespaces: [{ type: 'pid' }, spec.netnsPath === undefined ? { type: 'network' } : { type: 'network', path: spec.netnsPath }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      namespaces: [
+        ...(spec.idMap === undefined ? [] : [{ type: 'user' }]),
+        { type: 'pid' },
+        spec.netnsPath === undefined ? { type: 'network' } : { type: 'network', path: spec.netnsPath },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+      ],
+      ...(spec.idMap === undefined ? {} : idMappings(spec.idMap)),
       maskedPaths: [
+        ...(sysMount(spec).type === 'bind' ? ['/sys/fs/cgroup'] : []),
         '/proc/acpi',
         '/proc/asound',
         '/proc/kcore',

@@ -26,6 +26,7 @@ import {
   type WritableLayerMethod,
 } from './sandbox-fs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
+import { DEFAULT_ID_MAP, defaultRootsDir, makePassage, makeRunDir, userNamespaceProblem, type IdMap } from './user-namespace.ts';
 
 const CONTAINER_PREFIX = 'vmesh-';
 
@@ -46,6 +47,18 @@ export interface OciDriverOptions {
   writableLayer?: WritableLayerMethod | 'auto';
   /** Whose tools make each container's file system; by default a static busybox where there is one. */
   launchTools?: LaunchTools;
+  /**
+   * Each container's own user namespace, with its ids mapped onto these host ids (default
+   * DEFAULT_ID_MAP where the host allows one, else none); `false` for none: container root is then
+   * host root, without capabilities. A range given here that the host cannot use makes the driver
+   * unavailable rather than run containers without it.
+   */
+  userNamespace?: IdMap | false;
+  /**
+   * Where each container's root is mounted (default: a directory of its own in /run/vmesh): with a user
+   * namespace, the containers' root must be able to pass through every directory above it.
+   */
+  rootsDir?: string;
 }
 
 interface OciPrepared extends PreparedSandbox {
@@ -95,7 +108,10 @@ export class OciDriver implements Driver {
   readonly isolation = 'container' as const;
   private readonly sandboxRoot: string;
   private readonly stateDir: string;
-  private readonly images: ImageCache;
+  private readonly rootsDir: string;
+  private images: ImageCache;
+  /** The user namespace containers get; undefined for none (decided by the probe). */
+  private idMap: IdMap | undefined;
   private readonly cgroupParent: string;
   /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
   private readonly foundCommands = new Set<string>();
@@ -108,6 +124,7 @@ export class OciDriver implements Driver {
   constructor(private readonly options: OciDriverOptions = {}) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
+    this.rootsDir = options.rootsDir ?? defaultRootsDir(this.sandboxRoot);
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
     if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
@@ -124,7 +141,32 @@ export class OciDriver implements Driver {
     const found = await findRuntime(this.cgroups, this.options.runtime, signal);
     if ('missing' in found) return { available: false, reason: found.missing, details: { cgroups: this.cgroups } };
     this.runtime = found;
-    return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups } };
+    const users = await this.chooseUserNamespace();
+    if ('unavailable' in users) return { available: false, reason: users.unavailable, details: { cgroups: this.cgroups } };
+    return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups, userNamespace: users.shown } };
+  }
+
+  /**
+   * Whether containers get a user namespace: the configured range, or by default DEFAULT_ID_MAP where
+   * the host allows it. Makes the roots directory a passage for that range, and points the image cache
+   * at images owned in it.
+   */
+  private async chooseUserNamespace(): Promise<{ shown: string } | { unavailable: string }> {
+    const wanted = this.options.userNamespace ?? DEFAULT_ID_MAP;
+    if (this.options.rootsDir === undefined) await makeRunDir();
+    const problem = wanted === false ? 'switched off (drivers.oci.userNamespace: false)' : await userNamespaceProblem(wanted, this.rootsDir);
+    if (problem !== undefined && this.options.userNamespace !== undefined && wanted !== false) {
+      return { unavailable: `containers cannot have the user namespace configured: ${problem}` };
+    }
+    const map = problem === undefined && wanted !== false ? wanted : undefined;
+    if (map === undefined) await fs.mkdir(this.rootsDir, { recursive: true, mode: 0o700 });
+    else await makePassage(this.rootsDir, map);
+    if (map?.hostId !== this.idMap?.hostId || map?.size !== this.idMap?.size) {
+      this.idMap = map;
+      this.images = new ImageCache(this.images.root, map);
+      this.foundCommands.clear();
+    }
+    return { shown: map === undefined ? `none: ${problem}` : `container ids 0-${map.size - 1} are host ids ${map.hostId}-${map.hostId + map.size - 1}` };
   }
 
   async validate(request: SandboxRequest): Promise<void> {
@@ -138,7 +180,7 @@ export class OciDriver implements Driver {
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
-    const sfs = sandboxFilesystem(bundle);
+    const sfs = sandboxFilesystem(bundle, path.join(this.rootsDir, containerId));
     const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
@@ -161,6 +203,7 @@ export class OciDriver implements Driver {
         resources: request.resources,
         cgroupsPath: prepared.cgroupsPath,
         ...(prepared.network === undefined ? {} : { netnsPath: prepared.network.netnsPath }),
+        ...(this.idMap === undefined ? {} : { idMap: this.idMap }),
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
       return prepared;
@@ -176,7 +219,14 @@ export class OciDriver implements Driver {
     const stdin = p.request.workload.stdin;
     const [command, args] = launchCommand(
       p.fs,
-      { lower: p.lower, diskMiB: p.request.resources.diskMiB, method: this.options.writableLayer ?? 'auto', scratchMounted: p.scratchMounted, ...(this.options.launchTools ? { tools: this.options.launchTools } : {}) },
+      {
+        lower: p.lower,
+        diskMiB: p.request.resources.diskMiB,
+        method: this.options.writableLayer ?? 'auto',
+        scratchMounted: p.scratchMounted,
+        ...(this.options.launchTools ? { tools: this.options.launchTools } : {}),
+        ...(this.idMap === undefined ? {} : { owner: `${this.idMap.hostId}:${this.idMap.hostId}` }),
+      },
       runtime.command,
       ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId],
     );
@@ -287,6 +337,8 @@ export class OciDriver implements Driver {
     if (p.scratchMounted) await unmountScratch(p.fs);
     if (p.network !== undefined) await this.options.networks?.destroy(p.network);
     await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
+    // Only a mount point: its mount lived in the launch's own mount namespace. rmdir, never rm -r.
+    await fs.rmdir(p.fs.root).catch(() => {});
     this.prepared.delete(p);
   }
 
@@ -313,6 +365,9 @@ export class OciDriver implements Driver {
     }
     await this.images.removeIncomplete();
     for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
+    for (const root of await fs.readdir(this.rootsDir).catch(() => [] as string[])) {
+      if (root.startsWith(CONTAINER_PREFIX)) await fs.rmdir(path.join(this.rootsDir, root)).catch(() => {});
+    }
     return ids.length;
   }
 
@@ -323,7 +378,10 @@ export class OciDriver implements Driver {
   async close(): Promise<void> {
     await Promise.all([...this.running].map((r) => this.stop(r, 'cancelled')));
     await Promise.all([...this.running].map((r) => r.exited));
-    if (this.runtime !== undefined && this.prepared.size === 0) await removeCgroup(this.cgroups, this.cgroupParent);
+    if (this.runtime !== undefined && this.prepared.size === 0) {
+      await removeCgroup(this.cgroups, this.cgroupParent);
+      await fs.rmdir(this.rootsDir).catch(() => {});
+    }
   }
 
   /**

@@ -23,10 +23,11 @@ export interface SandboxFilesystem {
   readonly setupErrors: string;
 }
 
-export function sandboxFilesystem(bundle: string): SandboxFilesystem {
+/** The file system of the container whose bundle is `bundle` and whose root is mounted at `root`. */
+export function sandboxFilesystem(bundle: string, root: string): SandboxFilesystem {
   const scratch = path.join(bundle, 'scratch');
   return {
-    root: path.join(bundle, 'rootfs'),
+    root,
     scratch,
     outputsDir: path.join(scratch, 'out'),
     inputsDir: path.join(bundle, 'in'),
@@ -43,18 +44,20 @@ export function sandboxFilesystem(bundle: string): SandboxFilesystem {
  * inside the overlay's comma- and colon-separated options. A failure stops before the runtime starts,
  * with the reason in `setupErrors`.
  */
-const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7
-shift 7
+const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7 owner=$8
+shift 8
 exec 4>&2 2>"$errors"
 set -eu
 umask 022
 [ "$mounted" = 1 ] || mount -t tmpfs -o "size=\${size}m,mode=0755,nosuid,nodev" vmesh-scratch "$scratch"
 cd "$scratch"
 mkdir -p -m 1777 upper/tmp work out
+[ -z "$owner" ] || chown "$owner" upper upper/tmp out
 if [ "$method" = copy ] || ! { exec 3<"$lower" && mount -t overlay -o nodev,nosuid,lowerdir=/proc/self/fd/3,upperdir=upper,workdir=work vmesh-root "$root"; }; then
   [ "$method" != overlay ]
   cp -a "$lower/." upper/
   chmod 1777 upper/tmp
+  [ -z "$owner" ] || chown "$owner" upper upper/tmp
   mount -o bind upper "$root"
 fi
 exec 3<&- 2>&4 4>&-
@@ -71,6 +74,8 @@ export interface LaunchOptions {
   scratchMounted: boolean;
   /** Whose unshare, shell and mount do the work: a static busybox where the host has one (default), or util-linux's and sh. */
   tools?: LaunchTools;
+  /** `uid:gid` on the host of the container's root, when it has a user namespace: it owns its writable layer's root, /tmp and /out. */
+  owner?: string;
 }
 
 export type LaunchTools = 'busybox' | 'util-linux';
@@ -83,7 +88,7 @@ export type LaunchTools = 'busybox' | 'util-linux';
  */
 export function launchCommand(sfs: SandboxFilesystem, options: LaunchOptions, runtime: string, runtimeArgs: readonly string[]): [string, string[]] {
   const size = String(Math.max(1, Math.ceil(options.diskMiB)));
-  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, runtime, ...runtimeArgs];
+  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, options.owner ?? '', runtime, ...runtimeArgs];
   if ((options.tools ?? (hasBusybox() ? 'busybox' : 'util-linux')) === 'busybox') return [DEFAULT_BUSYBOX, ['unshare', '-m', '--propagation', 'private', DEFAULT_BUSYBOX, 'sh', '-c', ...script]];
   return ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', ...script]];
 }
@@ -94,7 +99,7 @@ function hasBusybox(): boolean {
   return busybox;
 }
 
-/** Makes the directories the launch mounts onto, inside the (existing) bundle. */
+/** Makes the directories the launch mounts onto: the scratch inside the (existing) bundle, and the root. */
 export async function makeMountPoints(sfs: SandboxFilesystem): Promise<void> {
   await fs.mkdir(sfs.root, { mode: 0o700 });
   await fs.mkdir(sfs.scratch, { mode: 0o700 });

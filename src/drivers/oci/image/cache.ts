@@ -4,7 +4,8 @@ import path from 'node:path';
 import { InvalidInputError } from '../../../spec/index.ts';
 import { openArchive } from './archive.ts';
 import { readImage, type ImageConfig } from './layout.ts';
-import { applyLayer, type UnpackBudget } from './unpack.ts';
+import type { IdMap } from '../user-namespace.ts';
+import { applyLayer, claimUnowned, type UnpackBudget } from './unpack.ts';
 
 export interface UnpackedImage {
   /** The merged, read-only root file system. */
@@ -41,7 +42,8 @@ function checkSize(unpacked: UnpackedImage, maxBytes: number): UnpackedImage {
 
 /**
  * Unpacked images, one directory per manifest digest, shared by every later run of the same image.
- * An image is unpacked into a temporary directory and renamed into place only when every layer applied
+ * With `owners` (containers in a user namespace), files belong to the owners their layers name, shifted
+ * into that range, and the directory's name carries the range. An image is unpacked into a temporary directory and renamed into place only when every layer applied
  * cleanly, so a bad or oversized image leaves nothing behind.
  */
 export class ImageCache {
@@ -54,14 +56,17 @@ export class ImageCache {
    */
   private readonly resolved = new Map<string, { identity: string; image: UnpackedImage }>();
 
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    readonly owners?: IdMap,
+  ) {}
 
   async ensure(imageDir: string, maxBytes: number): Promise<UnpackedImage> {
     const identity = await indexIdentity(imageDir);
     const known = identity === undefined ? undefined : this.resolved.get(imageDir);
     if (known !== undefined && known.identity === identity) return checkSize(known.image, maxBytes);
     const image = await readImage(imageDir);
-    const hex = image.key.replace(/^sha256:/, '');
+    const hex = image.key.replace(/^sha256:/, '') + (this.owners === undefined ? '' : `-ids-${this.owners.hostId}-${this.owners.size}`);
     const dir = path.join(this.root, hex);
     let pending = this.inFlight.get(hex);
     if (pending === undefined) {
@@ -117,8 +122,12 @@ export class ImageCache {
       await fs.mkdir(path.join(tmp, 'rootfs'), { recursive: true, mode: 0o755 });
       const budget: UnpackBudget = { usedBytes: 0, maxBytes };
       for (const [i, layer] of layers.entries()) {
-        await applyLayer(path.join(tmp, 'rootfs'), layer.file, layer.compression, budget, layer.digest ?? `#${i + 1}`, layer.digest);
+        await applyLayer(path.join(tmp, 'rootfs'), layer.file, layer.compression, budget, layer.digest ?? `#${i + 1}`, {
+          ...(layer.digest === undefined ? {} : { digest: layer.digest }),
+          ...(this.owners === undefined ? {} : { owners: this.owners }),
+        });
       }
+      if (this.owners !== undefined) await claimUnowned(path.join(tmp, 'rootfs'), this.owners);
       const meta: Meta = { bytes: budget.usedBytes, config };
       await fs.writeFile(path.join(tmp, 'meta.json'), JSON.stringify(meta));
       if (existsSync(dir)) await fs.rm(tmp, { recursive: true, force: true });

@@ -7,6 +7,7 @@ import { extract, type Header } from 'tar-stream';
 import { sha256File } from '../../../blobs/blob-store.ts';
 import { InvalidSourceError } from '../../../spec/index.ts';
 import { resolveInRoot } from '../in-root.ts';
+import { hostIdOf, type IdMap } from '../user-namespace.ts';
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -19,6 +20,16 @@ export interface UnpackBudget {
   maxBytes: number;
 }
 
+export interface LayerOptions {
+  /** The layer's digest (`sha256:…`), checked as it streams. */
+  digest?: string;
+  /**
+   * Give every entry the owner its tar header names, shifted into these host ids (a user namespace's
+   * range); an owner outside the range is refused. Without, entries belong to the node's user.
+   */
+  owners?: IdMap;
+}
+
 /**
  * Applies one image layer (a tar, maybe gzipped) onto `rootfs`, the OCI way: entries in order, `.wh.`
  * whiteouts delete what lower layers made, `.wh..wh..opq` empties a directory. Nothing it writes can land
@@ -26,7 +37,8 @@ export interface UnpackBudget {
  * targets leave the root, and device nodes. Parent directories are resolved inside the root, so a
  * symlink from an earlier entry cannot carry a later write out of it.
  */
-export async function applyLayer(rootfs: string, file: string, compression: LayerCompression, budget: UnpackBudget, label: string, digest?: string): Promise<void> {
+export async function applyLayer(rootfs: string, file: string, compression: LayerCompression, budget: UnpackBudget, label: string, o: LayerOptions = {}): Promise<void> {
+  const digest = o.digest;
   const tar = extract();
   const source = createReadStream(file);
   const hash = createHash('sha256');
@@ -35,7 +47,7 @@ export async function applyLayer(rootfs: string, file: string, compression: Laye
   const done = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream]);
   try {
     for await (const entry of tar) {
-      await applyEntry(rootfs, entry.header, entry, budget, label);
+      await applyEntry(rootfs, entry.header, entry, budget, label, o.owners);
     }
     await done;
     const actual = `sha256:${hash.digest('hex')}`;
@@ -55,10 +67,18 @@ export async function applyLayer(rootfs: string, file: string, compression: Laye
   }
 }
 
-async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<unknown> & { resume(): void }, budget: UnpackBudget, label: string): Promise<void> {
+async function applyEntry(
+  rootfs: string,
+  header: Header,
+  body: AsyncIterable<unknown> & { resume(): void },
+  budget: UnpackBudget,
+  label: string,
+  owners: IdMap | undefined,
+): Promise<void> {
   const fail = (why: string): never => {
     throw new InvalidSourceError(`source: layer ${label} entry ${JSON.stringify(header.name)}: ${why}`, { field: 'source' });
   };
+  const owner = owners === undefined ? undefined : ownerOf(header, owners, fail);
   const rel = normalize(header.name, fail);
   if (rel === '') {
     body.resume();
@@ -84,6 +104,7 @@ async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<un
       const existing = await fs.lstat(target).catch(() => undefined);
       if (existing !== undefined && !existing.isDirectory()) await fs.rm(target, { recursive: true, force: true });
       if (existing === undefined || !existing.isDirectory()) await fs.mkdir(target, { mode });
+      if (owner !== undefined) await fs.lchown(target, owner.uid, owner.gid);
       await fs.chmod(target, mode);
       body.resume();
       return;
@@ -99,6 +120,8 @@ async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<un
       const handle = await fs.open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
       try {
         for await (const chunk of body) await handle.write(chunk as Buffer);
+        // Owner first: a chown clears the setuid and setgid bits, which the mode then puts back.
+        if (owner !== undefined) await handle.chown(owner.uid, owner.gid);
         await handle.chmod(mode); // the umask may have cut the mode at open
       } finally {
         await handle.close();
@@ -111,6 +134,7 @@ async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<un
       if (!link.startsWith('/')) normalize(path.posix.join(path.posix.dirname(rel), link), () => fail(`symlink to ${JSON.stringify(link)} leaves the root file system`));
       await fs.rm(target, { recursive: true, force: true });
       await fs.symlink(link, target);
+      if (owner !== undefined) await fs.lchown(target, owner.uid, owner.gid);
       body.resume();
       return;
     }
@@ -130,6 +154,33 @@ async function applyEntry(rootfs: string, header: Header, body: AsyncIterable<un
     default:
       return fail(`entries of type ${header.type} are not allowed in images`);
   }
+}
+
+/** The host owner of an entry: its header's uid and gid, shifted into `owners`. */
+function ownerOf(header: Header, owners: IdMap, fail: (why: string) => never): { uid: number; gid: number } {
+  const [uid, gid] = [header.uid ?? 0, header.gid ?? 0];
+  const [hostUid, hostGid] = [hostIdOf(owners, uid), hostIdOf(owners, gid)];
+  if (hostUid === undefined || hostGid === undefined) {
+    return fail(`its owner ${uid}:${gid} is outside the ${owners.size} ids a container has (drivers.oci.userNamespace.size)`);
+  }
+  return { uid: hostUid, gid: hostGid };
+}
+
+/**
+ * Gives what an unpack made without an owner of its own (the root directory, parents that no entry
+ * named) to the containers' root: host ids outside `owners` become `owners.hostId`. Symlinks are
+ * changed themselves, never followed.
+ */
+export async function claimUnowned(rootfs: string, owners: IdMap): Promise<void> {
+  const inRange = (id: number) => id >= owners.hostId && id < owners.hostId + owners.size;
+  const visit = async (p: string): Promise<void> => {
+    const st = await fs.lstat(p);
+    if (!inRange(st.uid) || !inRange(st.gid)) {
+      await fs.lchown(p, inRange(st.uid) ? st.uid : owners.hostId, inRange(st.gid) ? st.gid : owners.hostId);
+    }
+    if (st.isDirectory()) for (const child of await fs.readdir(p)) await visit(path.join(p, child));
+  };
+  await visit(rootfs);
 }
 
 /** `./a/b/` → `a/b`; refuses absolute paths and any `..` that would leave the root. */
