@@ -51,6 +51,8 @@ export interface RuncResult {
   /** The runtime both ways use (vmesh picks it by the same rule), and its version. */
   runtime: string;
   version: string;
+  /** The bare containers' user namespace, worded as the oci driver words its own. */
+  userNamespace: string;
   phase: PhaseResult;
   leftovers: Leftovers;
 }

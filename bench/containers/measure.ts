@@ -21,7 +21,7 @@ export async function measureContainers(settings: Settings, runtime: OciRuntime,
   let bare: BareRuntime | undefined;
   let vmesh: VmeshNodeWay | undefined;
   try {
-    bare = openBare(fixture, runtime);
+    bare = await openBare(fixture, runtime);
     log(`containers: starting a node (${runtime.name} for both ways)`);
     vmesh = await openVmesh(fixture, settings.workers, runtime.command);
     log(`  node pid ${vmesh.node.pid} at ${vmesh.node.url}, oci driver on ${vmesh.runtime}`);
@@ -43,7 +43,7 @@ export async function measureContainers(settings: Settings, runtime: OciRuntime,
       image: fixture.image,
       cgroups: cgroupVersion(),
       load,
-      runc: { runtime: runtime.name, version: runtime.version, phase: measured.bare, leftovers: await bare.leftovers() },
+      runc: { runtime: runtime.name, version: runtime.version, userNamespace: bare.userNamespace, phase: measured.bare, leftovers: await bare.leftovers() },
       vmesh: {
         code: vmesh.node.code,
         startupMs: vmesh.node.startupMs,

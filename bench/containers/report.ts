@@ -91,7 +91,7 @@ function ratiosTable({ runc, vmesh }: ContainersResults): Table {
   };
 }
 
-function nodeTable({ vmesh, load }: ContainersResults): Table {
+function nodeTable({ vmesh, runc, load }: ContainersResults): Table {
   const { first } = vmesh;
   return {
     title: 'Node process (child) and machine',
@@ -99,6 +99,7 @@ function nodeTable({ vmesh, load }: ContainersResults): Table {
     rows: [
       ['code run (see bin/vmesh.js)', vmesh.code],
       ['oci driver runtime', vmesh.runtime],
+      ['bare bundle\'s user namespace', runc.userNamespace],
       ['start-up (spawn to healthy API)', ms(vmesh.startupMs)],
       ['first run: client wall time', ms(first.wallMs)],
       ['first run: node totalMs (submitted to ended)', ms(first.node.totalMs)],

@@ -91,5 +91,5 @@ async function ociRuntime(node: NodeProcess): Promise<string> {
   const { drivers } = (await res.json()) as { drivers: DriverStatus[] };
   const oci = drivers.find((d) => d.name === 'oci');
   if (oci?.probe.available !== true) throw new Error(`the node's oci driver is not available: ${oci?.probe.reason ?? 'no such driver'}`);
-  return `${oci.probe.details?.runtime ?? '?'} (${oci.probe.version ?? 'unknown version'})`;
+  return `${oci.probe.details?.runtime ?? '?'} (${oci.probe.version ?? 'unknown version'}); user namespace: ${oci.probe.details?.userNamespace ?? 'none'}`;
 }
