@@ -175,7 +175,6 @@ export class Hosts {
     }
   }
 
-  /** Kills host `i`'s node at once (SIGKILL): no goodbye to its peers. */
   /** Stops host `i`'s node the way `vmesh down` does (SIGTERM: it shuts down in order) and waits for its process to end. */
   async stop(i: number): Promise<void> {
     const h = this.hosts[i]!;
@@ -184,6 +183,7 @@ export class Hosts {
     if (h.process !== undefined) await whenEnded(h.process);
   }
 
+  /** Kills host `i`'s node at once (SIGKILL): no goodbye to its peers. */
   async kill(i: number): Promise<void> {
     const h = this.hosts[i]!;
     const info = readInfo(h.home);
