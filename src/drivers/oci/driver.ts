@@ -112,6 +112,8 @@ export class OciDriver implements Driver {
   private images: ImageCache;
   /** The user namespace containers get; undefined for none (decided by the probe). */
   private idMap: IdMap | undefined;
+  /** The roots directory, made at the first prepare (a node that runs no container leaves nothing in /run). */
+  private rootsReady: Promise<void> | undefined;
   private readonly cgroupParent: string;
   /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
   private readonly foundCommands = new Set<string>();
@@ -148,21 +150,18 @@ export class OciDriver implements Driver {
 
   /**
    * Whether containers get a user namespace: the configured range, or by default DEFAULT_ID_MAP where
-   * the host allows it. Makes the roots directory a passage for that range, and points the image cache
-   * at images owned in it.
+   * the host allows it; points the image cache at images owned in it.
    */
   private async chooseUserNamespace(): Promise<{ shown: string } | { unavailable: string }> {
     const wanted = this.options.userNamespace ?? DEFAULT_ID_MAP;
-    if (this.options.rootsDir === undefined) await makeRunDir();
     const problem = wanted === false ? 'switched off (drivers.oci.userNamespace: false)' : await userNamespaceProblem(wanted, this.rootsDir);
     if (problem !== undefined && this.options.userNamespace !== undefined && wanted !== false) {
       return { unavailable: `containers cannot have the user namespace configured: ${problem}` };
     }
     const map = problem === undefined && wanted !== false ? wanted : undefined;
-    if (map === undefined) await fs.mkdir(this.rootsDir, { recursive: true, mode: 0o700 });
-    else await makePassage(this.rootsDir, map);
     if (map?.hostId !== this.idMap?.hostId || map?.size !== this.idMap?.size) {
       this.idMap = map;
+      this.rootsReady = undefined;
       this.images = new ImageCache(this.images.root, map);
       this.foundCommands.clear();
     }
@@ -181,9 +180,11 @@ export class OciDriver implements Driver {
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
     const sfs = sandboxFilesystem(bundle, path.join(this.rootsDir, containerId));
+    this.rootsReady ??= this.makeRootsDir();
     const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
+      await this.rootsReady;
       await makeMountPoints(sfs);
       if (outputPaths(request.workload).length > 0) {
         await mountScratch(sfs, request.resources.diskMiB);
@@ -380,6 +381,7 @@ export class OciDriver implements Driver {
     await Promise.all([...this.running].map((r) => r.exited));
     if (this.runtime !== undefined && this.prepared.size === 0) {
       await removeCgroup(this.cgroups, this.cgroupParent);
+      this.rootsReady = undefined;
       await fs.rmdir(this.rootsDir).catch(() => {});
     }
   }
@@ -436,6 +438,18 @@ export class OciDriver implements Driver {
       }
     }
     return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
+  }
+
+  /** The roots directory: a passage for the user namespace's root (makePassage), or host root's alone. */
+  private async makeRootsDir(): Promise<void> {
+    try {
+      if (this.options.rootsDir === undefined) await makeRunDir();
+      if (this.idMap === undefined) await fs.mkdir(this.rootsDir, { recursive: true, mode: 0o700 });
+      else await makePassage(this.rootsDir, this.idMap);
+    } catch (err) {
+      this.rootsReady = undefined; // the next prepare tries again
+      throw err;
+    }
   }
 
   private requireRuntime(): OciRuntime {
