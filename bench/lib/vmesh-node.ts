@@ -46,7 +46,9 @@ export interface NodeProcess {
 /** Starts `vmesh up` in the foreground of a child process and resolves once its API answers. */
 export async function startNode({ home, workers, workerIdleMs, readyTimeoutMs = 60_000 }: NodeOptions): Promise<NodeProcess> {
   if (workerIdleMs !== undefined) writeFileSync(path.join(home, 'config.json'), JSON.stringify({ workerIdleMs }));
-  const args = [BIN, '--home', home, 'up', '--port', '0', '--workers', String(workers), '--log-level', 'warn'];
+  // BENCH_NODE_ARGS: Node.js flags for the node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile it.
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const args = [...nodeArgs, BIN, '--home', home, 'up', '--port', '0', '--workers', String(workers), '--log-level', 'warn'];
   const code = nodeCode();
   const started = performance.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });

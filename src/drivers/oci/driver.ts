@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidInputError, InvalidSourceError, outputPaths, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
+import { Spawner, type SpawnedProgram } from '../../util/spawner.ts';
+import { DEFAULT_BUSYBOX } from '../../guest/image.ts';
 import { placeInputs } from '../inputs.ts';
 import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
@@ -17,6 +18,7 @@ import { resolveCommand } from './rootfs.ts';
 import {
   launchCommand,
   makeMountPoints,
+  makeSkeleton,
   mountScratch,
   sandboxFilesystem,
   setupFailure,
@@ -87,7 +89,8 @@ interface ContainerPlan {
 
 interface OciRunning extends RunningSandbox {
   readonly prepared: OciPrepared;
-  readonly child: ChildProcess;
+  /** The launch (then the runtime, then the container's first process), started by the spawner. */
+  readonly program: SpawnedProgram;
   readonly exited: Promise<number | null>;
   stopReason?: StopReason;
   /** Frozen by `pause` (the cgroup freezer): a kill lands only once it is thawed. */
@@ -109,6 +112,8 @@ export class OciDriver implements Driver {
   private readonly sandboxRoot: string;
   private readonly stateDir: string;
   private readonly rootsDir: string;
+  /** What every container's scratch starts with (makeSkeleton), beside the roots. */
+  private readonly skeletonDir: string;
   private images: ImageCache;
   /** The user namespace containers get; undefined for none (decided by the probe). */
   private idMap: IdMap | undefined;
@@ -122,11 +127,15 @@ export class OciDriver implements Driver {
   private readonly prepared = new Set<OciPrepared>();
   private readonly running = new Set<OciRunning>();
   private readonly plans = new WeakMap<SandboxRequest, Promise<ContainerPlan>>();
+  /** Starts each container's launch, so that the node's own (large) process never forks per run. */
+  private readonly spawner: Spawner;
 
   constructor(private readonly options: OciDriverOptions = {}) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
     this.rootsDir = options.rootsDir ?? defaultRootsDir(this.sandboxRoot);
+    this.skeletonDir = `${this.rootsDir}.skeleton`;
+    this.spawner = new Spawner(`${this.rootsDir}.spawner`, Spawner.defaultShell(DEFAULT_BUSYBOX));
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
     if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
@@ -226,29 +235,21 @@ export class OciDriver implements Driver {
         method: this.options.writableLayer ?? 'auto',
         scratchMounted: p.scratchMounted,
         ...(this.options.launchTools ? { tools: this.options.launchTools } : {}),
-        ...(this.idMap === undefined ? {} : { owner: `${this.idMap.hostId}:${this.idMap.hostId}` }),
+        skeleton: this.skeletonDir,
       },
       runtime.command,
       ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId],
     );
-    const child = spawn(command, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     p.created = true;
-    child.stdout?.on('data', (chunk: Buffer) => io.write('stdout', chunk));
-    child.stderr?.on('data', (chunk: Buffer) => io.write('stderr', chunk));
-    if (stdin !== undefined) {
-      child.stdin?.on('error', () => {
-        /* the container may exit without reading its stdin */
-      });
-      child.stdin?.end(stdin);
-    }
-    const exited = new Promise<number | null>((resolve) => {
-      child.once('error', () => resolve(null));
-      child.once('close', (code) => {
-        p.runtimeExited = code !== null;
-        resolve(code);
-      });
+    const program = await this.spawner.run(p.bundle, [command, ...args], stdin === undefined ? undefined : Buffer.from(stdin));
+    program.stdout.on('data', (chunk: Buffer) => io.write('stdout', chunk));
+    program.stderr.on('data', (chunk: Buffer) => io.write('stderr', chunk));
+    // null: the spawner went away before it could say how the launch ended.
+    const exited = program.exited.then((code) => {
+      p.runtimeExited = code !== null;
+      return code;
     });
-    const running: OciRunning = { prepared: p, child, exited };
+    const running: OciRunning = { prepared: p, program, exited };
     this.running.add(running);
     if (p.network !== undefined) {
       io.network?.({ address: p.network.link.sandboxAddress, ports: p.network.ports.map(({ guest, host, protocol }) => ({ guest, host, protocol })) });
@@ -299,7 +300,7 @@ export class OciDriver implements Driver {
 
   async stop(sandbox: RunningSandbox, reason: StopReason): Promise<void> {
     const r = sandbox as OciRunning;
-    if (r.stopReason !== undefined || r.child.exitCode !== null) return;
+    if (r.stopReason !== undefined || r.program.ended) return;
     r.stopReason = reason;
     // A frozen process does not die until thawed: kill, then thaw, so it never runs another instruction.
     if (r.paused) {
@@ -379,10 +380,12 @@ export class OciDriver implements Driver {
   async close(): Promise<void> {
     await Promise.all([...this.running].map((r) => this.stop(r, 'cancelled')));
     await Promise.all([...this.running].map((r) => r.exited));
+    await this.spawner.close();
     if (this.runtime !== undefined && this.prepared.size === 0) {
       await removeCgroup(this.cgroups, this.cgroupParent);
       this.rootsReady = undefined;
       await fs.rmdir(this.rootsDir).catch(() => {});
+      await fs.rm(this.skeletonDir, { recursive: true, force: true });
     }
   }
 
@@ -440,12 +443,13 @@ export class OciDriver implements Driver {
     return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
   }
 
-  /** The roots directory: a passage for the user namespace's root (makePassage), or host root's alone. */
+  /** The roots directory (a passage for the user namespace's root, or host root's alone) and the skeleton. */
   private async makeRootsDir(): Promise<void> {
     try {
       if (this.options.rootsDir === undefined) await makeRunDir();
       if (this.idMap === undefined) await fs.mkdir(this.rootsDir, { recursive: true, mode: 0o700 });
       else await makePassage(this.rootsDir, this.idMap);
+      await makeSkeleton(this.skeletonDir, this.idMap === undefined ? undefined : [this.idMap.hostId, this.idMap.hostId]);
     } catch (err) {
       this.rootsReady = undefined; // the next prepare tries again
       throw err;

@@ -44,24 +44,22 @@ export function sandboxFilesystem(bundle: string, root: string): SandboxFilesyst
  * inside the overlay's comma- and colon-separated options. A failure stops before the runtime starts,
  * with the reason in `setupErrors`.
  */
-const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7 owner=$8
+const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7 skeleton=$8
 shift 8
 exec 4>&2 2>"$errors"
 set -eu
 umask 022
 [ "$mounted" = 1 ] || mount -t tmpfs -o "size=\${size}m,mode=0755,nosuid,nodev" vmesh-scratch "$scratch"
 cd "$scratch"
-mkdir -p -m 1777 upper/tmp work out
-[ -z "$owner" ] || chown "$owner" upper upper/tmp out
+cp -a "$skeleton/." .
 if [ "$method" = copy ] || ! { exec 3<"$lower" && mount -t overlay -o nodev,nosuid,lowerdir=/proc/self/fd/3,upperdir=upper,workdir=work vmesh-root "$root"; }; then
-  [ "$method" != overlay ]
+  [ "$method" != overlay ] || { echo "overlayfs refused the container's root" >&2; exit 1; }
   cp -a "$lower/." upper/
-  chmod 1777 upper/tmp
-  [ -z "$owner" ] || chown "$owner" upper upper/tmp
+  cp -a "$skeleton/upper/." upper/
   mount -o bind upper "$root"
 fi
 exec 3<&- 2>&4 4>&-
-rm -f "$errors"
+: >"$errors"
 exec "$@"
 `;
 
@@ -74,8 +72,8 @@ export interface LaunchOptions {
   scratchMounted: boolean;
   /** Whose unshare, shell and mount do the work: a static busybox where the host has one (default), or util-linux's and sh. */
   tools?: LaunchTools;
-  /** `uid:gid` on the host of the container's root, when it has a user namespace: it owns its writable layer's root, /tmp and /out. */
-  owner?: string;
+  /** The directories every scratch starts with, made by `makeSkeleton`. */
+  skeleton: string;
 }
 
 export type LaunchTools = 'busybox' | 'util-linux';
@@ -88,7 +86,7 @@ export type LaunchTools = 'busybox' | 'util-linux';
  */
 export function launchCommand(sfs: SandboxFilesystem, options: LaunchOptions, runtime: string, runtimeArgs: readonly string[]): [string, string[]] {
   const size = String(Math.max(1, Math.ceil(options.diskMiB)));
-  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, options.owner ?? '', runtime, ...runtimeArgs];
+  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, options.skeleton, runtime, ...runtimeArgs];
   if ((options.tools ?? (hasBusybox() ? 'busybox' : 'util-linux')) === 'busybox') return [DEFAULT_BUSYBOX, ['unshare', '-m', '--propagation', 'private', DEFAULT_BUSYBOX, 'sh', '-c', ...script]];
   return ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', ...script]];
 }
@@ -105,19 +103,40 @@ export async function makeMountPoints(sfs: SandboxFilesystem): Promise<void> {
   await fs.mkdir(sfs.scratch, { mode: 0o700 });
 }
 
-/** Mounts the scratch tmpfs on the host with its /out, for runs whose outputs the node collects afterwards. */
+/** Mounts the scratch tmpfs on the host (the launch makes its /out), for runs whose outputs the node collects afterwards. */
 export async function mountScratch(sfs: SandboxFilesystem, diskMiB: number, signal?: AbortSignal): Promise<void> {
   const size = Math.max(1, Math.ceil(diskMiB));
   await run('mount', ['-t', 'tmpfs', '-o', `size=${size}m,mode=0755,nosuid,nodev`, 'vmesh-scratch', sfs.scratch], signal === undefined ? {} : { signal });
-  await fs.mkdir(sfs.outputsDir, { mode: 0o755 });
 }
 
 export async function unmountScratch(sfs: SandboxFilesystem): Promise<void> {
   await run('umount', ['--lazy', sfs.scratch]).catch(() => {});
 }
 
-/** Why the sandbox file system could not be made, when it could not (read after the launch ended). */
+/**
+ * Why the sandbox file system could not be made, when it could not (read after the launch ended). The
+ * launch empties the file once it has made everything (a shell builtin, where removing it would cost a
+ * process), and every way it can fail says why.
+ */
 export async function setupFailure(sfs: SandboxFilesystem): Promise<string | undefined> {
   const text = await fs.readFile(sfs.setupErrors, 'utf8').catch(() => undefined);
-  return text === undefined ? undefined : text.trim() || 'no message';
+  return text?.trim() || undefined;
+}
+
+/**
+ * Makes `dir`, the directories every container's scratch starts with, which the launch copies in one
+ * process instead of making them one by one: the upper layer (the container's `/`), its 1777 `/tmp`,
+ * the overlay's work directory, and `/out`. With `owner` (the user namespace's root, as `[uid, gid]`),
+ * the container's root owns its `/`, `/tmp` and `/out`.
+ */
+export async function makeSkeleton(dir: string, owner?: readonly [number, number]): Promise<void> {
+  await fs.rm(dir, { recursive: true, force: true });
+  await fs.mkdir(path.join(dir, 'upper', 'tmp'), { recursive: true, mode: 0o755 });
+  await fs.mkdir(path.join(dir, 'work'), { mode: 0o755 });
+  await fs.mkdir(path.join(dir, 'out'), { mode: 0o755 });
+  await fs.chmod(dir, 0o755);
+  await fs.chmod(path.join(dir, 'upper', 'tmp'), 0o1777);
+  if (owner !== undefined) {
+    for (const d of ['upper', 'upper/tmp', 'out']) await fs.chown(path.join(dir, d), ...owner);
+  }
 }
