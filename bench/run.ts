@@ -16,6 +16,7 @@
 //   BENCH_MESH_NODES        in-process nodes whose adverts converge (default: 50)
 //   BENCH_PLACEMENT_NODES   synthetic nodes placement chooses among (default: 10000)
 //   BENCH_PLACEMENT_DECISIONS / BENCH_PLACEMENT_REFERENCE  decisions timed on the fast path / by brute force (20000 / 300)
+//   BENCH_NODE_ARGS         Node.js flags for node processes the benchmarks start, e.g. `--cpu-prof --cpu-prof-dir=DIR`
 import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './lib/benchmark.ts';
 import { upsertSection } from './lib/docs.ts';
