@@ -37,6 +37,8 @@ export interface SandboxNetwork {
   link: Link;
   /** Published ports: `host` on the node's addresses reaches `guest` in the sandbox. */
   ports: PortMapping[];
+  /** Name servers for the sandbox's resolv.conf: the node's, when it may send traffic beyond its link; else none. */
+  nameservers: string[];
 }
 
 /**
@@ -52,6 +54,8 @@ export class NetworkManager {
     private readonly firewall: Firewall,
     readonly prefix = 'vmesh-',
     hostPorts: { from: number; to: number } = { from: 30_000, to: 32_767 },
+    /** What sandboxes with egress resolve names through (`network.dns`, by default the host's). */
+    private readonly nameservers: readonly string[] = [],
   ) {
     this.hostPorts = new PortAllocator(hostPorts.from, hostPorts.to);
   }
@@ -71,6 +75,7 @@ export class NetworkManager {
       sandboxInterface: SANDBOX_IF,
       link,
       ports: [],
+      nameservers: [],
     };
     const o = { signal };
     const egress = spec.egress ?? 'none';
@@ -88,6 +93,7 @@ export class NetworkManager {
       if (egress !== 'none') {
         await this.firewall.allow(net.hostInterface, egress);
         await run('ip', ['-n', netns, 'route', 'add', 'default', 'via', link.hostAddress], o);
+        net.nameservers = [...this.nameservers];
       }
       for (const p of spec.ports ?? []) {
         const protocol = p.protocol ?? 'tcp';

@@ -162,7 +162,15 @@ export const ConfigFile = Type.Object(
     fileRoots: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
     network: Type.Optional(
       Type.Object(
-        { range: Type.Optional(Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$', description: 'IPv4 range sandbox links are cut from' })) },
+        {
+          range: Type.Optional(Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$', description: 'IPv4 range sandbox links are cut from' })),
+          dns: Type.Optional(
+            Type.Array(Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}$' }), {
+              maxItems: 3,
+              description: "IPv4 name servers of sandboxes that have egress (default: the host's resolv.conf, without loopback ones)",
+            }),
+          ),
+        },
         { additionalProperties: false },
       ),
     ),
@@ -228,7 +236,7 @@ export interface NodeConfig {
   workers: number;
   workerIdleMs: number;
   fileRoots: string[];
-  network: { range: string };
+  network: { range: string; dns?: string[] };
   mesh: MeshConfig;
   drivers: DriversConfig;
   placement: PlacementPolicy & { attempts: number; heartbeatMs: number; heartbeatTimeoutMs: number; backoffMs: number };

@@ -131,7 +131,7 @@ export class VmeshNode {
         if (previous !== undefined) logger.warn({ previous, nodeId: id }, 'the store belonged to another node id; it now takes the id of identity.key');
         store.setConfig('node_id', id);
       }
-      const host = await startHostNetworking(id, config.network.range, store, logger);
+      const host = await startHostNetworking(id, config.network.range, store, logger, config.network.dns);
       if (host.reason !== undefined) logger.info({ reason: host.reason }, 'sandboxes get no network on this node');
       const registry = new DriverRegistry((options.drivers ?? defaultDrivers)({ nodeId: id, config, sandboxRoot, networks: host.networks }), config.drivers.preference);
       await registry.probeAll();

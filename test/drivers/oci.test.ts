@@ -377,21 +377,30 @@ describe('container networks through a node', { skip: skip || skipUnless('nftabl
   it('gives a container exactly the egress it asks for, and removes its network after the run', async () => {
     const { startTestNode } = await import('../helpers/node.ts');
     const { createWorld } = await import('../helpers/world.ts');
-    const world = await createWorld('vmtest-oci-world', { host: '10.215.0.1', address: '10.215.0.2' }, [7201, 7202]);
-    const { node, home, remove } = await startTestNode({ fileRoots: ['images'], network: { range: '10.216.0.0/24' } });
+    const world = await createWorld('vmtest-oci-world', { host: '10.215.0.1', address: '10.215.0.2' }, [7201, 7202], { dnsAnswer: '10.9.8.7' });
+    const { node, home, remove } = await startTestNode({ fileRoots: ['images'], network: { range: '10.216.0.0/24', dns: [world.address] } });
     try {
       busyboxRootfs(path.join(home, 'images', 'busybox'));
       const probe = (port: number) => `nc -w 2 ${world.address} ${port} </dev/null || echo unreachable`;
       const container = async (egress: unknown, port: number) => {
         const run = await node.waitFor((await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', probe(port)], network: { egress } })).id);
         await node.settled(run.id);
-        assert.equal(run.state, 'succeeded', run.reason);
+        assert.equal(run.state, 'succeeded', `${run.reason}: ${run.result?.stderr.text}`);
         return run.result!.stdout.text.trim();
       };
       assert.equal(await container('none', 7201), 'unreachable');
       assert.equal(await container('internet', 7201), world.host, 'reached the world, behind the host address');
       assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7202), world.host);
       assert.equal(await container([{ cidr: `${world.address}/32`, ports: [7202] }], 7201), 'unreachable');
+      // Names resolve through the node's name servers (network.dns), for a container with egress only.
+      const lookup = async (egress: unknown) => {
+        const script = 'cat /etc/resolv.conf 2>&1 | grep -v "^#"; nslookup vmesh.example 2>&1 | grep -A1 "^Name:" | tail -1';
+        const run = await node.waitFor((await node.submit({ kind: 'container', source: { file: 'busybox' }, command: ['sh', '-c', script], network: { egress } })).id);
+        await node.settled(run.id);
+        return run.result!.stdout.text;
+      };
+      assert.equal(await lookup('internet'), `nameserver ${world.address}\nAddress: 10.9.8.7\n`);
+      assert.match(await lookup('none'), /^cat: can't open '\/etc\/resolv.conf': No such file or directory\n/, 'no network, no name servers');
       const { readdirSync: ls } = await import('node:fs');
       const { shortTag } = await import('../../src/util/names.ts');
       const prefix = `vmesh-${shortTag(node.id)}-`;

@@ -63,6 +63,8 @@ export interface ContainerSpec {
   outputsDir?: string;
   /** Host directory mounted read-only at /in: the run's input files. */
   inputsDir?: string;
+  /** Host file bound read-only at /etc/resolv.conf (a sandbox network's name servers). */
+  resolvConf?: string;
   /** A network namespace made by src/net to join; without one the container gets an empty one of its own. */
   netnsPath?: string;
   pidsLimit?: number;
@@ -106,6 +108,9 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
   }
   if (spec.outputsDir !== undefined) {
     mounts.push({ destination: '/out', type: 'bind', source: spec.outputsDir, options: ['rbind', 'rw', 'nosuid', 'nodev'] });
+  }
+  if (spec.resolvConf !== undefined) {
+    mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: spec.resolvConf, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
   }
   if (spec.inputsDir !== undefined) {
     mounts.push({ destination: '/in', type: 'bind', source: spec.inputsDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });

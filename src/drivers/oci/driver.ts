@@ -10,6 +10,7 @@ import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { NO_OUTPUTS, packOutputs } from '../../outputs/pack.ts';
 import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup, type CgroupVersion } from './cgroups.ts';
+import { resolvConf } from '../../net/nameservers.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
@@ -201,6 +202,8 @@ export class OciDriver implements Driver {
       }
       if (request.inputs !== undefined) await placeInputs(sfs.inputsDir, request.inputs);
       if (wantsNetwork(request, this.options.networks)) prepared.network = await this.options.networks!.create(networkSpec(request));
+      const nameservers = prepared.network?.nameservers ?? [];
+      if (nameservers.length > 0) await fs.writeFile(path.join(bundle, 'resolv.conf'), resolvConf(nameservers), { mode: 0o644 });
       const config = runtimeConfig({
         rootfs: sfs.root,
         readOnlyRoot: request.workload.readOnlyRoot ?? false,
@@ -213,6 +216,7 @@ export class OciDriver implements Driver {
         resources: request.resources,
         cgroupsPath: prepared.cgroupsPath,
         ...(prepared.network === undefined ? {} : { netnsPath: prepared.network.netnsPath }),
+        ...(nameservers.length === 0 ? {} : { resolvConf: path.join(bundle, 'resolv.conf') }),
         ...(this.idMap === undefined ? {} : { idMap: this.idMap }),
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
@@ -236,6 +240,7 @@ export class OciDriver implements Driver {
         scratchMounted: p.scratchMounted,
         ...(this.options.launchTools ? { tools: this.options.launchTools } : {}),
         skeleton: this.skeletonDir,
+        resolvConf: (p.network?.nameservers.length ?? 0) > 0,
       },
       runtime.command,
       ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId],

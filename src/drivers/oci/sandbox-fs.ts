@@ -44,8 +44,8 @@ export function sandboxFilesystem(bundle: string, root: string): SandboxFilesyst
  * inside the overlay's comma- and colon-separated options. A failure stops before the runtime starts,
  * with the reason in `setupErrors`.
  */
-const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7 skeleton=$8
-shift 8
+const LAUNCH = `lower=$1 scratch=$2 root=$3 size=$4 method=$5 mounted=$6 errors=$7 skeleton=$8 resolv=$9
+shift 9
 exec 4>&2 2>"$errors"
 set -eu
 umask 022
@@ -57,6 +57,12 @@ if [ "$method" = copy ] || ! { exec 3<"$lower" && mount -t overlay -o nodev,nosu
   cp -a "$lower/." upper/
   cp -a "$skeleton/upper/." upper/
   mount -o bind upper "$root"
+fi
+# A mount point for /etc/resolv.conf, made here as host root: the container's root may not own /etc.
+# Never through a symlink, which would lead out of the container's root.
+if [ "$resolv" = 1 ] && [ ! -L "$root/etc" ] && [ ! -L "$root/etc/resolv.conf" ]; then
+  [ -d "$root/etc" ] || mkdir -m 0755 "$root/etc"
+  : >>"$root/etc/resolv.conf"
 fi
 exec 3<&- 2>&4 4>&-
 : >"$errors"
@@ -74,6 +80,8 @@ export interface LaunchOptions {
   tools?: LaunchTools;
   /** The directories every scratch starts with, made by `makeSkeleton`. */
   skeleton: string;
+  /** /etc/resolv.conf will be bound: make its mount point. */
+  resolvConf?: boolean;
 }
 
 export type LaunchTools = 'busybox' | 'util-linux';
@@ -86,7 +94,7 @@ export type LaunchTools = 'busybox' | 'util-linux';
  */
 export function launchCommand(sfs: SandboxFilesystem, options: LaunchOptions, runtime: string, runtimeArgs: readonly string[]): [string, string[]] {
   const size = String(Math.max(1, Math.ceil(options.diskMiB)));
-  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, options.skeleton, runtime, ...runtimeArgs];
+  const script = [LAUNCH, 'vmesh-container', options.lower, sfs.scratch, sfs.root, size, options.method, options.scratchMounted ? '1' : '0', sfs.setupErrors, options.skeleton, options.resolvConf ? '1' : '0', runtime, ...runtimeArgs];
   if ((options.tools ?? (hasBusybox() ? 'busybox' : 'util-linux')) === 'busybox') return [DEFAULT_BUSYBOX, ['unshare', '-m', '--propagation', 'private', DEFAULT_BUSYBOX, 'sh', '-c', ...script]];
   return ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', ...script]];
 }
