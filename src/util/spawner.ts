@@ -46,7 +46,6 @@ export interface SpawnedProgram {
 }
 
 interface Pending {
-  dir: string;
   /** The shell said `ready`: from then on, the program's own waiter reports its end. */
   started?: boolean;
   ready: (ok: boolean) => void;
@@ -123,7 +122,7 @@ export class Spawner {
     let exit!: (status: number | null) => void;
     const status = new Promise<number | null>((resolve) => (exit = resolve));
     const ready = await new Promise<boolean>((resolve) => {
-      shell.pending.set(id, { dir, ready: resolve, exit });
+      shell.pending.set(id, { ready: resolve, exit });
       holdLoop(shell);
       shell.child.stdin!.write(`${id} ${dir}\n`);
     });
