@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { OciDriver } from '../../src/drivers/oci/driver.ts';
 import { DEFAULT_ID_MAP } from '../../src/drivers/oci/user-namespace.ts';
 import type { Workload } from '../../src/spec/index.ts';
-import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { hasCommand, skipUnless, userNamespacesAllowed, USERNS_HINT } from '../helpers/require.ts';
 import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
 import { entriesOf, writeOciLayout, type Entry } from '../helpers/oci-image.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -14,7 +14,8 @@ import { runCase, type Case } from './compliance.ts';
 const skip =
   skipUnless('root', process.getuid?.() === 0, 'run the tests as root (containers need it)') ||
   skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
-  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static');
+  skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') ||
+  skipUnless('userns', userNamespacesAllowed(), USERNS_HINT);
 
 const HOST_ID = DEFAULT_ID_MAP.hostId;
 

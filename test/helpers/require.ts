@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /**
  * Host tools a test may need. A test whose tool is missing skips with `reason` (which says how to
@@ -16,6 +17,17 @@ export function required(tool: string): boolean {
  * (`VMESH_REQUIRE=all,firecracker,cloud-hypervisor`).
  */
 export const OUTSIDE_ALL: ReadonlySet<string> = new Set(['firecracker', 'cloud-hypervisor', 'kvm']);
+
+/** True when this kernel lets processes make user namespaces (what containers' own ones need). */
+export function userNamespacesAllowed(): boolean {
+  try {
+    return Number(readFileSync('/proc/sys/user/max_user_namespaces', 'utf8').trim()) > 0;
+  } catch {
+    return false;
+  }
+}
+
+export const USERNS_HINT = 'sysctl -w user.max_user_namespaces=15000 (this kernel has user namespaces switched off)';
 
 /** True when `command --version` (or the given args) runs. */
 export function hasCommand(command: string, args: string[] = ['--version']): boolean {
