@@ -16,10 +16,10 @@ import { runtimeConfig } from './config.ts';
 import { ImageCache } from './image/cache.ts';
 import { isImageDir, type ImageConfig } from './image/layout.ts';
 import { resolveCommand } from './rootfs.ts';
+import { ContainerRoots } from './container-roots.ts';
 import {
   launchCommand,
   makeMountPoints,
-  makeSkeleton,
   mountScratch,
   sandboxFilesystem,
   setupFailure,
@@ -29,7 +29,7 @@ import {
   type WritableLayerMethod,
 } from './sandbox-fs.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
-import { DEFAULT_ID_MAP, defaultRootsDir, makePassage, makeRunDir, userNamespaceProblem, type IdMap } from './user-namespace.ts';
+import type { IdMap } from './user-namespace.ts';
 
 const CONTAINER_PREFIX = 'vmesh-';
 
@@ -112,14 +112,9 @@ export class OciDriver implements Driver {
   readonly isolation = 'container' as const;
   private readonly sandboxRoot: string;
   private readonly stateDir: string;
-  private readonly rootsDir: string;
-  /** What every container's scratch starts with (makeSkeleton), beside the roots. */
-  private readonly skeletonDir: string;
+  /** Where containers' roots are mounted, and in which user namespace (decided by the probe). */
+  private readonly roots: ContainerRoots;
   private images: ImageCache;
-  /** The user namespace containers get; undefined for none (decided by the probe). */
-  private idMap: IdMap | undefined;
-  /** The roots directory, made at the first prepare (a node that runs no container leaves nothing in /run). */
-  private rootsReady: Promise<void> | undefined;
   private readonly cgroupParent: string;
   /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
   private readonly foundCommands = new Set<string>();
@@ -134,9 +129,8 @@ export class OciDriver implements Driver {
   constructor(private readonly options: OciDriverOptions = {}) {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
-    this.rootsDir = options.rootsDir ?? defaultRootsDir(this.sandboxRoot);
-    this.skeletonDir = `${this.rootsDir}.skeleton`;
-    this.spawner = new Spawner(`${this.rootsDir}.spawner`, Spawner.defaultShell(DEFAULT_BUSYBOX));
+    this.roots = new ContainerRoots(options.userNamespace, this.sandboxRoot, options.rootsDir);
+    this.spawner = new Spawner(`${this.roots.dir}.spawner`, Spawner.defaultShell(DEFAULT_BUSYBOX));
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
     if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
@@ -153,29 +147,14 @@ export class OciDriver implements Driver {
     const found = await findRuntime(this.cgroups, this.options.runtime, signal);
     if ('missing' in found) return { available: false, reason: found.missing, details: { cgroups: this.cgroups } };
     this.runtime = found;
-    const users = await this.chooseUserNamespace();
+    const users = await this.roots.choose();
     if ('unavailable' in users) return { available: false, reason: users.unavailable, details: { cgroups: this.cgroups } };
-    return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups, userNamespace: users.shown } };
-  }
-
-  /**
-   * Whether containers get a user namespace: the configured range, or by default DEFAULT_ID_MAP where
-   * the host allows it; points the image cache at images owned in it.
-   */
-  private async chooseUserNamespace(): Promise<{ shown: string } | { unavailable: string }> {
-    const wanted = this.options.userNamespace ?? DEFAULT_ID_MAP;
-    const problem = wanted === false ? 'switched off (drivers.oci.userNamespace: false)' : await userNamespaceProblem(wanted, this.rootsDir);
-    if (problem !== undefined && this.options.userNamespace !== undefined && wanted !== false) {
-      return { unavailable: `containers cannot have the user namespace configured: ${problem}` };
-    }
-    const map = problem === undefined && wanted !== false ? wanted : undefined;
-    if (map?.hostId !== this.idMap?.hostId || map?.size !== this.idMap?.size) {
-      this.idMap = map;
-      this.rootsReady = undefined;
-      this.images = new ImageCache(this.images.root, map);
+    if (users.changed) {
+      // Images are unpacked owned by the range's ids: a cache of their own.
+      this.images = new ImageCache(this.images.root, this.roots.idMap);
       this.foundCommands.clear();
     }
-    return { shown: map === undefined ? `none: ${problem}` : `container ids 0-${map.size - 1} are host ids ${map.hostId}-${map.hostId + map.size - 1}` };
+    return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups, userNamespace: users.shown } };
   }
 
   async validate(request: SandboxRequest): Promise<void> {
@@ -189,12 +168,11 @@ export class OciDriver implements Driver {
     await fs.mkdir(this.sandboxRoot, { recursive: true, mode: 0o700 });
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
-    const sfs = sandboxFilesystem(bundle, path.join(this.rootsDir, containerId));
-    this.rootsReady ??= this.makeRootsDir();
+    const sfs = sandboxFilesystem(bundle, this.roots.rootOf(containerId));
     const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
-      await this.rootsReady;
+      await this.roots.ensure();
       await makeMountPoints(sfs);
       if (outputPaths(request.workload).length > 0) {
         await mountScratch(sfs, request.resources.diskMiB);
@@ -217,7 +195,7 @@ export class OciDriver implements Driver {
         cgroupsPath: prepared.cgroupsPath,
         ...(prepared.network === undefined ? {} : { netnsPath: prepared.network.netnsPath }),
         ...(nameservers.length === 0 ? {} : { resolvConf: path.join(bundle, 'resolv.conf') }),
-        ...(this.idMap === undefined ? {} : { idMap: this.idMap }),
+        ...(this.roots.idMap === undefined ? {} : { idMap: this.roots.idMap }),
       });
       await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(config));
       return prepared;
@@ -239,7 +217,7 @@ export class OciDriver implements Driver {
         method: this.options.writableLayer ?? 'auto',
         scratchMounted: p.scratchMounted,
         ...(this.options.launchTools ? { tools: this.options.launchTools } : {}),
-        skeleton: this.skeletonDir,
+        skeleton: this.roots.skeleton,
         resolvConf: (p.network?.nameservers.length ?? 0) > 0,
       },
       runtime.command,
@@ -372,9 +350,7 @@ export class OciDriver implements Driver {
     }
     await this.images.removeIncomplete();
     for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
-    for (const root of await fs.readdir(this.rootsDir).catch(() => [] as string[])) {
-      if (root.startsWith(CONTAINER_PREFIX)) await fs.rmdir(path.join(this.rootsDir, root)).catch(() => {});
-    }
+    await this.roots.removeLeftovers(CONTAINER_PREFIX);
     return ids.length;
   }
 
@@ -388,9 +364,7 @@ export class OciDriver implements Driver {
     await this.spawner.close();
     if (this.runtime !== undefined && this.prepared.size === 0) {
       await removeCgroup(this.cgroups, this.cgroupParent);
-      this.rootsReady = undefined;
-      await fs.rmdir(this.rootsDir).catch(() => {});
-      await fs.rm(this.skeletonDir, { recursive: true, force: true });
+      await this.roots.remove();
     }
   }
 
@@ -446,19 +420,6 @@ export class OciDriver implements Driver {
       }
     }
     return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
-  }
-
-  /** The roots directory (a passage for the user namespace's root, or host root's alone) and the skeleton. */
-  private async makeRootsDir(): Promise<void> {
-    try {
-      if (this.options.rootsDir === undefined) await makeRunDir();
-      if (this.idMap === undefined) await fs.mkdir(this.rootsDir, { recursive: true, mode: 0o700 });
-      else await makePassage(this.rootsDir, this.idMap);
-      await makeSkeleton(this.skeletonDir, this.idMap === undefined ? undefined : [this.idMap.hostId, this.idMap.hostId]);
-    } catch (err) {
-      this.rootsReady = undefined; // the next prepare tries again
-      throw err;
-    }
   }
 
   private requireRuntime(): OciRuntime {
