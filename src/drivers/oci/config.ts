@@ -94,13 +94,14 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
   const caps = [...CONTAINER_CAPABILITIES];
   const memory = spec.resources.memoryMiB * 2 ** 20;
   const env = { PATH: DEFAULT_PATH, HOME: '/tmp', ...spec.env };
+  const sys = sysMount(spec);
   const mounts: RuntimeConfig['mounts'] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    sysMount(spec),
+    sys,
   ];
   if (spec.readOnlyRoot) {
     // The only writable place inside a read-only root: capped at the run's scratch disk.
@@ -151,7 +152,7 @@ export function runtimeConfig(spec: ContainerSpec): RuntimeConfig {
       ],
       ...(spec.idMap === undefined ? {} : idMappings(spec.idMap)),
       maskedPaths: [
-        ...(sysMount(spec).type === 'bind' ? ['/sys/fs/cgroup'] : []),
+        ...(sys.type === 'bind' ? ['/sys/fs/cgroup'] : []),
         '/proc/acpi',
         '/proc/asound',
         '/proc/kcore',
