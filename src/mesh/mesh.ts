@@ -8,7 +8,8 @@ import { ADVERT_FORMAT, type NodeAdvert, type NodeDescription } from '../spec/in
 import type { BlobStore } from '../blobs/blob-store.ts';
 import type { VmeshNode } from '../node/node.ts';
 import { BlobPool } from './blob-pool.ts';
-import { RemoteRuns, serveRuns } from './run-protocol.ts';
+import { RemoteRuns } from './run-client.ts';
+import { serveRuns } from './run-server.ts';
 import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
@@ -63,6 +64,7 @@ export class Mesh {
   private stopped = false;
   /** Where reputation reports from other nodes go, once a node is served. */
   private reportBook: ReportBook | undefined;
+  private runs: RemoteRuns | undefined;
 
   private constructor(
     readonly host: MeshHost,
@@ -188,7 +190,14 @@ export class Mesh {
           return { advert: m.advert, connected: connected.has(m.id), ...(rtt === undefined ? {} : { rttMs: rtt.minMs }) };
         });
     };
-    node.attachRemote(new RemoteRuns(this.host, this.blobs, this.guard, (id) => this.membership.get(id) !== undefined, () => this.keepers(), members, () => this.membership.size));
+    this.runs = new RemoteRuns(this.host, this.blobs, this.guard, {
+      known: (id) => this.membership.get(id) !== undefined,
+      keepers: () => this.keepers(),
+      members,
+      memberCount: () => this.membership.size,
+      keepStreamsMs: this.o.config.keepRunStreamsMs,
+    });
+    node.attachRemote(this.runs);
   }
 
   /** The members this node is connected to and does not refuse, nearest first (unmeasured ones last). */
@@ -293,6 +302,7 @@ export class Mesh {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.nudgeTimer);
+    this.runs?.close();
     await this.host.stop();
   }
 }

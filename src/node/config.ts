@@ -21,6 +21,10 @@ const MeshSettings = Type.Object(
     keepCopiesForMs: Type.Optional(
       Type.Integer({ minimum: 1000, maximum: 365 * 86_400_000, description: 'how long a copy that another node asked this node to keep is safe from eviction (default 7 days)' }),
     ),
+    // At most half of the 60 s an executing node waits on a stream for its next run (SERVER_IDLE_MS).
+    keepRunStreamsMs: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 30_000, description: 'how long a stream to another node is kept between runs for the next run there (0: closed after each run)' }),
+    ),
     inboundConnectionsPerSecond: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 100_000, description: 'new connections taken per second from one IP address (libp2p refuses the rest)' }),
     ),
@@ -40,6 +44,7 @@ export interface MeshConfig {
   pingIntervalMs: number;
   banMs: number;
   keepCopiesForMs: number;
+  keepRunStreamsMs: number;
   inboundConnectionsPerSecond: number;
   labels: Record<string, string>;
   location?: Static<typeof NodeLocation>;
@@ -323,6 +328,7 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
     pingIntervalMs: 5_000,
     banMs: 3_600_000,
     keepCopiesForMs: 7 * 86_400_000,
+    keepRunStreamsMs: 20_000,
     inboundConnectionsPerSecond: 5,
     labels: {},
     ...rest,

@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { multiaddr } from '@multiformats/multiaddr';
+import { JsonFrames } from '../../src/mesh/frames.ts';
+import { RUN_PROTOCOL } from '../../src/mesh/run-protocol.ts';
+import { newRunId } from '../../src/node/run-id.ts';
 import { ApiError, VmeshClient, type LogEvent } from '../../src/sdk/client.ts';
 import type { Workload } from '../../src/spec/index.ts';
-import { startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
+import { bareMeshHost, startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
 import { entriesOf, tarOf, writeOciLayout } from '../helpers/oci-image.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX, busyboxRootfs } from '../helpers/rootfs.ts';
@@ -15,13 +19,15 @@ const containerSkip =
   skipUnless('runc', hasCommand('runc'), 'apt-get install runc') ||
   skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static');
 
+/** How long A keeps a stream between runs (mesh.keepRunStreamsMs). */
+const KEEP_MS = 1500;
 const js = (code: string, extra: Partial<Workload> = {}): Workload => ({ kind: 'function', source: { inline: code }, ...extra });
 
-describe('remote runs on /vmesh/run/1', () => {
+describe(`remote runs on ${RUN_PROTOCOL}`, () => {
   let a: TestDaemon, b: TestDaemon, c: TestDaemon;
   let client: VmeshClient;
   before(async () => {
-    a = await startMeshDaemon();
+    a = await startMeshDaemon({ keepRunStreamsMs: KEEP_MS });
     const join = a.daemon.mesh!.addresses();
     [b, c] = [await startMeshDaemon({ join }), await startMeshDaemon({ join })];
     await until(() => [a, b, c].every((d) => d.daemon.mesh!.nodes().length === 3), 10_000, 'three nodes');
@@ -56,11 +62,76 @@ describe('remote runs on /vmesh/run/1', () => {
     );
   });
 
-  it('finished runs leave no /vmesh/run/1 stream open on either side (libp2p caps them at 64 per connection)', async () => {
-    for (let i = 0; i < 5; i++) await client.run(js('export default () => 1', { placement: { node: c.daemon.node.id } }));
-    const open = () =>
-      [a, c].flatMap((d) => d.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/run/1')));
-    await until(() => open().length === 0, 5000, 'every run stream to close');
+  const runStreams = (d: TestDaemon) => d.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === RUN_PROTOCOL));
+
+  it('runs to one node one after another take one stream, which closes once unused for mesh.keepRunStreamsMs', async () => {
+    const target = c.daemon.node.id;
+    await until(() => runStreams(a).length === 0, 5000, 'streams of earlier tests to close');
+    const seen = new Set<string>();
+    for (let i = 0; i < 5; i++) {
+      const run = await client.run(js(`export default () => ${i}`, { placement: { node: target } }));
+      assert.equal(run.result?.output, i);
+      for (const s of runStreams(a)) seen.add(s.id);
+    }
+    assert.equal(seen.size, 1, `one stream carried all five runs (saw ${[...seen].join(', ')})`);
+    // libp2p caps streams at 64 per connection: kept ones must not pile up.
+    const took = await until(() => runStreams(a).length === 0 && runStreams(c).length === 0, 10_000, 'the kept stream to close on both sides');
+    assert.ok(took >= KEEP_MS / 2, `closed after ${Math.round(took)} ms, not before it had been unused for a while`);
+  });
+
+  it('concurrent runs to one node open a stream each, and the next ones take the kept streams', async () => {
+    const target = c.daemon.node.id;
+    const batch = async () => {
+      const runs = await Promise.all([0, 1, 2, 3].map((i) => client.run(js(`export default () => ${i}`, { placement: { node: target } }))));
+      assert.deepEqual(runs.map((r) => r.result?.output), [0, 1, 2, 3]);
+      return new Set(runStreams(a).map((s) => s.id));
+    };
+    const first = await batch();
+    assert.ok(first.size >= 1 && first.size <= 4, `kept ${first.size} streams after 4 concurrent runs`);
+    const second = await batch();
+    assert.ok([...first].some((id) => second.has(id)), 'the second batch took streams the first had kept');
+  });
+
+  it('a kept stream the executing node closed is not used: the run goes on a new stream', async () => {
+    const target = c.daemon.node.id;
+    await until(() => runStreams(a).length === 0, 5000, 'streams of earlier tests to close');
+    await client.run(js('export default () => 1', { placement: { node: target } }));
+    const kept = runStreams(a);
+    assert.equal(kept.length, 1, 'one stream kept after the run');
+    // C drops its side without a word (as a restarted node would): A finds out only when it writes.
+    for (const s of runStreams(c)) s.abort(new Error('dropped by the test'));
+    const run = await client.run(js('export default () => 2', { placement: { node: target } }));
+    assert.equal(run.state, 'succeeded', run.reason);
+    assert.equal(run.result?.output, 2);
+    assert.ok(!runStreams(a).some((s) => s.id === kept[0]!.id), 'the dropped stream is gone');
+  });
+
+  it('a stream carries runs one after another; a late cancel between them is ignored, a run over a live one is a protocol offence', async () => {
+    const stranger = await bareMeshHost();
+    try {
+      const mesh = c.daemon.mesh!;
+      await stranger.dial(multiaddr(mesh.addresses()[0]!));
+      const frames = new JsonFrames(await stranger.dialProtocol(mesh.host.peerId, RUN_PROTOCOL), 2 ** 20);
+      const read = async () => (await frames.read((v) => v)) as { type: string; run?: { id: string; state: string; result?: { output: unknown } } };
+      const runUntilEnd = async (id: string, code: string) => {
+        await frames.write({ type: 'run', id, workload: js(code) });
+        for (let f = await read(); ; f = await read()) if (f.type === 'end') return f.run!;
+      };
+      const first = await runUntilEnd(newRunId(), 'export default () => "first"');
+      assert.deepEqual([first.state, first.result?.output], ['succeeded', 'first']);
+      await frames.write({ type: 'cancel', reason: 'too late' });
+      const second = await runUntilEnd(newRunId(), 'export default () => "second"');
+      assert.deepEqual([second.state, second.result?.output], ['succeeded', 'second'], 'the cancel between runs touched nothing');
+      const live = newRunId();
+      await frames.write({ type: 'run', id: live, workload: js('export default () => { for (;;) {} }', { resources: { timeoutMs: 60_000 } }) });
+      assert.equal((await read()).type, 'accepted');
+      await frames.write({ type: 'run', id: newRunId(), workload: js('export default () => 3') });
+      await until(() => mesh.guard.list().some((b) => b.peer === stranger.peerId.toString()), 5000, 'the stranger to be refused');
+      assert.match(mesh.guard.list().find((b) => b.peer === stranger.peerId.toString())!.reason, /sent run r\w+ while run r\w+ was live on the same stream/);
+      assert.equal((await c.daemon.node.waitFor(live)).state, 'cancelled', 'the live run was cancelled with its stream');
+    } finally {
+      await stranger.stop();
+    }
   });
 
   it('a source over 256 KiB goes by blob: C fetches it from A', async () => {
