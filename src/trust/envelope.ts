@@ -1,9 +1,8 @@
 import type { PrivateKey } from '@libp2p/interface';
-import { peerIdFromString } from '@libp2p/peer-id';
 import type { TSchema, Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { explainSchemaErrors, VmeshError, type SchemaError } from '../spec/index.ts';
-import { verifyEd25519 } from './signer.ts';
+import { NotAKeyError, verifyEd25519 } from './signer.ts';
 
 /**
  * A signed envelope: JSON bytes, the id of the node that signed them, and its ed25519 signature over
@@ -53,17 +52,15 @@ export async function open(bytes: Uint8Array | string, domain: string, maxBytes:
   if (env === null || typeof env !== 'object' || typeof env.signer !== 'string' || typeof env.payload !== 'string' || typeof env.signature !== 'string') {
     throw new BadEnvelopeError('envelope: expected {signer, payload, signature} strings');
   }
-  let publicKey;
-  try {
-    publicKey = peerIdFromString(env.signer).publicKey;
-  } catch {
-    throw new BadEnvelopeError(`envelope.signer: ${JSON.stringify(env.signer.slice(0, 80))} is not a peer id`);
-  }
-  if (publicKey === undefined || publicKey.type !== 'Ed25519') throw new BadEnvelopeError('envelope.signer: not an ed25519 peer id');
   const signature = Buffer.from(env.signature, 'base64');
-  if (signature.byteLength !== 64 || !verifyEd25519(env.signer, publicKey.raw, signedBytes(domain, env.payload), signature)) {
-    throw new BadEnvelopeError(`envelope.signature: does not verify for ${env.signer} in domain ${domain}`);
+  let good: boolean;
+  try {
+    good = verifyEd25519(env.signer, signedBytes(domain, env.payload), signature);
+  } catch (err) {
+    if (err instanceof NotAKeyError) throw new BadEnvelopeError(`envelope.signer: ${err.message}`);
+    throw err;
   }
+  if (!good) throw new BadEnvelopeError(`envelope.signature: does not verify for ${env.signer} in domain ${domain}`);
   let value: unknown;
   try {
     value = JSON.parse(env.payload);
