@@ -46,6 +46,8 @@ export interface MeshNode {
 
 /** Least time between two adverts sent early because something changed. */
 const MIN_NUDGE_GAP_MS = 500;
+/** How long the changes of a moment are gathered before deciding whether they are worth an early advert. */
+const CHANGE_CHECK_MS = 50;
 
 /**
  * This node's place in the mesh: a libp2p host, its signed adverts on the gossip topic, the membership
@@ -60,6 +62,7 @@ export class Mesh {
   private last: NodeAdvert | undefined;
   private lastSentAt = 0;
   private nudgeTimer: NodeJS.Timeout | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
   /** Where reputation reports from other nodes go, once a node is served. */
@@ -195,6 +198,7 @@ export class Mesh {
       keepers: () => this.keepers(),
       members,
       memberCount: () => this.membership.size,
+      rttOf: (id) => this.proximity.get(id)?.minMs,
       keepStreamsMs: this.o.config.keepRunStreamsMs,
     });
     node.attachRemote(this.runs);
@@ -239,14 +243,26 @@ export class Mesh {
 
   /**
    * Something about this node changed (a run started or ended): publish early when the change is big
-   * enough (`always`: in any case), at most once per 500 ms.
+   * enough (`always`: in any case), at most once per 500 ms. Whether it is big enough is decided once per
+   * CHANGE_CHECK_MS for all the changes in it (a run changes state five times in a few ms), and off the
+   * run's path.
    */
   nudge(always = false): void {
     if (this.stopped || this.nudgeTimer !== undefined) return;
-    // What a run changes is what describe() says (free resources, runs): compared against the last advert
-    // with its addresses kept, since listing this node's addresses costs more than the rest (1.5 ms a run).
-    if (!always && this.last !== undefined && !changedEnough(this.last, { ...this.last, ...this.o.describe() })) return;
-    const wait = Math.max(always ? 200 : 0, this.lastSentAt + MIN_NUDGE_GAP_MS - Date.now());
+    if (always) return this.publishSoon(200);
+    if (this.checkTimer !== undefined) return;
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = undefined;
+      // What a run changes is what describe() says (free resources, runs): compared against the last advert
+      // with its addresses kept, since listing this node's addresses costs more than the rest (1.5 ms a run).
+      if (this.last === undefined || changedEnough(this.last, { ...this.last, ...this.o.describe() })) this.publishSoon(0);
+    }, CHANGE_CHECK_MS);
+    this.checkTimer.unref();
+  }
+
+  private publishSoon(atLeastMs: number): void {
+    if (this.stopped || this.nudgeTimer !== undefined) return;
+    const wait = Math.max(atLeastMs, this.lastSentAt + MIN_NUDGE_GAP_MS - Date.now());
     this.nudgeTimer = setTimeout(() => {
       this.nudgeTimer = undefined;
       void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent'));
@@ -302,6 +318,7 @@ export class Mesh {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.nudgeTimer);
+    clearTimeout(this.checkTimer);
     this.runs?.close();
     await this.host.stop();
   }

@@ -17,6 +17,7 @@ export interface RemoteRunsOptions {
   keepers: () => PeerId[];
   members: () => MemberView[];
   memberCount: () => number;
+  rttOf: (id: string) => number | undefined;
   /** How long a stream is kept between runs to the same node (`mesh.keepRunStreamsMs`; 0: closed after each run). */
   keepStreamsMs: number;
 }
@@ -26,6 +27,7 @@ export class RemoteRuns implements RemoteDispatch {
   private readonly streams: KeptStreams;
   readonly members: () => MemberView[];
   readonly memberCount: () => number;
+  readonly rttOf: (id: string) => number | undefined;
 
   constructor(
     private readonly host: MeshHost,
@@ -36,6 +38,7 @@ export class RemoteRuns implements RemoteDispatch {
     this.streams = new KeptStreams(o.keepStreamsMs);
     this.members = o.members;
     this.memberCount = o.memberCount;
+    this.rttOf = o.rttOf;
   }
 
   /** Streams kept between runs, over all nodes. */

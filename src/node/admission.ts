@@ -31,7 +31,7 @@ export interface AdmissionContext {
   readonly executor: Executor;
   readonly metrics: NodeMetrics;
   readonly outputSink: OutputSink;
-  afterSettled(id: string, work: () => Promise<void> | void): void;
+  afterSettled(id: string, work: (ended: RunRecord | undefined) => Promise<void> | void): void;
   toPublic(record: RunRecord): Run;
 }
 

@@ -264,15 +264,15 @@ export class Dispatch {
       this.node.executor.follow(record, feed);
       // The executing node fetches the run's blobs from here: they stay until the run is over.
       const release = await this.node.blobs.hold(blobsOf(spec));
-      this.node.afterSettled(id, () => {
+      this.node.afterSettled(id, (record) => {
         release();
-        const ended = this.node.store.getRun(id);
+        const ended = record ?? this.node.store.getRun(id);
         outcome ??= ended === undefined ? undefined : outcomeOf(ended);
         // The node that ended it (after a failover, not the first); lost ones were recorded as they went.
         if (outcome !== undefined && ended !== undefined && ended.attempts?.at(-1)?.outcome !== 'lost') this.node.reputation.record(ended.nodeId, outcome);
         // Its answer against its distance: how much longer it took here than it says it ran.
         if (ended !== undefined && ended.attempts === undefined && ended.result !== undefined) {
-          const rtt = remote.members().find((m) => m.advert.node === ended.nodeId)?.rttMs;
+          const rtt = remote.rttOf(ended.nodeId);
           if (latencyOutcome(performance.now() - sentAt, ended.result.timings.totalMs, rtt) === 'slow') this.node.reputation.record(ended.nodeId, 'slow');
         }
       });

@@ -48,7 +48,8 @@ export interface ExecutorOptions {
 interface Tracked {
   record: RunRecord;
   runningAt?: number;
-  settled: Promise<void>;
+  /** Resolves with the final record once the run is over and everything it held is released. */
+  settled: Promise<RunRecord>;
   settle: () => void;
 }
 
@@ -126,9 +127,12 @@ export class Executor {
     return this.active.get(id) ?? this.followed.get(id) ?? this.queue.find((j) => j.record.id === id);
   }
 
-  /** Resolves once a run is over and everything it held is released (at once for one that is not live). */
-  async settled(id: string): Promise<void> {
-    await this.live(id)?.settled;
+  /**
+   * Resolves with its final record once a run is over and everything it held is released (at once, with
+   * nothing, for one that is not live).
+   */
+  async settled(id: string): Promise<RunRecord | undefined> {
+    return this.live(id)?.settled;
   }
 
   /** 1-based place in the queue, or undefined when the run is not queued. */
@@ -146,7 +150,7 @@ export class Executor {
     }
     const job = { record, driver, request, controller: new AbortController(), submittedAt: performance.now() } as Job;
     if (receipt !== undefined) job.receipt = receipt;
-    job.settled = new Promise<void>((resolve) => (job.settle = resolve));
+    job.settled = new Promise<RunRecord>((resolve) => (job.settle = () => resolve(job.record)));
     this.o.store.insertRun(record);
     this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });
@@ -163,7 +167,7 @@ export class Executor {
    */
   follow(record: RunRecord, feed: RemoteFeed): void {
     const job = { record, feed } as Followed;
-    job.settled = new Promise<void>((resolve) => (job.settle = resolve));
+    job.settled = new Promise<RunRecord>((resolve) => (job.settle = () => resolve(job.record)));
     this.o.store.insertRun(record);
     this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });

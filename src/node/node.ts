@@ -332,8 +332,8 @@ export class VmeshNode {
     });
   }
 
-  /** Runs `work` once the run's sandbox is cleaned up; `settled` waits for it too. */
-  afterSettled(id: string, work: () => Promise<void> | void): void {
+  /** Runs `work` once the run's sandbox is cleaned up, with its final record; `settled` waits for it too. */
+  afterSettled(id: string, work: (ended: RunRecord | undefined) => Promise<void> | void): void {
     this.afterRun.set(id, this.executor.settled(id).then(work).finally(() => this.afterRun.delete(id)));
   }
 

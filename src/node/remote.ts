@@ -15,6 +15,8 @@ export interface RemoteDispatch {
   members(): MemberView[];
   /** How many other nodes the mesh has (cheaper than `members().length`). */
   memberCount(): number;
+  /** The lowest recent round trip to node `id`, in ms, once measured. */
+  rttOf(id: string): number | undefined;
   /** Fetches a blob into this node's store from the mesh, trying the nodes in `hints` first. */
   fetchBlob(hash: string, hints?: string[], signal?: AbortSignal): Promise<void>;
   /** Places `copies` more copies of a blob this node holds on other nodes of the mesh, nearest first. */
