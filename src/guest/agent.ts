@@ -1,3 +1,4 @@
+import { resolvConf } from '../net/nameservers.ts';
 import { cpioArchive, type CpioEntry } from './cpio.ts';
 
 /**
@@ -68,8 +69,11 @@ export interface RunInputs {
   modules: readonly string[];
   /** Files placed read-only under /in: plain relative paths, checked by the node. */
   files?: ReadonlyArray<{ path: string; data: Uint8Array }>;
-  /** The guest's address on its sandbox network, and the gateway when it may send beyond its link. */
-  network?: { address: string; prefixLength: number; gateway?: string };
+  /**
+   * The guest's address on its sandbox network, and the gateway and name servers (its /etc/resolv.conf)
+   * when it may send beyond its link.
+   */
+  network?: { address: string; prefixLength: number; gateway?: string; nameservers?: readonly string[] };
   /** How the agent ends the VM once the run is over (default `reboot`): what the VMM takes for "done". */
   finish?: GuestFinish;
 }
@@ -78,7 +82,7 @@ export type GuestFinish = 'reboot' | 'poweroff';
 
 /**
  * The per-run archive that rides on top of the guest image: /vmesh/{command,env,workdir,stdin,outputs,modules},
- * and the input files under /in.
+ * the input files under /in, and /etc/resolv.conf when the guest has name servers.
  * Every argument, variable and path is single-quoted for the agent's shell, so none is ever interpreted.
  */
 export function runArchive(inputs: RunInputs): Buffer {
@@ -96,6 +100,8 @@ export function runArchive(inputs: RunInputs): Buffer {
     { type: 'file', name: 'vmesh/net', data: networkScript(inputs.network) },
     { type: 'file', name: 'vmesh/finish', data: inputs.finish ?? 'reboot' },
   ];
+  const nameservers = inputs.network?.nameservers ?? [];
+  if (nameservers.length > 0) entries.push({ type: 'dir', name: 'etc', mode: 0o755 }, { type: 'file', name: 'etc/resolv.conf', data: resolvConf(nameservers), mode: 0o644 });
   const dirs = new Set<string>();
   for (const file of inputs.files ?? []) {
     const parts = `in/${file.path}`.split('/');

@@ -30,11 +30,11 @@ describe('microVM networks', { skip }, () => {
   const received: Array<{ bytes: number; ms: number }> = [];
 
   before(async () => {
-    world = await createWorld('vmtest-vm-world', { host: '10.222.0.1', address: '10.222.0.2' }, [7301, 7302]);
+    world = await createWorld('vmtest-vm-world', { host: '10.222.0.1', address: '10.222.0.2' }, [7301, 7302], { dnsAnswer: '10.9.8.7' });
     const script = `require('net').createServer((s) => { let n = 0, t0 = 0; s.on('data', (d) => { if (!t0) t0 = performance.now(); n += d.length; }); s.on('end', () => { console.log(JSON.stringify({ bytes: n, ms: performance.now() - t0 })); s.end(); }); }).listen(${SINK_PORT}, '${world.address}');`;
     sink = spawn('ip', ['netns', 'exec', world.netns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     sink.stdout!.on('data', (d: Buffer) => d.toString().trim().split('\n').forEach((l) => received.push(JSON.parse(l))));
-    ({ node, remove } = await startTestNode({ network: { range: '10.223.0.0/24' }, capacity: { vcpus: 2, memoryMiB: 1024 } }));
+    ({ node, remove } = await startTestNode({ network: { range: '10.223.0.0/24', dns: [world.address] }, capacity: { vcpus: 2, memoryMiB: 1024 } }));
   });
   after(async () => {
     sink?.kill();
@@ -53,6 +53,11 @@ describe('microVM networks', { skip }, () => {
   it('gives a guest exactly the egress it asks for', async () => {
     assert.equal(await guest(probe(7302), { egress: [{ cidr: `${world.address}/32`, ports: [7302] }] }), world.host, 'reached the allowed port, behind the host address');
     assert.equal(await guest(`${probe(7301)}; ip -4 -o addr show eth0 | grep -c inet`, { egress: [{ cidr: `${world.address}/32`, ports: [7302] }] }), 'unreachable\n1');
+  });
+
+  it("resolves names through the node's name servers (network.dns) when it has egress", async () => {
+    const script = 'grep -v "^#" /etc/resolv.conf; nslookup vmesh.example 2>&1 | grep -A1 "^Name:" | tail -1';
+    assert.equal(await guest(script, { egress: 'internet' }), `nameserver ${world.address}\nAddress: 10.9.8.7`);
   });
 
   it(`holds what a guest sends to its ${CHANNEL_MBPS} Mbit/s channel (a timed transfer, within 15%)`, async (t) => {

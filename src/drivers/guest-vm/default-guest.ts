@@ -1,7 +1,7 @@
 // A command run inside the default vmesh guest, whatever VMM boots it: what it needs, and the per-run archive that carries it.
 import { promises as fs } from 'node:fs';
-import { runArchive, type GuestFinish } from '../../guest/agent.ts';
-import type { Link } from '../../net/address-pool.ts';
+import { runArchive, type GuestFinish, type RunInputs } from '../../guest/agent.ts';
+import type { SandboxNetwork } from '../../net/sandbox-network.ts';
 import { InvalidInputError, InvalidSourceError, outputPaths } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
 
@@ -38,10 +38,10 @@ export function validateGuestRun(request: SandboxRequest): void {
 
 /**
  * The run's archive for the agent: command, environment, stdin, working directory, declared outputs, the
- * modules to load, the input files, and the guest's address when it has a network (with the gateway
- * when it may send beyond its link).
+ * modules to load, the input files, and the guest's address when it has a network (with the gateway and
+ * name servers when it may send beyond its link).
  */
-export async function guestRunArchive(request: SandboxRequest, modules: readonly string[], link: Link | undefined, finish: GuestFinish = 'reboot'): Promise<Buffer> {
+export async function guestRunArchive(request: SandboxRequest, modules: readonly string[], network: SandboxNetwork | undefined, finish: GuestFinish = 'reboot'): Promise<Buffer> {
   const w = request.workload;
   const mayLeave = (w.network?.egress ?? 'none') !== 'none';
   return runArchive({
@@ -53,6 +53,11 @@ export async function guestRunArchive(request: SandboxRequest, modules: readonly
     modules,
     finish,
     files: await Promise.all((request.inputs ?? []).map(async (input) => ({ path: input.path, data: input.data ?? (await fs.readFile(input.file!)) }))),
-    ...(link === undefined ? {} : { network: { address: link.sandboxAddress, prefixLength: link.prefixLength, ...(mayLeave ? { gateway: link.hostAddress } : {}) } }),
+    ...(network === undefined ? {} : { network: guestNetwork(network, mayLeave) }),
   });
+}
+
+/** What the agent sets up in the guest: its address, and the way out and name servers when it may leave its link. */
+function guestNetwork({ link, nameservers }: SandboxNetwork, mayLeave: boolean): NonNullable<RunInputs['network']> {
+  return { address: link.sandboxAddress, prefixLength: link.prefixLength, ...(mayLeave ? { gateway: link.hostAddress, nameservers } : {}) };
 }

@@ -110,7 +110,7 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
       await networks!.bridgeTap(p.network, signal);
     }
     await fs.copyFile(image.initrd, initrd);
-    await fs.appendFile(initrd, await guestRunArchive(p.request, modules, p.network?.link, finish));
+    await fs.appendFile(initrd, await guestRunArchive(p.request, modules, p.network, finish));
     if (p.outputsDisk !== undefined) await createOutputsDisk(p.outputsDisk, p.request);
   }
 
