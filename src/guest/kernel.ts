@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract } from 'tar-stream';
 import { sha256File } from '../blobs/blob-store.ts';
 import { run } from '../util/exec.ts';
-import { GUEST_MODULES, loadOrder } from './modules.ts';
+import { EXTRA_MODULE_DEPENDENCIES, EXTRA_MODULES, GUEST_MODULES, loadOrder } from './modules.ts';
 
 /** A guest kernel and the modules the agent loads, unpacked in the guest cache. */
 export interface GuestKernel {
@@ -16,6 +16,8 @@ export interface GuestKernel {
   modulesDir: string;
   /** Module names in load order. */
   modules: string[];
+  /** EXTRA_MODULES with what they need, in load order (in `modulesDir` too; the agent loads none of them). */
+  extraModules: string[];
   release: string;
 }
 
@@ -24,6 +26,7 @@ interface KernelMeta {
   release: string;
   deb: string;
   modules: string[];
+  extraModules?: string[];
 }
 
 export type Progress = (message: string) => void;
@@ -62,7 +65,8 @@ export async function debianKernel(cacheDir: string, opts: { signal?: AbortSigna
     const out = path.join(work, 'out');
     const release = await extractKernel(path.join(work, deb), out, opts.signal);
     const modules = await loadOrder(path.join(out, 'modules'), GUEST_MODULES);
-    const kernelMeta: KernelMeta = { id, release, deb, modules };
+    const extraModules = await loadOrder(path.join(out, 'modules'), EXTRA_MODULES);
+    const kernelMeta: KernelMeta = { id, release, deb, modules, extraModules };
     await fs.writeFile(path.join(out, 'meta.json'), JSON.stringify(kernelMeta));
     const target = path.join(root, id.replace('sha256:', ''));
     // The same package unpacked before a module joined GUEST_MODULES is replaced.
@@ -90,15 +94,16 @@ async function readMeta(file: string): Promise<KernelMeta | undefined> {
 async function loadKernel(root: string, id: string): Promise<GuestKernel | undefined> {
   const dir = path.join(root, id.replace('sha256:', ''));
   const meta = await readMeta(path.join(dir, 'meta.json'));
-  // A kernel cached before a module joined GUEST_MODULES lacks it: fetched and extracted again.
-  if (meta === undefined || !GUEST_MODULES.every((m) => meta.modules.includes(m))) return undefined;
-  return { id: meta.id, vmlinuz: path.join(dir, 'vmlinuz'), modulesDir: path.join(dir, 'modules'), modules: meta.modules, release: meta.release };
+  // A kernel cached before a module joined GUEST_MODULES or EXTRA_MODULES lacks it: fetched and extracted again.
+  const extra = meta?.extraModules ?? [];
+  if (meta === undefined || !GUEST_MODULES.every((m) => meta.modules.includes(m)) || !EXTRA_MODULES.every((m) => extra.includes(m))) return undefined;
+  return { id: meta.id, vmlinuz: path.join(dir, 'vmlinuz'), modulesDir: path.join(dir, 'modules'), modules: meta.modules, extraModules: extra, release: meta.release };
 }
 
 /** Streams the package's file tree and keeps boot/vmlinuz-* and the wanted modules; returns the kernel release. */
 async function extractKernel(deb: string, out: string, signal?: AbortSignal): Promise<string> {
   await fs.mkdir(path.join(out, 'modules'), { recursive: true });
-  const wanted = new Set<string>(GUEST_MODULES);
+  const wanted = new Set<string>([...GUEST_MODULES, ...EXTRA_MODULES, ...EXTRA_MODULE_DEPENDENCIES]);
   const child = spawn('dpkg-deb', ['--fsys-tarfile', deb], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));

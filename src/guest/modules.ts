@@ -9,6 +9,15 @@ import path from 'node:path';
  */
 export const GUEST_MODULES = ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'failover', 'net_failover', 'virtio_net', 'virtio_console'] as const;
 
+/**
+ * Modules kept beside the guest's own for guests that do more than run the agent (the agent loads none of
+ * them): a host directory mounted over virtio-9p, and overlayfs inside the guest. The tests boot such a
+ * guest to prove the container driver on a kernel unlike the host's (pure cgroup v2, with crun).
+ */
+export const EXTRA_MODULES = ['9pnet_virtio', '9p', 'overlay'] as const;
+/** What EXTRA_MODULES depend on beyond GUEST_MODULES, named so that the kernel's extraction keeps them. */
+export const EXTRA_MODULE_DEPENDENCIES = ['9pnet', 'netfs', 'fscache'] as const;
+
 /** The `depends=` list of a module file, read from its .modinfo strings (no depmod needed). */
 export function moduleDepends(ko: Uint8Array): string[] {
   const text = Buffer.from(ko.buffer, ko.byteOffset, ko.byteLength).toString('latin1');

@@ -32,6 +32,8 @@ import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 import type { IdMap } from './user-namespace.ts';
 
 const CONTAINER_PREFIX = 'vmesh-';
+/** Under crun, the container's cgroup inside the one named for it (OciPrepared.statsCgroup). */
+const CRUN_CONTAINER_CGROUP = 'container';
 
 export interface OciDriverOptions {
   /** Parent of the per-run bundle directories. */
@@ -67,7 +69,14 @@ export interface OciDriverOptions {
 interface OciPrepared extends PreparedSandbox {
   readonly bundle: string;
   readonly containerId: string;
+  /** The container's cgroup, as the runtime is given it. */
   readonly cgroupsPath: string;
+  /**
+   * The cgroup whose counters (OOM kills, memory peak, CPU time) are read after the container ended: its
+   * own under runc, which keeps it (`run --keep`); its parent under crun, which has no `--keep` and removes
+   * the container's cgroup as it ends (cgroup v2 counts a child's events and usage in its parent).
+   */
+  readonly statsCgroup: string;
   /** The container's own file system (writable layer, /out, /in). */
   readonly fs: SandboxFilesystem;
   /** The image's (or the user's) root directory: the lower layer of the container's root. */
@@ -169,7 +178,8 @@ export class OciDriver implements Driver {
     const bundle = await fs.mkdtemp(path.join(this.sandboxRoot, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
     const sfs = sandboxFilesystem(bundle, this.roots.rootOf(containerId));
-    const prepared: OciPrepared = { request, bundle, containerId, cgroupsPath: `${this.cgroupParent}/${containerId}`, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
+    const cgroups = this.cgroupsOf(containerId);
+    const prepared: OciPrepared = { request, bundle, containerId, ...cgroups, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
       await this.roots.ensure();
@@ -221,7 +231,7 @@ export class OciDriver implements Driver {
         resolvConf: (p.network?.nameservers.length ?? 0) > 0,
       },
       runtime.command,
-      ['--root', this.stateDir, 'run', '--keep', '--bundle', p.bundle, p.containerId],
+      ['--root', this.stateDir, 'run', ...(runtime.name === 'runc' ? ['--keep'] : []), '--bundle', p.bundle, p.containerId],
     );
     p.created = true;
     const program = await this.spawner.run(p.bundle, [command, ...args], stdin === undefined ? undefined : Buffer.from(stdin));
@@ -245,7 +255,7 @@ export class OciDriver implements Driver {
     const p = r.prepared;
     try {
       const code = await r.exited;
-      const stats = await readCgroupStats(this.cgroups, p.cgroupsPath);
+      const stats = await readCgroupStats(this.cgroups, p.statsCgroup);
       const declared = outputPaths(p.request.workload);
       const setupFailed = code !== 0 && r.stopReason === undefined ? await setupFailure(p.fs) : undefined;
       const outputs = !p.scratchMounted || declared.length === 0 || setupFailed !== undefined ? NO_OUTPUTS : await packOutputs(p.fs.outputsDir, declared, p.request.outputs);
@@ -309,8 +319,9 @@ export class OciDriver implements Driver {
     const p = prepared as OciPrepared;
     if (p.created) {
       // A container that ran to its end under `run --keep` is stopped: all that is left of it is its state
-      // directory and its cgroup. Removing both here is what `delete` would do, without starting a runtime
-      // process per run. Anything else (a runtime that died, a start that failed) goes through `delete --force`.
+      // directory and its cgroup (crun removed both itself). Removing them here is what `delete` would do,
+      // without starting a runtime process per run. Anything else (a runtime that died, a start that failed)
+      // goes through `delete --force`.
       if (p.runtimeExited && (await killCgroup(this.cgroups, p.cgroupsPath)) === 0) {
         await fs.rm(path.join(this.stateDir, p.containerId), { recursive: true, force: true });
       } else {
@@ -318,6 +329,7 @@ export class OciDriver implements Driver {
         await killCgroup(this.cgroups, p.cgroupsPath);
       }
       await removeCgroup(this.cgroups, p.cgroupsPath);
+      if (p.statsCgroup !== p.cgroupsPath) await removeCgroup(this.cgroups, p.statsCgroup);
     }
     if (p.scratchMounted) await unmountScratch(p.fs);
     if (p.network !== undefined) await this.options.networks?.destroy(p.network);
@@ -344,14 +356,23 @@ export class OciDriver implements Driver {
     // Containers the runtime lost track of (its state went with the crash) still have their cgroups.
     for (const id of await childCgroups(this.cgroups, this.cgroupParent)) {
       if (!id.startsWith(CONTAINER_PREFIX)) continue;
-      await killCgroup(this.cgroups, `${this.cgroupParent}/${id}`);
-      await removeCgroup(this.cgroups, `${this.cgroupParent}/${id}`);
+      // The container's own cgroup first: under crun it is inside the one named for it.
+      for (const cgroup of [`${this.cgroupParent}/${id}/${CRUN_CONTAINER_CGROUP}`, `${this.cgroupParent}/${id}`]) {
+        await killCgroup(this.cgroups, cgroup);
+        await removeCgroup(this.cgroups, cgroup);
+      }
       if (!ids.includes(id)) ids.push(id);
     }
     await this.images.removeIncomplete();
     for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
     await this.roots.removeLeftovers(CONTAINER_PREFIX);
     return ids.length;
+  }
+
+  /** Where a container's cgroup goes, and where its counters are read once it has ended (see OciPrepared). */
+  private cgroupsOf(containerId: string): { cgroupsPath: string; statsCgroup: string } {
+    const own = `${this.cgroupParent}/${containerId}`;
+    return this.requireRuntime().name === 'runc' ? { cgroupsPath: own, statsCgroup: own } : { cgroupsPath: `${own}/${CRUN_CONTAINER_CGROUP}`, statsCgroup: own };
   }
 
   liveSandboxes(): number {
