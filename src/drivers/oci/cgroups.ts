@@ -1,4 +1,4 @@
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 const ROOT = '/sys/fs/cgroup';
@@ -24,21 +24,25 @@ export interface CgroupStats {
 /** Reads a container's cgroup (`cgroupsPath` as given to the runtime, e.g. `/vmesh/<id>`). Missing files count as unknown. */
 export async function readCgroupStats(version: CgroupVersion, cgroupsPath: string, root = ROOT): Promise<CgroupStats> {
   const rel = cgroupsPath.replace(/^\/+/, '');
-  const read = (...parts: string[]) => fs.readFile(path.join(root, ...parts), 'utf8').catch(() => undefined);
+  // Read synchronously: three small files of a kernel file system, between a container's end and its
+  // result (three async reads waited 0.7 ms for the thread pool here).
+  const read = (...parts: string[]) => {
+    try {
+      return readFileSync(path.join(root, ...parts), 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
   const stats: CgroupStats = { oomKills: 0 };
   if (version === 'v2') {
-    const [events, peak, cpu] = await Promise.all([read(rel, 'memory.events'), read(rel, 'memory.peak'), read(rel, 'cpu.stat')]);
+    const [events, peak, cpu] = [read(rel, 'memory.events'), read(rel, 'memory.peak'), read(rel, 'cpu.stat')];
     stats.oomKills = field(events, 'oom_kill') ?? 0;
     if (peak !== undefined) stats.memoryPeakBytes = Number(peak.trim());
     const usec = field(cpu, 'usage_usec');
     if (usec !== undefined) stats.cpuMs = usec / 1000;
     return stats;
   }
-  const [oom, peak, cpuNs] = await Promise.all([
-    read('memory', rel, 'memory.oom_control'),
-    read('memory', rel, 'memory.max_usage_in_bytes'),
-    read('cpuacct', rel, 'cpuacct.usage'),
-  ]);
+  const [oom, peak, cpuNs] = [read('memory', rel, 'memory.oom_control'), read('memory', rel, 'memory.max_usage_in_bytes'), read('cpuacct', rel, 'cpuacct.usage')];
   stats.oomKills = field(oom, 'oom_kill') ?? 0;
   if (peak !== undefined) stats.memoryPeakBytes = Number(peak.trim());
   if (cpuNs !== undefined) stats.cpuMs = Number(cpuNs.trim()) / 1e6;

@@ -1,4 +1,4 @@
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, mkdirSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_BUSYBOX } from '../../guest/image.ts';
 import { run } from '../../util/exec.ts';
@@ -105,10 +105,10 @@ function hasBusybox(): boolean {
   return busybox;
 }
 
-/** Makes the directories the launch mounts onto: the scratch inside the (existing) bundle, and the root. */
-export async function makeMountPoints(sfs: SandboxFilesystem): Promise<void> {
-  await fs.mkdir(sfs.root, { mode: 0o700 });
-  await fs.mkdir(sfs.scratch, { mode: 0o700 });
+/** Makes the directories the launch mounts onto: the scratch inside the (existing) bundle, and the root (synchronously, see prepare). */
+export function makeMountPoints(sfs: SandboxFilesystem): void {
+  mkdirSync(sfs.root, { mode: 0o700 });
+  mkdirSync(sfs.scratch, { mode: 0o700 });
 }
 
 /** Mounts the scratch tmpfs on the host (the launch makes its /out), for runs whose outputs the node collects afterwards. */
