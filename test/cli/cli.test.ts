@@ -347,7 +347,10 @@ describe('vmesh after kill -9 of a node running a networked container', { skip: 
       const cgroup = `/sys/fs/cgroup/pids/vmesh/${tag}/vmesh-${id}`;
       const procsIn = () => (existsSync(cgroup) ? readFileSync(path.join(cgroup, 'cgroup.procs'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
       const netns = () => (existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`vmesh-${tag}-`)).length : 0);
-      const mounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(home)).length;
+      // Under the node's home, or in the tmpfs its container bundles are made in (the tmpfs itself aside).
+      const { defaultRootsDir } = await import('../../src/drivers/oci/user-namespace.ts');
+      const bundles = `${defaultRootsDir(path.join(home, 'sandboxes'))}.bundles/`;
+      const mounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(home) || (l.split(' ')[4] ?? '').startsWith(bundles)).length;
       assert.ok(procsIn() > 0, 'the container runs');
       assert.equal(netns(), 1);
       assert.equal(mounts(), 1);

@@ -157,9 +157,7 @@ describe('oci driver', { skip }, () => {
     await run(sh('echo x > /out/f', { outputs: ['f'] }));
     await run(sh('while :; do :; done'), { resources: { timeoutMs: 200 } });
     assert.equal(driver.liveSandboxes(), 0);
-    assert.deepEqual(readdirSync(sandboxes), []);
-    const mounts = (await import('node:fs')).readFileSync('/proc/self/mountinfo', 'utf8');
-    assert.ok(!mounts.includes(sandboxes), 'no mount under the sandbox root');
+    assert.deepEqual(leftovers(driver, sandboxes), { files: [], mounts: [] }, 'no bundle, input directory or mount left');
     assert.deepEqual(readdirSync(stateDir), [], 'no container in the runtime state');
     const cgroups = ['/sys/fs/cgroup/memory/vmesh', '/sys/fs/cgroup/vmesh'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-compliance')));
     assert.deepEqual(cgroups, []);
@@ -226,8 +224,7 @@ describe('a writable layer by copy, where overlayfs is not available, made with 
     assert.equal(tooSmall.exit.outcome, 'crashed');
     assert.match(tooSmall.exit.reason!, /^the container's file system could not be made: cp: .*No space left on device/);
     assert.equal(tooSmall.stdout.text, '');
-    assert.deepEqual(readdirSync(sandboxes), []);
-    assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(sandboxes), 'no mount left');
+    assert.deepEqual(leftovers(driver, sandboxes), { files: [], mounts: [] }, 'no bundle, input directory or mount left');
   });
 });
 
@@ -332,6 +329,8 @@ describe('containers leave nothing behind', { skip }, () => {
       cgroups: ['/sys/fs/cgroup/memory/vmesh/leaktest', '/sys/fs/cgroup/pids/vmesh/leaktest', '/sys/fs/cgroup/vmesh/leaktest'].filter(existsSync).flatMap((d) => readdirSync(d).filter((e) => e.startsWith('vmesh-'))).length,
       ...counts(),
       sandboxes: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
+      bundles: existsSync(driver.bundlesDir) ? readdirSync(driver.bundlesDir).length : 0,
+      bundleMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(driver.bundlesDir)).length,
       roots: existsSync(roots) ? readdirSync(roots).length : 0,
       containers: existsSync(stateDir) ? readdirSync(stateDir).length : 0,
     });
@@ -358,6 +357,16 @@ describe('containers leave nothing behind', { skip }, () => {
     }
   });
 });
+
+/** What a driver left of its containers: files in the sandbox root and its bundle area, and mounts under either (the area's own aside). */
+function leftovers(driver: OciDriver, sandboxes: string): { files: string[]; mounts: string[] } {
+  const list = (dir: string) => (existsSync(dir) ? readdirSync(dir).map((e) => path.join(dir, e)) : []);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(`${sandboxes}/`) || m === sandboxes || m.startsWith(`${driver.bundlesDir}/`));
+  return { files: [...list(sandboxes), ...list(driver.bundlesDir)], mounts };
+}
 
 function readFileSafe(file: string): string {
   try {

@@ -28,6 +28,7 @@ import {
   type SandboxFilesystem,
   type WritableLayerMethod,
 } from './sandbox-fs.ts';
+import { BundleArea } from './bundle-area.ts';
 import { findRuntime, type OciRuntime, type RuntimeName } from './runtime.ts';
 import type { IdMap } from './user-namespace.ts';
 
@@ -123,6 +124,8 @@ export class OciDriver implements Driver {
   private readonly stateDir: string;
   /** Where containers' roots are mounted, and in which user namespace (decided by the probe). */
   private readonly roots: ContainerRoots;
+  /** The tmpfs the bundles are made in. */
+  private readonly bundles: BundleArea;
   private images: ImageCache;
   private readonly cgroupParent: string;
   /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
@@ -139,6 +142,7 @@ export class OciDriver implements Driver {
     this.sandboxRoot = options.sandboxRoot ?? path.join(os.tmpdir(), 'vmesh-sandboxes');
     this.stateDir = options.stateDir ?? path.join(os.tmpdir(), 'vmesh-oci-state');
     this.roots = new ContainerRoots(options.userNamespace, this.sandboxRoot, options.rootsDir);
+    this.bundles = new BundleArea(`${this.roots.dir}.bundles`);
     this.spawner = new Spawner(`${this.roots.dir}.spawner`, Spawner.defaultShell(DEFAULT_BUSYBOX));
     this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
@@ -147,6 +151,11 @@ export class OciDriver implements Driver {
 
   accepts(workload: Workload): boolean {
     return workload.kind === 'container';
+  }
+
+  /** The tmpfs the containers' bundles are made in (see BundleArea). */
+  get bundlesDir(): string {
+    return this.bundles.dir;
   }
 
   async probe(signal?: AbortSignal): Promise<DriverProbe> {
@@ -177,21 +186,24 @@ export class OciDriver implements Driver {
     // The bundle's few small files and directories are made synchronously: each async fs call waited 0.5 to
     // 0.6 ms for the thread pool here (by timestamps over 100 runs), tens of µs as a plain system call,
     // and they are all on the run's path.
-    mkdirSync(this.sandboxRoot, { recursive: true, mode: 0o700 });
-    const bundle = mkdtempSync(path.join(this.sandboxRoot, `oci-${request.runId}-`));
+    await this.roots.ensure();
+    await this.bundles.ensure();
+    const bundle = mkdtempSync(path.join(this.bundles.dir, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
-    const sfs = sandboxFilesystem(bundle, this.roots.rootOf(containerId));
+    const sfs = sandboxFilesystem(bundle, this.roots.rootOf(containerId), path.join(this.sandboxRoot, `in-${containerId}`));
     const cgroups = this.cgroupsOf(containerId);
     const prepared: OciPrepared = { request, bundle, containerId, ...cgroups, created: false, fs: sfs, lower: rootfs, scratchMounted: false };
     this.prepared.add(prepared);
     try {
-      await this.roots.ensure();
       makeMountPoints(sfs);
       if (outputPaths(request.workload).length > 0) {
         await mountScratch(sfs, request.resources.diskMiB);
         prepared.scratchMounted = true;
       }
-      if (request.inputs !== undefined) await placeInputs(sfs.inputsDir, request.inputs);
+      if (request.inputs !== undefined) {
+        mkdirSync(this.sandboxRoot, { recursive: true, mode: 0o700 });
+        await placeInputs(sfs.inputsDir, request.inputs);
+      }
       if (wantsNetwork(request, this.options.networks)) prepared.network = await this.options.networks!.create(networkSpec(request));
       const nameservers = prepared.network?.nameservers ?? [];
       if (nameservers.length > 0) writeFileSync(path.join(bundle, 'resolv.conf'), resolvConf(nameservers), { mode: 0o644 });
@@ -337,6 +349,7 @@ export class OciDriver implements Driver {
     if (p.scratchMounted) await unmountScratch(p.fs);
     if (p.network !== undefined) await this.options.networks?.destroy(p.network);
     await fs.rm(p.bundle, { recursive: true, force: true }).catch(() => {});
+    if (p.request.inputs !== undefined) await fs.rm(p.fs.inputsDir, { recursive: true, force: true }).catch(() => {});
     // Only a mount point: its mount lived in the launch's own mount namespace. rmdir, never rm -r.
     await fs.rmdir(p.fs.root).catch(() => {});
     this.prepared.delete(p);
@@ -367,7 +380,13 @@ export class OciDriver implements Driver {
       if (!ids.includes(id)) ids.push(id);
     }
     await this.images.removeIncomplete();
-    for (const mount of await mountsUnder(this.sandboxRoot)) await run('umount', ['--lazy', mount]).catch(() => {});
+    for (const dir of [this.sandboxRoot, this.bundles.dir]) {
+      for (const mount of await mountsUnder(dir)) await run('umount', ['--lazy', mount]).catch(() => {});
+    }
+    await this.bundles.removeLeftovers('oci-');
+    for (const entry of await fs.readdir(this.sandboxRoot).catch(() => [] as string[])) {
+      if (entry.startsWith(`in-${CONTAINER_PREFIX}`)) await fs.rm(path.join(this.sandboxRoot, entry), { recursive: true, force: true });
+    }
     await this.roots.removeLeftovers(CONTAINER_PREFIX);
     return ids.length;
   }
@@ -388,6 +407,7 @@ export class OciDriver implements Driver {
     await this.spawner.close();
     if (this.runtime !== undefined && this.prepared.size === 0) {
       await removeCgroup(this.cgroups, this.cgroupParent);
+      await this.bundles.remove();
       await this.roots.remove();
     }
   }

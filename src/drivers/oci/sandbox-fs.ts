@@ -9,7 +9,8 @@ export type WritableLayerMethod = 'overlay' | 'copy';
 /**
  * A container's own file system, under its bundle directory. A tmpfs capped at the run's `diskMiB` (the
  * scratch) holds what the container writes: the upper layer of an overlay over the image (whose lower
- * layer, shared by every run, is never written) and /out. Input files lie beside it, mounted read-only.
+ * layer, shared by every run, is never written) and /out. Input files lie on disk in a directory of their
+ * own, mounted read-only.
  */
 export interface SandboxFilesystem {
   /** Where the root is mounted, and what the runtime's config names as `/`. */
@@ -23,14 +24,14 @@ export interface SandboxFilesystem {
   readonly setupErrors: string;
 }
 
-/** The file system of the container whose bundle is `bundle` and whose root is mounted at `root`. */
-export function sandboxFilesystem(bundle: string, root: string): SandboxFilesystem {
+/** The file system of the container whose bundle is `bundle`, whose root is mounted at `root`, and whose input files go in `inputsDir`. */
+export function sandboxFilesystem(bundle: string, root: string, inputsDir: string): SandboxFilesystem {
   const scratch = path.join(bundle, 'scratch');
   return {
     root,
     scratch,
     outputsDir: path.join(scratch, 'out'),
-    inputsDir: path.join(bundle, 'in'),
+    inputsDir,
     setupErrors: path.join(bundle, 'setup-errors'),
   };
 }
