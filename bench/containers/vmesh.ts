@@ -1,5 +1,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { defaultRootsDir } from '../../src/drivers/oci/user-namespace.ts';
 import { WrongResultError } from '../lib/load.ts';
 import { openFds } from '../lib/proc.ts';
 import { startNode, type NodeProcess } from '../lib/vmesh-node.ts';
@@ -60,10 +61,13 @@ export async function openVmesh(fixture: Fixture, workers: number, runtimeComman
       fds: () => openFds(node.pid),
       async leftovers() {
         const sandboxes = path.join(fixture.home, 'sandboxes');
+        // Bundles are made in the driver's tmpfs (src/drivers/oci/bundle-area.ts), input files under sandboxes/.
+        const bundles = `${defaultRootsDir(sandboxes)}.bundles`;
+        const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir).length : 0);
         return {
           containers: (await listContainers(runtimeCommand, stateDir)).length,
           cgroups: runIds.flatMap((id) => cgroupDirs(`${NODE_CGROUP_PARENT}/${NODE_CONTAINER_PREFIX}${id}`)).length,
-          directories: existsSync(sandboxes) ? readdirSync(sandboxes).length : 0,
+          directories: entries(sandboxes) + entries(bundles),
         };
       },
       close: () => stop(node, runtimeCommand, stateDir),

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { BlobStore } from '../blobs/blob-store.ts';
 import { InvalidInputError, MAX_INLINE_BYTES, type Source } from '../spec/index.ts';
@@ -72,12 +72,21 @@ async function readUnderRoots(file: string, roots: readonly string[], inPlace: b
   if (roots.length === 0) {
     throw new InvalidInputError(`${field}: this node serves no file roots (set fileRoots in config.json); send the source inline or as a blob`, { field });
   }
+  // Resolved with plain system calls: each async one waited 0.1 to 0.5 ms for libuv's thread pool here,
+  // three of them on every run's path.
+  const realpath = (p: string) => {
+    try {
+      return realpathSync.native(p);
+    } catch {
+      return undefined;
+    }
+  };
   for (const root of roots) {
-    const realRoot = await fs.realpath(root).catch(() => undefined);
+    const realRoot = realpath(root);
     if (realRoot === undefined) continue;
-    const real = await fs.realpath(path.resolve(realRoot, file)).catch(() => undefined);
+    const real = realpath(path.resolve(realRoot, file));
     if (real === undefined || !real.startsWith(realRoot + path.sep)) continue;
-    const stat = await fs.stat(real);
+    const stat = statSync(real);
     if (stat.isDirectory()) return { code: new Uint8Array(0), dir: real };
     if (!stat.isFile()) continue;
     if (inPlace) return { code: new Uint8Array(0), path: real };
