@@ -23,8 +23,8 @@ export interface SandboxRequest {
   sourceDir?: string;
   /** When the source is a file used in place (a container image archive): its real path; `code` is empty. */
   sourceFile?: string;
-  /** A microVM's own kernel (and initramfs), from `source.kernel`: real paths under the node's file roots. */
-  kernel?: { kernel: string; initrd?: string };
+  /** A microVM's own kernel (and initramfs and root disk), from `source.kernel`: real paths under the node's file roots. */
+  kernel?: { kernel: string; initrd?: string; rootfs?: string };
   resources: ResolvedResources;
   /** Bytes kept of each of stdout and stderr; beyond it the stream is counted but dropped. */
   outputCapBytes: number;

@@ -68,7 +68,7 @@ export async function admitRun(node: AdmissionContext, submitted: Workload, opti
     }
     // Containers use their image where it lies (a directory, an archive, an archive blob); functions need the bytes.
     const inPlace = workload.kind === 'container';
-    const { code, dir, path: file, kernel, initrd } = await resolveSource(workload.source, { blobs: node.blobs, fileRoots: node.config.fileRoots }, { inPlace });
+    const { code, dir, path: file, kernel, initrd, rootfs } = await resolveSource(workload.source, { blobs: node.blobs, fileRoots: node.config.fileRoots }, { inPlace });
     const driver = node.registry.choose(workload, code);
     const id = options.id ?? newRunId();
     if (options.id !== undefined && node.store.getRun(id) !== undefined) throw new RunExistsError(`run ${id} already exists on this node`, { field: 'id' });
@@ -76,7 +76,7 @@ export async function admitRun(node: AdmissionContext, submitted: Workload, opti
     const request: SandboxRequest = { runId: id, workload, code, codeHash, resources, outputCapBytes: node.config.limits.outputBytes, outputs: node.outputSink };
     if (dir !== undefined) request.sourceDir = dir;
     if (file !== undefined) request.sourceFile = file;
-    if (kernel !== undefined) request.kernel = { kernel, ...(initrd === undefined ? {} : { initrd }) };
+    if (kernel !== undefined) request.kernel = { kernel, ...(initrd === undefined ? {} : { initrd }), ...(rootfs === undefined ? {} : { rootfs }) };
     if (resources.disk !== undefined && driver.diskLimits !== true) {
       throw new InvalidInputError(`resources.disk: the ${driver.name} driver has no virtual disk to throttle; disk I/O limits apply to microvms`, { field: 'resources.disk' });
     }

@@ -16,9 +16,10 @@ export interface ResolvedSource {
   dir?: string;
   /** The real path of a file source that is used in place, not read (an image archive). */
   path?: string;
-  /** A microVM's own kernel and initramfs: their real paths. */
+  /** A microVM's own kernel, initramfs and root disk: their real paths. */
   kernel?: string;
   initrd?: string;
+  rootfs?: string;
 }
 
 /** The workload's code: inline text, a file or directory under a file root, or a blob. */
@@ -31,7 +32,9 @@ export async function resolveSource(source: Source, ctx: SourceContext, opts: { 
     const initrd = source.initrd === undefined ? undefined : await readUnderRoots(source.initrd, ctx.fileRoots, true, 'source.initrd');
     if (kernel.path === undefined) throw new InvalidInputError('source.kernel: names a directory, not a kernel file', { field: 'source.kernel' });
     if (initrd !== undefined && initrd.path === undefined) throw new InvalidInputError('source.initrd: names a directory, not an initramfs file', { field: 'source.initrd' });
-    return { code: new Uint8Array(0), kernel: kernel.path, ...(initrd?.path === undefined ? {} : { initrd: initrd.path }) };
+    const rootfs = source.rootfs === undefined ? undefined : await readUnderRoots(source.rootfs, ctx.fileRoots, true, 'source.rootfs');
+    if (rootfs !== undefined && rootfs.path === undefined) throw new InvalidInputError('source.rootfs: names a directory, not a disk image file', { field: 'source.rootfs' });
+    return { code: new Uint8Array(0), kernel: kernel.path, ...(initrd?.path === undefined ? {} : { initrd: initrd.path }), ...(rootfs?.path === undefined ? {} : { rootfs: rootfs.path }) };
   }
   // An image archive in the blob store is used where it lies, like one under a file root.
   if ('blob' in source && opts.inPlace === true) {

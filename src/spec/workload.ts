@@ -45,8 +45,16 @@ export const Source = Type.Union(
         kernel: Type.String({ minLength: 1, maxLength: 4096, description: "a Linux bzImage under one of the node's file roots" }),
         initrd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: "its initramfs (cpio, or compressed cpio) under one of the node's file roots" })),
         append: Type.Optional(Type.String({ maxLength: 2048, pattern: '^[ -~]*$', description: 'kernel arguments after vmesh\'s own (console=ttyS0 reboot=t panic=-1)' })),
+        rootfs: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 4096,
+            description:
+              "a raw disk image under one of the node's file roots, the guest's first disk (/dev/vda): writable, its writes kept in a copy-on-write layer that goes with the run (the file itself is never written); at most resources.diskMiB",
+          }),
+        ),
       },
-      { additionalProperties: false, description: "microvm: the user's own kernel and initramfs; the console is the run's stdout, and powering off ends it" },
+      { additionalProperties: false, description: "microvm: the user's own kernel, initramfs and root disk; the console is the run's stdout, and powering off ends it" },
     ),
     Type.Object(
       { snapshot: Type.String({ pattern: SHA256_PATTERN }) },

@@ -171,19 +171,25 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     writeFileSync(file, cpioArchive([{ type: 'dir', name: 'bin' }, { type: 'file', name: 'bin/busybox', data: readFileSync(BUSYBOX), mode: 0o755 }, { type: 'file', name: 'init', data: `#!/bin/busybox sh\n${script}\n`, mode: 0o755 }]));
     return file;
   };
-  const own = (files: { kernel: string; initrd?: string }, extra: Partial<Workload> = {}): SandboxRequest => ({
+  const own = (files: { kernel: string; initrd?: string; rootfs?: string }, extra: Partial<Workload> = {}, diskMiB = 4): SandboxRequest => ({
     runId: `own${Math.random().toString(36).slice(2, 8)}`,
     workload: { kind: 'microvm', source: { kernel: 'k', initrd: 'i' }, ...extra },
     code: new Uint8Array(0),
     kernel: files,
-    resources: { vcpus: 1, memoryMiB: 96, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } },
+    resources: { vcpus: 1, memoryMiB: 96, diskMiB, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } },
     outputCapBytes: 65536,
     outputs: testOutputs().sink,
   });
+  let modulesDir = '';
+  let blockModules: string[] = [];
   before(async () => {
     assert.equal((await driver.probe()).available, true);
     const { defaultGuestCache, ensureGuestImage } = await import('../../src/guest/image.ts');
     kernel = (await ensureGuestImage({ cacheDir: defaultGuestCache() })).kernel;
+    const { debianKernel } = await import('../../src/guest/kernel.ts');
+    const k = await debianKernel(defaultGuestCache());
+    modulesDir = k.modulesDir;
+    blockModules = k.modules.filter((m) => ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'].includes(m));
   });
   after(async () => {
     await driver.close();
@@ -204,6 +210,37 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     const crashed = await runInSandbox(driver, panics, { write() {}, total() {} });
     assert.equal(crashed.outcome, 'crashed');
     assert.match(crashed.reason!, /^the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init/);
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('attaches a root disk of its own as /dev/vda: the guest reads and writes it, and the image file stays as it was', async () => {
+    const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
+    const { sha256File } = await import('../../src/blobs/blob-store.ts');
+    // A raw disk (the guest's kernel would mount a file system on it; this one reads and writes blocks).
+    const disk = path.join(root.dir, 'root.img');
+    writeFileSync(disk, Buffer.concat([Buffer.from('hello from the root disk\n'), Buffer.alloc(2 ** 20)]));
+    const before = await sha256File(disk);
+    const modules = blockModules.map((m) => ({ type: 'file' as const, name: `lib/modules/${m}.ko`, data: readFileSync(path.join(modulesDir, `${m}.ko`)) }));
+    const script = [
+      '/bin/busybox mkdir -p /dev && /bin/busybox mount -t devtmpfs devtmpfs /dev',
+      `for m in ${blockModules.join(' ')}; do /bin/busybox insmod /lib/modules/$m.ko; done`,
+      '/bin/busybox head -c 25 /dev/vda',
+      'echo "written by the guest" | /bin/busybox dd of=/dev/vda bs=512 seek=8 conv=notrunc 2>/dev/null',
+      '/bin/busybox dd if=/dev/vda bs=512 skip=8 count=1 2>/dev/null | /bin/busybox head -n 1',
+      '/bin/busybox reboot -f',
+    ].join('\n');
+    const file = path.join(root.dir, 'disk.cpio');
+    writeFileSync(file, cpioArchive([{ type: 'dir', name: 'bin' }, { type: 'file', name: 'bin/busybox', data: readFileSync(BUSYBOX), mode: 0o755 }, { type: 'dir', name: 'lib' }, { type: 'dir', name: 'lib/modules' }, ...modules, { type: 'file', name: 'init', data: `#!/bin/busybox sh\n${script}\n`, mode: 0o755 }]));
+    let out = '';
+    const io = { write: (_s: string, d: Uint8Array) => void (out += Buffer.from(d).toString()), total() {} };
+    const request = own({ kernel, initrd: file, rootfs: disk }, {}, 2);
+    await driver.validate(request);
+    const exit = await runInSandbox(driver, request, io);
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.match(out, /hello from the root disk\r?\nwritten by the guest/);
+    assert.equal(await sha256File(disk), before, 'the image file was not written');
+    // What the guest writes can grow to the image's size: the run's disk must hold that much.
+    await assert.rejects(driver.validate(own({ kernel, initrd: file, rootfs: disk }, {}, 1)), (e: unknown) => e instanceof InvalidInputError && e.field === 'source.rootfs' && /resources.diskMiB must be at least that \(it is 1\)/.test(e.message));
     assert.equal(driver.liveSandboxes(), 0);
   });
 

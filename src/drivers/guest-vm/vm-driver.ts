@@ -121,7 +121,9 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
    */
   protected spawnVm(p: P, binary: string, args: readonly string[], io: SandboxIO, opts: { cwd?: string; onStdout?: (chunk: Buffer) => void } = {}): VmProcess {
     const [command, argv] = p.network === undefined ? [binary, [...args]] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', binary, ...args]];
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
+    // TMPDIR: where QEMU keeps a root disk's copy-on-write layer (snapshot=on), inside the sandbox's directory.
+    const env = { ...process.env, TMPDIR: p.dir };
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
     const vm: VmProcess = {
       prepared: p,
       child,

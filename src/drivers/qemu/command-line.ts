@@ -8,6 +8,11 @@ export interface MicroVmSpec {
   kernel: string;
   /** The initramfs; a user's own kernel may boot without one. */
   initrd?: string;
+  /**
+   * A user's root disk image, the first disk (/dev/vda): QEMU's `snapshot=on` keeps the guest's writes in
+   * a temporary copy-on-write file (in $TMPDIR, unlinked at once), so the image itself is never written.
+   */
+  rootDisk?: string;
   /** Extra kernel arguments after vmesh's own. */
   append?: string;
   /**
@@ -49,11 +54,14 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
     '-pidfile', spec.pidFile,
   ];
   if (spec.incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(spec.incoming)}`);
+  const throttle = [
+    ...(spec.disk?.bps === undefined ? [] : [`throttling.bps-total=${spec.disk.bps}`]),
+    ...(spec.disk?.iops === undefined ? [] : [`throttling.iops-total=${spec.disk.iops}`]),
+  ];
+  if (spec.rootDisk !== undefined) {
+    args.push('-drive', [`id=root,file=${qemuOption(spec.rootDisk)},format=raw,if=none,snapshot=on`, ...throttle].join(','), '-device', 'virtio-blk-device,drive=root');
+  }
   if (spec.outputsDisk !== undefined) {
-    const throttle = [
-      ...(spec.disk?.bps === undefined ? [] : [`throttling.bps-total=${spec.disk.bps}`]),
-      ...(spec.disk?.iops === undefined ? [] : [`throttling.iops-total=${spec.disk.iops}`]),
-    ];
     args.push('-drive', [`id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, ...throttle].join(','), '-device', 'virtio-blk-device,drive=outputs');
   }
   return args;

@@ -38,6 +38,8 @@ export interface QemuDriverOptions extends GuestVmOptions {
 interface QemuPrepared extends VmSandbox {
   readonly kernel: string;
   readonly initrd?: string;
+  /** A user's root disk image (used in place, never written). */
+  readonly rootDisk?: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
   /** Restore: the machine state to load instead of booting. */
@@ -159,8 +161,8 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     await this.validate(request);
     const machine = { vcpus: request.resources.vcpus, memoryMiB: request.resources.memoryMiB };
     if (request.kernel !== undefined) {
-      const { kernel, initrd } = request.kernel;
-      return this.stage(request, () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), outputs: [] }));
+      const { kernel, initrd, rootfs } = request.kernel;
+      return this.stage(request, () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), ...(rootfs === undefined ? {} : { rootDisk: rootfs }), outputs: [] }));
     }
     const image = await this.guestImage(signal);
     const outputs = outputPaths(request.workload);
@@ -201,6 +203,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       memoryMiB: p.memoryMiB,
       kernel: p.kernel,
       ...(p.initrd === undefined ? {} : { initrd: p.initrd }),
+      ...(p.rootDisk === undefined ? {} : { rootDisk: p.rootDisk }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
       ...('kernel' in p.request.workload.source && p.request.workload.source.append ? { append: p.request.workload.source.append } : {}),
       qmpSocket: path.join(p.dir, 'qmp.sock'),

@@ -51,10 +51,11 @@ export async function checkInitrd(file: string): Promise<void> {
 export const MIN_OWN_KERNEL_MEMORY_MIB = 16;
 
 /**
- * Checks a request for the user's own kernel (`source.kernel`): a real bzImage and initramfs, and nothing
+ * Checks a request for the user's own kernel (`source.kernel`): a real bzImage and initramfs, a root disk
+ * that fits the run's disk, and nothing
  * that needs vmesh's agent inside the guest (command, stdin, inputs, outputs) or a network (not yet).
  */
-export async function validateOwnKernel(request: SandboxRequest, files: { kernel: string; initrd?: string }): Promise<void> {
+export async function validateOwnKernel(request: SandboxRequest, files: { kernel: string; initrd?: string; rootfs?: string }): Promise<void> {
   const w = request.workload;
   for (const [field, given] of [['command', w.command], ['args', w.args], ['stdin', w.stdin], ['outputs', w.outputs], ['inputs', request.inputs]] as const) {
     if (given !== undefined && (!Array.isArray(given) || given.length > 0)) {
@@ -69,6 +70,21 @@ export async function validateOwnKernel(request: SandboxRequest, files: { kernel
   }
   await checkKernel(files.kernel);
   if (files.initrd !== undefined) await checkInitrd(files.initrd);
+  if (files.rootfs !== undefined) await checkRootDisk(files.rootfs, request.resources.diskMiB);
+}
+
+/**
+ * A root disk the run can afford: what the guest writes to it lands in a copy-on-write layer in the
+ * sandbox's directory, which can grow to the image's size, so the image must fit in the run's `diskMiB`.
+ */
+async function checkRootDisk(file: string, diskMiB: number): Promise<void> {
+  const { size } = await fs.stat(file);
+  if (size === 0) throw new InvalidInputError('source.rootfs: the disk image is empty', { field: 'source.rootfs' });
+  if (size > diskMiB * 2 ** 20) {
+    throw new InvalidInputError(`source.rootfs: the disk image is ${Math.ceil(size / 2 ** 20)} MiB; what the guest writes to it may grow as large, so resources.diskMiB must be at least that (it is ${diskMiB})`, {
+      field: 'source.rootfs',
+    });
+  }
 }
 
 /**
