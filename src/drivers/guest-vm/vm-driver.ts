@@ -99,16 +99,20 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
     }
   }
 
+  /** The sandbox's network, when the run asks for one, with a tap bridged into it for the VMM. */
+  protected async attachNetwork(p: P, signal?: AbortSignal): Promise<void> {
+    const networks = this.vmOptions.networks;
+    if (!wantsNetwork(p.request, networks)) return;
+    p.network = await networks!.create(networkSpec(p.request), signal);
+    await networks!.bridgeTap(p.network, signal);
+  }
+
   /**
    * Fills a default-guest sandbox: its network (when the run asks for one) with a tap for the VMM, the
    * image's initramfs with the run's archive appended at `initrd`, and a sparse outputs disk.
    */
   protected async fillDefaultGuest(p: P, initrd: string, image: GuestImage, modules: readonly string[], finish: GuestFinish, signal?: AbortSignal): Promise<void> {
-    const networks = this.vmOptions.networks;
-    if (wantsNetwork(p.request, networks)) {
-      p.network = await networks!.create(networkSpec(p.request), signal);
-      await networks!.bridgeTap(p.network, signal);
-    }
+    await this.attachNetwork(p, signal);
     await fs.copyFile(image.initrd, initrd);
     await fs.appendFile(initrd, await guestRunArchive(p.request, modules, p.network, finish));
     if (p.outputsDisk !== undefined) await createOutputsDisk(p.outputsDisk, p.request);

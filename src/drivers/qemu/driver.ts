@@ -148,6 +148,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     if (request.restoreFrom !== undefined) {
       await readSnapshot(request.restoreFrom, { qemuVersion: this.version, accel: this.accel });
     } else if (request.kernel !== undefined) {
+      wantsNetwork(request, this.options.networks);
       await validateOwnKernel(request, request.kernel);
     } else {
       wantsNetwork(request, this.options.networks);
@@ -162,7 +163,8 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     const machine = { vcpus: request.resources.vcpus, memoryMiB: request.resources.memoryMiB };
     if (request.kernel !== undefined) {
       const { kernel, initrd, rootfs } = request.kernel;
-      return this.stage(request, () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), ...(rootfs === undefined ? {} : { rootDisk: rootfs }), outputs: [] }));
+      const describe = () => ({ ...machine, kernel, ...(initrd === undefined ? {} : { initrd }), ...(rootfs === undefined ? {} : { rootDisk: rootfs }), outputs: [] });
+      return this.stage(request, describe, (p) => this.attachNetwork(p, signal));
     }
     const image = await this.guestImage(signal);
     const outputs = outputPaths(request.workload);
@@ -205,7 +207,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       ...(p.initrd === undefined ? {} : { initrd: p.initrd }),
       ...(p.rootDisk === undefined ? {} : { rootDisk: p.rootDisk }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
-      ...('kernel' in p.request.workload.source && p.request.workload.source.append ? { append: p.request.workload.source.append } : {}),
+      ...(ownKernelAppend(p) === '' ? {} : { append: ownKernelAppend(p) }),
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
@@ -306,4 +308,25 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
   recover(): Promise<number> {
     return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: 'qemu-', pidFile: 'qemu.pid', binary: 'qemu-system' });
   }
+}
+
+/**
+ * The kernel arguments of a guest with its own kernel: where it has a network, its address as vmesh.address
+ * (and, when it may leave its link, vmesh.gateway and vmesh.nameservers) for its init to set up, which
+ * has no agent to do it; then the user's `append`.
+ */
+function ownKernelAppend(p: QemuPrepared): string {
+  const source = p.request.workload.source;
+  if (!('kernel' in source)) return '';
+  const net = p.network;
+  const words: string[] = [];
+  if (net !== undefined) {
+    words.push(`vmesh.address=${net.link.sandboxAddress}/${net.link.prefixLength}`);
+    if ((p.request.workload.network?.egress ?? 'none') !== 'none') {
+      words.push(`vmesh.gateway=${net.link.hostAddress}`);
+      if (net.nameservers.length > 0) words.push(`vmesh.nameservers=${net.nameservers.join(',')}`);
+    }
+  }
+  if (source.append !== undefined && source.append !== '') words.push(source.append);
+  return words.join(' ');
 }

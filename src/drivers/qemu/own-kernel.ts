@@ -52,8 +52,8 @@ export const MIN_OWN_KERNEL_MEMORY_MIB = 16;
 
 /**
  * Checks a request for the user's own kernel (`source.kernel`): a real bzImage and initramfs, a root disk
- * that fits the run's disk, and nothing
- * that needs vmesh's agent inside the guest (command, stdin, inputs, outputs) or a network (not yet).
+ * that fits the run's disk, and nothing that needs vmesh's agent inside the guest (command, stdin, inputs,
+ * outputs). A network it may have: its init sets it up from the kernel arguments (see the driver).
  */
 export async function validateOwnKernel(request: SandboxRequest, files: { kernel: string; initrd?: string; rootfs?: string }): Promise<void> {
   const w = request.workload;
@@ -61,9 +61,6 @@ export async function validateOwnKernel(request: SandboxRequest, files: { kernel
     if (given !== undefined && (!Array.isArray(given) || given.length > 0)) {
       throw new InvalidInputError(`${field}: a microvm with its own kernel runs what its initramfs runs; ${field} needs the default guest's agent (source { "guest": "default" })`, { field });
     }
-  }
-  if ((w.network?.egress ?? 'none') !== 'none' || (w.network?.ports?.length ?? 0) > 0) {
-    throw new InvalidInputError('network: a microvm with its own kernel gets no network yet (the default guest does)', { field: 'network' });
   }
   if (request.resources.memoryMiB < MIN_OWN_KERNEL_MEMORY_MIB) {
     throw new InvalidInputError(`resources.memoryMiB: a microvm needs at least ${MIN_OWN_KERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
