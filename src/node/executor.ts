@@ -150,7 +150,7 @@ export class Executor {
     }
     const job = { record, driver, request, controller: new AbortController(), submittedAt: performance.now() } as Job;
     if (receipt !== undefined) job.receipt = receipt;
-    job.settled = new Promise<RunRecord>((resolve) => (job.settle = () => resolve(job.record)));
+    settleable(job);
     this.o.store.insertRun(record);
     this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });
@@ -167,7 +167,7 @@ export class Executor {
    */
   follow(record: RunRecord, feed: RemoteFeed): void {
     const job = { record, feed } as Followed;
-    job.settled = new Promise<RunRecord>((resolve) => (job.settle = () => resolve(job.record)));
+    settleable(job);
     this.o.store.insertRun(record);
     this.emitState(record, undefined, record.createdAt);
     this.o.metrics.runsSubmitted.inc({ kind: record.kind });
@@ -453,4 +453,9 @@ export class Executor {
     const eventId = this.o.store.appendEvent(runId, 'state', data, ts);
     this.o.events.emit('state', reason === undefined ? { runId, eventId, state, ts, run } : { runId, eventId, state, reason, ts, run });
   }
+}
+
+/** Gives a tracked run its `settled` promise, resolved by `settle` with the run's final record. */
+function settleable(job: Tracked): void {
+  job.settled = new Promise<RunRecord>((resolve) => (job.settle = () => resolve(job.record)));
 }

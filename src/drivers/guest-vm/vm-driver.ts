@@ -123,11 +123,13 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
    * VMM's). Its stdout is the guest's serial console, fed to the agent's session unless `onStdout` takes it.
    * The returned object is updated as the process runs (`errors`): extend it with Object.assign, never a copy.
    */
-  protected spawnVm(p: P, binary: string, args: readonly string[], io: SandboxIO, opts: { cwd?: string; onStdout?: (chunk: Buffer) => void } = {}): VmProcess {
+  protected spawnVm(p: P, binary: string, args: readonly string[], io: SandboxIO, opts: { cwd?: string; env?: Record<string, string>; onStdout?: (chunk: Buffer) => void } = {}): VmProcess {
     const [command, argv] = p.network === undefined ? [binary, [...args]] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', binary, ...args]];
-    // TMPDIR: where QEMU keeps a root disk's copy-on-write layer (snapshot=on), inside the sandbox's directory.
-    const env = { ...process.env, TMPDIR: p.dir };
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env, ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }) });
+    const child = spawn(command, argv, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+      ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
+    });
     const vm: VmProcess = {
       prepared: p,
       child,

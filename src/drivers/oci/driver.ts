@@ -1,7 +1,7 @@
 import { promises as fs, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { InvalidInputError, InvalidSourceError, outputPaths, type Workload } from '../../spec/index.ts';
+import { outputPaths, type Workload } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import { Spawner, type SpawnedProgram } from '../../util/spawner.ts';
 import { DEFAULT_BUSYBOX } from '../../guest/image.ts';
@@ -13,9 +13,7 @@ import { cgroupVersion, childCgroups, killCgroup, readCgroupStats, removeCgroup,
 import { resolvConf } from '../../net/nameservers.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { runtimeConfig } from './config.ts';
-import { ImageCache } from './image/cache.ts';
-import { isImageDir, type ImageConfig } from './image/layout.ts';
-import { resolveCommand } from './rootfs.ts';
+import { ContainerPlans } from './container-plan.ts';
 import { ContainerRoots } from './container-roots.ts';
 import {
   launchCommand,
@@ -91,13 +89,6 @@ interface OciPrepared extends PreparedSandbox {
   runtimeExited?: boolean;
 }
 
-interface ContainerPlan {
-  rootfs: string;
-  args: string[];
-  env: Record<string, string>;
-  cwd: string;
-}
-
 interface OciRunning extends RunningSandbox {
   readonly prepared: OciPrepared;
   /** The launch (then the runtime, then the container's first process), started by the spawner. */
@@ -126,15 +117,13 @@ export class OciDriver implements Driver {
   private readonly roots: ContainerRoots;
   /** The tmpfs the bundles are made in. */
   private readonly bundles: BundleArea;
-  private images: ImageCache;
+  /** What each request's container runs, and the image cache behind it. */
+  private readonly plans: ContainerPlans;
   private readonly cgroupParent: string;
-  /** `rootfs\0program\0PATH` of commands already found in an unpacked (immutable) image. */
-  private readonly foundCommands = new Set<string>();
   private runtime: OciRuntime | undefined;
   private cgroups: CgroupVersion = cgroupVersion();
   private readonly prepared = new Set<OciPrepared>();
   private readonly running = new Set<OciRunning>();
-  private readonly plans = new WeakMap<SandboxRequest, Promise<ContainerPlan>>();
   /** Starts each container's launch, so that the node's own (large) process never forks per run. */
   private readonly spawner: Spawner;
 
@@ -144,7 +133,7 @@ export class OciDriver implements Driver {
     this.roots = new ContainerRoots(options.userNamespace, this.sandboxRoot, options.rootsDir);
     this.bundles = new BundleArea(`${this.roots.dir}.bundles`);
     this.spawner = new Spawner(`${this.roots.dir}.spawner`, Spawner.defaultShell(DEFAULT_BUSYBOX));
-    this.images = new ImageCache(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
+    this.plans = new ContainerPlans(options.imageRoot ?? path.join(os.tmpdir(), 'vmesh-images'));
     this.cgroupParent = options.cgroupParent ?? '/vmesh';
     if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(this.cgroupParent)) throw new Error(`cgroup parent ${JSON.stringify(this.cgroupParent)} is not an absolute cgroup path`);
   }
@@ -167,27 +156,23 @@ export class OciDriver implements Driver {
     this.runtime = found;
     const users = await this.roots.choose();
     if ('unavailable' in users) return { available: false, reason: users.unavailable, details: { cgroups: this.cgroups } };
-    if (users.changed) {
-      // Images are unpacked owned by the range's ids: a cache of their own.
-      this.images = new ImageCache(this.images.root, this.roots.idMap);
-      this.foundCommands.clear();
-    }
+    if (users.changed) this.plans.useIdMap(this.roots.idMap);
     return { available: true, version: found.version, details: { runtime: found.name, cgroups: this.cgroups, userNamespace: users.shown } };
   }
 
   async validate(request: SandboxRequest): Promise<void> {
     wantsNetwork(request, this.options.networks);
-    await this.container(request);
+    await this.plans.plan(request);
   }
 
   async prepare(request: SandboxRequest): Promise<OciPrepared> {
     this.requireRuntime();
-    const { rootfs, args, env, cwd } = await this.container(request);
+    const { rootfs, args, env, cwd } = await this.plans.plan(request);
+    await this.roots.ensure();
+    await this.bundles.ensure();
     // The bundle's few small files and directories are made synchronously: each async fs call waited 0.5 to
     // 0.6 ms for the thread pool here (by timestamps over 100 runs), tens of µs as a plain system call,
     // and they are all on the run's path.
-    await this.roots.ensure();
-    await this.bundles.ensure();
     const bundle = mkdtempSync(path.join(this.bundles.dir, `oci-${request.runId}-`));
     const containerId = `${CONTAINER_PREFIX}${request.runId}`;
     const sfs = sandboxFilesystem(bundle, this.roots.rootOf(containerId), path.join(this.sandboxRoot, `in-${containerId}`));
@@ -379,7 +364,7 @@ export class OciDriver implements Driver {
       }
       if (!ids.includes(id)) ids.push(id);
     }
-    await this.images.removeIncomplete();
+    await this.plans.removeIncomplete();
     for (const dir of [this.sandboxRoot, this.bundles.dir]) {
       for (const mount of await mountsUnder(dir)) await run('umount', ['--lazy', mount]).catch(() => {});
     }
@@ -410,60 +395,6 @@ export class OciDriver implements Driver {
       await this.bundles.remove();
       await this.roots.remove();
     }
-  }
-
-  /**
-   * What the container runs: the root file system (a directory as given, or an image unpacked into the
-   * cache), the command (the workload's, or the image's entrypoint and cmd), its environment and working
-   * directory. Throws typed errors for anything that could not run. Worked out once per request: the
-   * node validates at submission and prepares later with the same request.
-   */
-  private container(request: SandboxRequest): Promise<ContainerPlan> {
-    let plan = this.plans.get(request);
-    if (plan === undefined) {
-      plan = this.planContainer(request);
-      this.plans.set(request, plan);
-    }
-    return plan;
-  }
-
-  private async planContainer(request: SandboxRequest): Promise<ContainerPlan> {
-    const w = request.workload;
-    const dir = request.sourceDir;
-    const diskBytes = request.resources.diskMiB * 2 ** 20;
-    let rootfs: string;
-    let image: ImageConfig = { entrypoint: [], cmd: [], env: {} };
-    if (request.sourceFile !== undefined) {
-      // An archive blob is known by its hash; a file by its path, size and mtime.
-      const blob = 'blob' in w.source ? w.source.blob : undefined;
-      ({ rootfs, config: image } = await this.images.ensureArchive(request.sourceFile, diskBytes, blob));
-    } else if (dir !== undefined && isImageDir(dir)) {
-      ({ rootfs, config: image } = await this.images.ensure(dir, diskBytes));
-    } else if (dir !== undefined) {
-      rootfs = dir;
-    } else {
-      throw new InvalidSourceError(
-        "source: a container needs a root file system or an image: source.file naming a directory or an image archive under the node's file roots, or source.blob holding an image archive",
-        { field: 'source' },
-      );
-    }
-    const args = w.command !== undefined ? [...w.command, ...(w.args ?? [])] : [...image.entrypoint, ...(w.args ?? image.cmd)];
-    if (args.length === 0) {
-      throw new InvalidInputError('command: a container needs a command (e.g. ["/bin/sh", "-c", "echo hi"]) when its image names none', { field: 'command' });
-    }
-    const env = { ...image.env, ...w.env };
-    // A root file system unpacked from an image never changes, so a program found in it once is there for
-    // every later run; a plain directory is the user's and is checked every time.
-    const immutable = rootfs !== dir;
-    const key = `${rootfs}\0${args[0]}\0${env.PATH ?? ''}`;
-    if (!immutable || !this.foundCommands.has(key)) {
-      await resolveCommand(rootfs, args, env);
-      if (immutable) {
-        if (this.foundCommands.size >= 4096) this.foundCommands.clear();
-        this.foundCommands.add(key);
-      }
-    }
-    return { rootfs, args, env, cwd: w.workdir ?? image.workdir ?? '/' };
   }
 
   private requireRuntime(): OciRuntime {

@@ -199,6 +199,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
 
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<QemuRunning> {
     const p = prepared as QemuPrepared;
+    const append = ownKernelAppend(p);
     const args = microVmArgs({
       accel: this.accel,
       vcpus: p.vcpus,
@@ -207,7 +208,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       ...(p.initrd === undefined ? {} : { initrd: p.initrd }),
       ...(p.rootDisk === undefined ? {} : { rootDisk: p.rootDisk }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
-      ...(ownKernelAppend(p) === '' ? {} : { append: ownKernelAppend(p) }),
+      ...(append === '' ? {} : { append }),
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
@@ -221,7 +222,12 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       running.rawTail = (running.rawTail + chunk.toString('latin1')).slice(-4096);
     };
     // The process object itself, not a copy: its stderr keeps landing in `errors`.
-    const running: QemuRunning = Object.assign(this.spawnVm(p, this.binary, args, io, p.request.kernel === undefined ? {} : { onStdout: raw }), { prepared: p, rawTail: '' });
+    const opts = {
+      ...(p.request.kernel === undefined ? {} : { onStdout: raw }),
+      // Where QEMU keeps a root disk's copy-on-write layer (snapshot=on): the sandbox's directory.
+      ...(p.rootDisk === undefined ? {} : { env: { TMPDIR: p.dir } }),
+    };
+    const running: QemuRunning = Object.assign(this.spawnVm(p, this.binary, args, io, opts), { prepared: p, rawTail: '' });
     this.running.add(running);
     if (p.incoming !== undefined) await this.resumeIncoming(running, signal);
     return running;
