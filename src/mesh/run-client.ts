@@ -1,7 +1,6 @@
 import type { PeerId, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { RemoteFeed, RemoteUpdate } from '../node/executor.ts';
-import type { CopiesPlaced, MemberView, RemoteDispatch, RemoteStartOptions } from '../node/remote.ts';
+import type { CopiesPlaced, MemberView, RemoteDispatch, RemoteFeed, RemoteStartOptions, RemoteUpdate } from '../node/remote.ts';
 import { InvalidInputError, PeerError, type Run, type Workload } from '../spec/index.ts';
 import type { BlobPool } from './blob-pool.ts';
 import { JsonFrames, ProtocolError } from './frames.ts';

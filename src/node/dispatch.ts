@@ -16,7 +16,7 @@ import type { CombinedReputation } from '../trust/reports.ts';
 import { latencyOutcome, type Outcome } from '../trust/reputation.ts';
 import { spotCheckRate } from '../trust/spot-check.ts';
 import { resolveResources } from './config.ts';
-import type { RemoteFeed } from './executor.ts';
+import type { RemoteFeed } from './remote.ts';
 import { failoverFeed } from './failover.ts';
 import type { VmeshNode } from './node.ts';
 import { blobsOf, receiptChecked, remoteSpec, type RemoteDispatch } from './remote.ts';

@@ -17,6 +17,7 @@ import {
   type TerminalState,
 } from '../spec/index.ts';
 import type { RunPatch, RunRecord, Store } from '../store/store.ts';
+import type { RemoteFeed } from './remote.ts';
 import type { NodeEvents } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import type { NodeMetrics } from './metrics.ts';
@@ -51,26 +52,6 @@ interface Tracked {
   /** Resolves with the final record once the run is over and everything it held is released. */
   settled: Promise<RunRecord>;
   settle: () => void;
-}
-
-/** One update from the node that executes a remote run. */
-export type RemoteUpdate =
-  | { type: 'state'; state: RunState; patch: RunPatch }
-  | { type: 'log'; stream: StreamName; data: Uint8Array; ts: string }
-  /** Facts about the run that are not a change of state (it moved to another node). */
-  | { type: 'patch'; patch: RunPatch }
-  /** Its place in the executing node's queue (undefined once it left the queue). */
-  | { type: 'position'; position: number | undefined }
-  | { type: 'end'; run: Run };
-
-/** A run that executes on another node, as seen from the node that asked for it. */
-export interface RemoteFeed {
-  /** The executing node's id. */
-  node: string;
-  /** Its updates in order, ending after `end`; throws when contact with it is lost. */
-  updates: AsyncIterable<RemoteUpdate>;
-  /** Asks the executing node to cancel the run; its `end` follows. */
-  cancel(reason: string): void;
 }
 
 interface Followed extends Tracked {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AbortedError, type RunAttempt } from '../spec/index.ts';
-import type { RemoteFeed, RemoteUpdate } from './executor.ts';
+import type { RemoteFeed, RemoteUpdate } from './remote.ts';
 
 export interface FailoverPlan {
   /** Nodes the run may go to in all, the first included. */

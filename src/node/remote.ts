@@ -1,8 +1,29 @@
 import type { BlobStore } from '../blobs/blob-store.ts';
 import { decodeInline } from './source.ts';
-import type { RemoteFeed, RemoteUpdate } from './executor.ts';
-import type { NodeAdvert, Run, Workload } from '../spec/index.ts';
+import type { StreamName } from '../drivers/driver.ts';
+import type { NodeAdvert, Run, RunState, Workload } from '../spec/index.ts';
+import type { RunPatch } from '../store/store.ts';
 import { checkReceiptFor } from '../trust/receipt.ts';
+
+/** One update from the node that executes a remote run. */
+export type RemoteUpdate =
+  | { type: 'state'; state: RunState; patch: RunPatch }
+  | { type: 'log'; stream: StreamName; data: Uint8Array; ts: string }
+  /** Facts about the run that are not a change of state (it moved to another node). */
+  | { type: 'patch'; patch: RunPatch }
+  /** Its place in the executing node's queue (undefined once it left the queue). */
+  | { type: 'position'; position: number | undefined }
+  | { type: 'end'; run: Run };
+
+/** A run that executes on another node, as seen from the node that asked for it. */
+export interface RemoteFeed {
+  /** The executing node's id. */
+  node: string;
+  /** Its updates in order, ending after `end`; throws when contact with it is lost. */
+  updates: AsyncIterable<RemoteUpdate>;
+  /** Asks the executing node to cancel the run; its `end` follows. */
+  cancel(reason: string): void;
+}
 
 /** How the node reaches other nodes (the mesh provides it; a node outside any mesh has none). */
 export interface RemoteDispatch {

@@ -1,6 +1,6 @@
 import type { Run, RunVerification } from '../spec/index.ts';
 import type { LogEvent, NodeEvents, StateEvent } from './events.ts';
-import type { RemoteFeed, RemoteUpdate } from './executor.ts';
+import type { RemoteFeed, RemoteUpdate } from './remote.ts';
 
 /** One replica of a verified run: a run of its own, on its own node. */
 export interface Replica {
