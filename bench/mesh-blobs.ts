@@ -2,8 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { run } from '../src/util/exec.ts';
 import { Hosts } from '../test/hosts/harness.ts';
 import { ms } from './lib/format.ts';
+import { hostBusySeconds } from './lib/proc.ts';
 import { summarize } from './lib/stats.ts';
 
 const MiB = 2 ** 20;
@@ -14,6 +16,11 @@ export interface BlobTransferResult {
   /** Seconds per transfer. */
   tcp: number[];
   vmesh: number[];
+  /** CPU the whole host spent per transfer, in core-seconds (every process and the kernel). */
+  tcpCpu: number[];
+  vmeshCpu: number[];
+  /** The link's speed, when it had one (a token bucket on A's side); the namespace link is unlimited otherwise. */
+  rateMbit?: number;
 }
 
 /**
@@ -45,12 +52,14 @@ function lines(child: ChildProcess): () => Promise<string> {
  * answers once the blob is verified and in B's store), against a plain TCP copy of the same file from A's
  * namespace to B's, alternating; B's copy is deleted before each fetch.
  */
-export async function blobTransfer(sizeMiB: number, reps: number, log: (l: string) => void): Promise<BlobTransferResult> {
+export async function blobTransfer(sizeMiB: number, reps: number, log: (l: string) => void, rateMbit?: number): Promise<BlobTransferResult> {
   const net = await Hosts.create({ tag: 'bnbl', subnet: '10.233.0', count: 2, config: { logLevel: 'warn' } });
   const children: ChildProcess[] = [];
   try {
     const a = await net.start(0);
     const b = await net.start(1, [a.meshAddress]);
+    // A link of a given speed: everything A sends leaves through a token bucket of that rate.
+    if (rateMbit !== undefined) await run('ip', ['netns', 'exec', a.netns, 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', '1mb', 'latency', '100ms']);
     for (let i = 0; i < 100 && (await b.client.nodes()).nodes.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
     const bytes = randomBytes(sizeMiB * MiB);
     const { blob } = await a.client.putBlob(bytes);
@@ -64,22 +73,32 @@ export async function blobTransfer(sizeMiB: number, reps: number, log: (l: strin
     await fromSender();
     await fromReceiver();
 
-    const result: BlobTransferResult = { sizeMiB, tcp: [], vmesh: [] };
+    const result: BlobTransferResult = { sizeMiB, tcp: [], vmesh: [], tcpCpu: [], vmeshCpu: [], ...(rateMbit === undefined ? {} : { rateMbit }) };
     for (let i = 0; i < reps + 1; i++) {
+      let busy = hostBusySeconds();
       receiver.stdin!.write('go\n');
       const tcpMs = Number(await fromReceiver());
+      const tcpCpu = hostBusySeconds() - busy;
       await b.client.deleteBlob(blob).catch(() => undefined);
+      busy = hostBusySeconds();
       const t = performance.now();
       const got = await b.client.getBlob(blob);
       const vmeshMs = performance.now() - t;
+      const vmeshCpu = hostBusySeconds() - busy;
       await got.body.cancel();
       if (got.from !== a.id) throw new Error(`B had the blob from ${got.from ?? 'itself'}, not from A`);
       if (i === 0) continue; // warm-up: connections, the first DHT-free dial
       result.tcp.push(tcpMs / 1000);
       result.vmesh.push(vmeshMs / 1000);
+      result.tcpCpu.push(tcpCpu);
+      result.vmeshCpu.push(vmeshCpu);
     }
     const [tcp, vm] = [summarize(result.tcp).p50, summarize(result.vmesh).p50];
-    log(`mesh: ${sizeMiB} MiB blob A → B: plain TCP p50 ${ms(tcp * 1000)} (${(sizeMiB / tcp).toFixed(0)} MiB/s), vmesh p50 ${ms(vm * 1000)} (${(sizeMiB / vm).toFixed(0)} MiB/s)`);
+    const [tcpCpu, vmCpu] = [summarize(result.tcpCpu).p50, summarize(result.vmeshCpu).p50];
+    log(
+      `mesh: ${sizeMiB} MiB blob A → B${rateMbit === undefined ? '' : ` on a ${rateMbit} Mbit/s link`}: plain TCP p50 ${ms(tcp * 1000)} (${(sizeMiB / tcp).toFixed(0)} MiB/s, ${tcpCpu.toFixed(2)} core-s), ` +
+        `vmesh p50 ${ms(vm * 1000)} (${(sizeMiB / vm).toFixed(0)} MiB/s, ${vmCpu.toFixed(2)} core-s)`,
+    );
     return result;
   } finally {
     for (const c of children) c.kill('SIGKILL');
