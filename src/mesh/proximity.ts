@@ -46,6 +46,16 @@ export class Proximity {
     return this.held.get(peer)?.estimate;
   }
 
+  /**
+   * Up to `n` of `peers` to measure next: those never measured first, then those measured longest ago.
+   * A node measures a few peers a round rather than all of them, so that what it spends on pings does not
+   * grow with the mesh; each peer's turn comes every ceil(peers / n) rounds.
+   */
+  stalest(peers: readonly string[], n: number): string[] {
+    const age = (peer: string) => this.held.get(peer)?.estimate.measuredAt ?? Number.NEGATIVE_INFINITY;
+    return [...peers].sort((a, b) => age(a) - age(b)).slice(0, n);
+  }
+
   forget(peer: string): void {
     this.held.delete(peer);
   }

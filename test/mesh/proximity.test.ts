@@ -17,4 +17,17 @@ describe('proximity', () => {
     p.forget('a');
     assert.equal(p.get('a'), undefined);
   });
+
+  it('picks the peers to measure next: never measured first, then those measured longest ago, at most n', () => {
+    let now = 1000;
+    const p = new Proximity(0.25, 10, () => now);
+    for (const peer of ['a', 'b', 'c']) {
+      p.record(peer, 1);
+      now += 10;
+    }
+    assert.deepEqual(p.stalest(['c', 'b', 'new', 'a'], 2), ['new', 'a']);
+    p.record('a', 1);
+    assert.deepEqual(p.stalest(['a', 'b', 'c'], 2), ['b', 'c'], 'a was just measured: its turn comes last');
+    assert.deepEqual(p.stalest(['a', 'b', 'c'], 8), ['b', 'c', 'a'], 'fewer peers than n: all of them');
+  });
 });
