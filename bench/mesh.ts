@@ -10,7 +10,7 @@ import { VMESH_VERSION } from '../src/version.ts';
 import type { Workload } from '../src/spec/index.ts';
 import { Hosts, hostsSkip } from '../test/hosts/harness.ts';
 import { blobTransfer, type BlobTransferResult } from './mesh-blobs.ts';
-import { readCpu } from './lib/proc.ts';
+import { collectGarbage, readCpu } from './lib/proc.ts';
 import { processConvergence, type ProcessConvergence } from './mesh-converge.ts';
 import type { Benchmark, BenchReport, Target } from './lib/benchmark.ts';
 import { envList, envNumber } from './lib/env.ts';
@@ -104,7 +104,8 @@ interface ConvergeResult {
   count: number;
   formedMs: number;
   updateMs: number;
-  rssPerNodeMiB: number;
+  /** JS heap and buffers the nodes hold, per node, after a full collection. */
+  heapPerNodeMiB: number;
   /** CPU time the whole process spent per node per second of wall time, once formed (or after 60 s). */
   cpuMsPerNodeSecond: number;
   seen: string;
@@ -124,8 +125,14 @@ async function convergence(count: number, log: (l: string) => void): Promise<Con
     runs: { queued: 0, active: 0 },
   });
   try {
-    global.gc?.();
-    const rssBefore = process.memoryUsage().rss;
+    await collectGarbage();
+    // What the nodes hold: JS heap and buffers after a full collection. The process's RSS moved by more
+    // than that with what earlier benchmarks had freed (allocator slack), and read negative per node.
+    const held = () => {
+      const m = process.memoryUsage();
+      return m.heapUsed + m.external;
+    };
+    const heldBefore = held();
     const start = performance.now();
     for (let i = 0; i < count; i++) {
       const home = path.join(root, `n${i}`);
@@ -155,10 +162,10 @@ async function convergence(count: number, log: (l: string) => void): Promise<Con
     await new Promise((r) => setTimeout(r, 10_000));
     const cpu = process.cpuUsage(cpuBefore);
     const cpuMsPerNodeSecond = (cpu.user + cpu.system) / 1000 / count / ((performance.now() - wallBefore) / 1000);
-    global.gc?.();
-    const rssPerNodeMiB = (process.memoryUsage().rss - rssBefore) / count / 2 ** 20;
-    log(`mesh: one advert reached the ${knowing.length} nodes that knew its sender in ${ms(updateMs)}; ${mib(rssPerNodeMiB)} RSS and ${cpuMsPerNodeSecond.toFixed(1)} ms CPU per second per node`);
-    return { count, formedMs, updateMs, rssPerNodeMiB, cpuMsPerNodeSecond, seen, knowing: knowing.length };
+    await collectGarbage();
+    const heapPerNodeMiB = (held() - heldBefore) / count / 2 ** 20;
+    log(`mesh: one advert reached the ${knowing.length} nodes that knew its sender in ${ms(updateMs)}; ${mib(heapPerNodeMiB)} of JS heap and buffers and ${cpuMsPerNodeSecond.toFixed(1)} ms CPU per second per node`);
+    return { count, formedMs, updateMs, heapPerNodeMiB, cpuMsPerNodeSecond, seen, knowing: knowing.length };
   } finally {
     for (const m of meshes) await m.stop();
     await fs.rm(root, { recursive: true, force: true });
@@ -209,8 +216,8 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
     ...transfers.map(blobTable),
     {
       title: 'Adverts of N nodes in one process on loopback (each its own libp2p host, default timers), all started one after another, each joining through the first',
-      header: ['nodes', 'until every node holds every advert', 'members seen per node', 'one new advert reaches all', 'RSS per node', 'CPU per node, mesh formed'],
-      rows: converge.map((c) => [String(c.count), ms(c.formedMs), c.seen, ms(c.updateMs), mib(c.rssPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
+      header: ['nodes', 'until every node holds every advert', 'members seen per node', 'one new advert reaches all', 'JS heap and buffers per node', 'CPU per node, mesh formed'],
+      rows: converge.map((c) => [String(c.count), ms(c.formedMs), c.seen, ms(c.updateMs), mib(c.heapPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
     },
   ];
   if (real !== undefined) {
@@ -237,8 +244,10 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
   const note =
     'All in-process nodes share one event loop: N nodes cost N times the CPU column on one core, so convergence stops where that ' +
     'passes about 1000 ms/s, a limit of the benchmark, not of a mesh whose nodes each have a machine. Node processes need more: an ' +
-    'idle one took about 60 ms of CPU a second in a 10-process mesh (gossip, pings, libp2p upkeep; no single source in its profile), ' +
-    'so 50 of them would need 3 of these 2 cores, and their starts timed out past about 15.' +
+    'idle one took 34 ms of CPU a second in a 10-process mesh (55 before session 17 took out the event-loop monitor\'s 100 wake-ups ' +
+    'a second, pings to every member every round, and gossip to a quarter of all peers each heartbeat); 30 processes started in 85 s ' +
+    'and every one listed the other 29 13.8 s after the last was up (24 s before), at 42 ms a second each, so 50 would still need ' +
+    'more than these 2 cores.' +
     ' The blob transfer on the unlimited namespace link is bound by this host\'s CPU: both ends share its 2 cores, and a 256 MiB fetch took 2.0–2.5 core-seconds of the whole host against 0.8–0.95 for the plain copy (the kernel\'s share of moving the bytes is in both). ChaCha20-Poly1305 on both ends (noise) and sha256 take about 0.6 core-s of that; GC on the receiving node (about 0.35 s, 10–15 full collections a fetch, each started by external memory pressure as every socket read and decrypted message is a new buffer), yamux and framing the rest. Where the link, not the CPU, is the limit, the two are near even: 97% at 1000 Mbit/s, 90% at 2000 Mbit/s (2026-12-02). Tried and dropped (session 17), as none moved the p50 beyond the noise of these runs: hashing and writing on a worker thread (the receiving node\'s main thread took 20% less CPU, the host stayed saturated), handing each chunk on as the pieces it arrived in instead of joining them (the receiver\'s GC time 1.5 → 1.1 s over five fetches), one writev per MiB instead of a write stream, yamux windows of 1 to 16 MiB, larger semi-spaces. The remote-run overhead was 8.2–9.9 ms until /vmesh/run/2 (2026-12-02, session 16): timestamps on both nodes over 300 runs put 2.7 ms of it in opening the run\'s stream (multistream select, and the peer store recording the protocol on both nodes), which a stream kept between runs removes; then 0.45 ms in the requester\'s bookkeeping after the run (reading the run back from SQLite, listing every member for one RTT), 0.3 ms in the executing node reading the run back to send its end, 0.15 ms a node in deciding on an early advert at each of a run\'s five state changes, and 0.1 ms in parsing the signer\'s peer id for each receipt check. CPU per run went with it: A → B → A, 9.5 ms of A\'s and 9.1 ms of B\'s before, 6.6 and 6.4 ms after, against 5.7 ms for the same run local on B. What remains of the overhead is the request and the end crossing noise and yamux (yamux answers every data frame with a window update), the checks on both sides, and SQLite commits on both nodes.';
   return {
     heading: 'Mesh: remote runs and advert convergence (issue 5)',

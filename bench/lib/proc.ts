@@ -1,4 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 export interface MemoryReading {
   /** Resident set size now. */
@@ -82,4 +84,21 @@ export function hostBusySeconds(): number {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
   const ticks = fields.reduce((sum, n) => sum + n, 0) - fields[3]! - fields[4]!;
   return ticks / 100; // USER_HZ, 100 on every Linux this runs on
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * A full garbage collection of this process, for memory readings that mean something: without it, what a
+ * previous benchmark allocated and dropped (a 256 MiB blob) is still in the RSS, or leaves it midway.
+ */
+export async function collectGarbage(): Promise<void> {
+  if (gc === undefined) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = vm.runInNewContext('gc') as () => void;
+  }
+  // Buffers' memory is given back by a sweeper after the collection: a moment, and a second one, see it gone.
+  gc();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  gc();
 }
