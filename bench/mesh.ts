@@ -44,7 +44,7 @@ export const meshBenchmark: Benchmark = {
     const blobs = await blobTransfer(blobMiB, blobReps, log);
     const rateMbit = envNumber('BENCH_MESH_BLOB_MBIT', 1000, { min: 0, integer: true });
     const linked = rateMbit > 0 ? await blobTransfer(blobMiB, blobReps, log, rateMbit) : undefined;
-    // Ten fit on two cores: an idle node process takes about 60 ms of CPU a second (2026-12-02).
+    // Ten fit on two cores: an idle node process takes 34-38 ms of CPU a second in a 10-node mesh (2026-12-02).
     const processes = envNumber('BENCH_MESH_PROCESSES', 10, { min: 0, integer: true });
     const converge: ConvergeResult[] = [];
     for (const count of sizes) converge.push(await convergence(count, log));

@@ -76,14 +76,14 @@ export function loadAverage(): number {
 }
 
 /**
- * CPU time the whole host has spent busy since boot, in core-seconds (/proc/stat: every state but idle
- * and iowait). The difference across a piece of work counts every process and the kernel's own share
- * (network stacks, softirqs), which per-process counters miss.
+ * CPU time the whole host has spent busy since boot, in core-seconds (/proc/stat's user, nice, system,
+ * irq and softirq; not idle, iowait, steal, nor guest time, which user already holds). The difference
+ * across a piece of work counts every process and the kernel's own share (network stacks, softirqs),
+ * which per-process counters miss.
  */
 export function hostBusySeconds(): number {
-  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const ticks = fields.reduce((sum, n) => sum + n, 0) - fields[3]! - fields[4]!;
-  return ticks / 100; // USER_HZ, 100 on every Linux this runs on
+  const [user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (user! + nice! + system! + irq! + softirq!) / 100; // USER_HZ, 100 on every Linux this runs on
 }
 
 let gc: (() => void) | undefined;

@@ -52,7 +52,7 @@ export class Proximity {
    * grow with the mesh; each peer's turn comes every ceil(peers / n) rounds.
    */
   stalest(peers: readonly string[], n: number): string[] {
-    const age = (peer: string) => this.held.get(peer)?.estimate.measuredAt ?? Number.NEGATIVE_INFINITY;
+    const age = (peer: string) => this.held.get(peer)?.estimate.measuredAt ?? 0; // never: before any clock reading
     return [...peers].sort((a, b) => age(a) - age(b)).slice(0, n);
   }
 

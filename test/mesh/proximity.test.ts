@@ -29,5 +29,6 @@ describe('proximity', () => {
     p.record('a', 1);
     assert.deepEqual(p.stalest(['a', 'b', 'c'], 2), ['b', 'c'], 'a was just measured: its turn comes last');
     assert.deepEqual(p.stalest(['a', 'b', 'c'], 8), ['b', 'c', 'a'], 'fewer peers than n: all of them');
+    assert.deepEqual(p.stalest(['a', 'x', 'b', 'y'], 3), ['x', 'y', 'b'], 'two never measured: both first, in the order given');
   });
 });
