@@ -1,17 +1,8 @@
-import { promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { pino } from 'pino';
-import { BlobStore } from '../src/blobs/blob-store.ts';
-import { loadOrCreateIdentity } from '../src/mesh/identity.ts';
-import { Mesh, type NodeDescription } from '../src/mesh/mesh.ts';
-import { loadConfig } from '../src/node/config.ts';
-import { VMESH_VERSION } from '../src/version.ts';
 import type { Workload } from '../src/spec/index.ts';
 import { Hosts, hostsSkip } from '../test/hosts/harness.ts';
 import { blobTransfer, type BlobTransferResult } from './mesh-blobs.ts';
-import { collectGarbage, readCpu } from './lib/proc.ts';
-import { processConvergence, type ProcessConvergence } from './mesh-converge.ts';
+import { readCpu } from './lib/proc.ts';
+import { inProcessConvergence, processConvergence, type InProcessConvergence, type ProcessConvergence } from './mesh-converge.ts';
 import type { Benchmark, BenchReport, Target } from './lib/benchmark.ts';
 import { envList, envNumber } from './lib/env.ts';
 import { mib, ms, tableMarkdown, tableText, type Table } from './lib/format.ts';
@@ -46,8 +37,8 @@ export const meshBenchmark: Benchmark = {
     const linked = rateMbit > 0 ? await blobTransfer(blobMiB, blobReps, log, rateMbit) : undefined;
     // Ten fit on two cores: an idle node process takes 34-38 ms of CPU a second in a 10-node mesh (2026-12-02).
     const processes = envNumber('BENCH_MESH_PROCESSES', 10, { min: 0, integer: true });
-    const converge: ConvergeResult[] = [];
-    for (const count of sizes) converge.push(await convergence(count, log));
+    const converge: InProcessConvergence[] = [];
+    for (const count of sizes) converge.push(await inProcessConvergence(count, log));
     const real = processes >= 2 ? await processConvergence(processes, log) : undefined;
     return report(runs, remote, [blobs, ...(linked === undefined ? [] : [linked])], converge, real);
   },
@@ -100,82 +91,6 @@ async function remoteOverhead(runs: number, log: (l: string) => void): Promise<R
   }
 }
 
-interface ConvergeResult {
-  count: number;
-  /** From the first node's start until the last one's `Mesh.start` returned. */
-  upMs: number;
-  /** From then until every node held every other node's advert. */
-  formedMs: number;
-  updateMs: number;
-  /** JS heap and buffers the nodes hold, per node, after a full collection. */
-  heapPerNodeMiB: number;
-  /** CPU time the whole process spent per node per second of wall time, once formed (or after 60 s). */
-  cpuMsPerNodeSecond: number;
-  seen: string;
-  knowing: number;
-}
-
-/** `count` nodes in this process, each its own libp2p host on loopback, with vmesh's default timers. */
-async function convergence(count: number, log: (l: string) => void): Promise<ConvergeResult> {
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'vmesh-bench-mesh-'));
-  const meshes: Mesh[] = [];
-  const logger = pino({ level: 'silent' });
-  const describe = (): NodeDescription => ({
-    version: VMESH_VERSION,
-    drivers: [{ name: 'wasm', kinds: ['function'], isolation: 'language', available: true }],
-    capacity: { vcpus: 2, memoryMiB: 4096, diskMiB: 10_000, egressMbps: 1000, ingressMbps: 1000 },
-    free: { vcpus: 2, memoryMiB: 4096, diskMiB: 10_000, egressMbps: 1000, ingressMbps: 1000 },
-    runs: { queued: 0, active: 0 },
-  });
-  try {
-    await collectGarbage();
-    // What the nodes hold: JS heap and buffers after a full collection. The process's RSS moved by more
-    // than that with what earlier benchmarks had freed (allocator slack), and read negative per node.
-    const held = () => {
-      const m = process.memoryUsage();
-      return m.heapUsed + m.external;
-    };
-    const heldBefore = held();
-    const start = performance.now();
-    for (let i = 0; i < count; i++) {
-      const home = path.join(root, `n${i}`);
-      await fs.mkdir(home);
-      // Default timers; all peers share 127.0.0.1, so libp2p's 5 new connections per second per IP would throttle the start.
-      const config = loadConfig(home, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], join: i === 0 ? [] : meshes[0]!.addresses(), inboundConnectionsPerSecond: 1000 } }).mesh;
-      meshes.push(await Mesh.start({ identity: await loadOrCreateIdentity(home), config, logger, describe, blobs: new BlobStore(path.join(home, 'blobs')), maxBlobBytes: 2 ** 30 }));
-    }
-    const upMs = performance.now() - start;
-    const full = () => meshes.every((m) => m.membership.size === count - 1);
-    while (!full() && performance.now() - start < upMs + 60_000) await new Promise((r) => setTimeout(r, 20));
-    const formedMs = full() ? performance.now() - start : Number.POSITIVE_INFINITY;
-    const sizes = meshes.map((m) => m.membership.size).sort((x, y) => x - y);
-    const seen = `min ${sizes[0]}, median ${sizes[Math.floor(count / 2)]}, max ${sizes.at(-1)} of ${count - 1}`;
-    log(`mesh: ${count} nodes up in ${ms(upMs)}: ${Number.isFinite(formedMs) ? `every one held ${count - 1} adverts ${ms(formedMs - upMs)} after the last was up` : `not converged 60 s after the last was up (members seen per node: ${seen})`}`);
-    // One node's news (an advert with a new seq) travelling to all the others that know it.
-    const news = meshes[count - 1]!;
-    const knowing = meshes.filter((m) => m !== news && m.membership.get(news.id) !== undefined);
-    const seqs = new Map(knowing.map((m) => [m, m.membership.get(news.id)!.advert.seq]));
-    const t = performance.now();
-    await news.publish();
-    const heard = () => knowing.every((m) => (m.membership.get(news.id)?.advert.seq ?? 0) > seqs.get(m)!);
-    while (!heard() && performance.now() - t < 30_000) await new Promise((r) => setTimeout(r, 5));
-    const updateMs = heard() ? performance.now() - t : Number.POSITIVE_INFINITY;
-    // What keeping the mesh costs once it stands: adverts every 10 s, pings every 5 s, libp2p's own upkeep.
-    const cpuBefore = process.cpuUsage();
-    const wallBefore = performance.now();
-    await new Promise((r) => setTimeout(r, 10_000));
-    const cpu = process.cpuUsage(cpuBefore);
-    const cpuMsPerNodeSecond = (cpu.user + cpu.system) / 1000 / count / ((performance.now() - wallBefore) / 1000);
-    await collectGarbage();
-    const heapPerNodeMiB = (held() - heldBefore) / count / 2 ** 20;
-    log(`mesh: one advert reached the ${knowing.length} nodes that knew its sender in ${ms(updateMs)}; ${mib(heapPerNodeMiB)} of JS heap and buffers and ${cpuMsPerNodeSecond.toFixed(1)} ms CPU per second per node`);
-    return { count, upMs, formedMs: formedMs - upMs, updateMs, heapPerNodeMiB, cpuMsPerNodeSecond, seen, knowing: knowing.length };
-  } finally {
-    for (const m of meshes) await m.stop();
-    await fs.rm(root, { recursive: true, force: true });
-  }
-}
-
 /** One blob's transfers, A → B, both ways, with the whole host's CPU for each. */
 function blobTable(t: BlobTransferResult): Table {
   const [tcp, vmesh] = [summarize(t.tcp), summarize(t.vmesh)];
@@ -193,7 +108,7 @@ function blobTable(t: BlobTransferResult): Table {
   };
 }
 
-function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], converge: ConvergeResult[], real: ProcessConvergence | undefined): BenchReport {
+function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], converge: InProcessConvergence[], real: ProcessConvergence | undefined): BenchReport {
   const local = summarize(r.local);
   const remote = summarize(r.remote);
   const overhead = remote.p50 - local.p50;

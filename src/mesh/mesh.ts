@@ -14,7 +14,8 @@ import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.t
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
 import { KEEP_TIMEOUT_MS, serveKeeps } from './keep-protocol.ts';
-import { Membership } from './membership.ts';
+import { askMembers, serveMembers } from './member-sync.ts';
+import { Membership, type HeldAdvert } from './membership.ts';
 import { PeerGuard } from './peer-guard.ts';
 import { Proximity, type RttEstimate } from './proximity.ts';
 import { openReport, REPORT_TOPIC, type ReportBook } from '../trust/reports.ts';
@@ -53,6 +54,12 @@ const CHANGE_CHECK_MS = 50;
  * made an idle node's CPU grow with the mesh: 49 ms a second in a 20-node mesh, 35 with this cap (2026-12-02).
  */
 const PINGS_PER_ROUND = 8;
+/**
+ * Members a node keeps a connection to, at the least, among those that take adverts: gossipsub's lowest
+ * mesh degree (Dlo). A node whose only peer was its join peer lost every member once that peer pruned
+ * it from a full gossip mesh (seen with 50 nodes joining through one).
+ */
+const MIN_ADVERT_PEERS = 4;
 
 /**
  * This node's place in the mesh: a libp2p host, its signed adverts on the gossip topic, the membership
@@ -70,6 +77,12 @@ export class Mesh {
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  /** When this node last took the adverts a peer holds (`/vmesh/members/1`), and whether it is asking now. */
+  private askedAt = Number.NEGATIVE_INFINITY;
+  private asking = false;
+  /** This node's last advert as sealed, and whether it reached no peer when it was sent. */
+  private sealed: Uint8Array | undefined;
+  private unheard = true;
   /** Where reputation reports from other nodes go, once a node is served. */
   private reportBook: ReportBook | undefined;
   private runs: RemoteRuns | undefined;
@@ -133,9 +146,14 @@ export class Mesh {
     pubsub.subscribe(ADVERT_TOPIC);
     pubsub.topicValidators.set(REPORT_TOPIC, (from, msg) => this.takeReport(from, msg));
     pubsub.subscribe(REPORT_TOPIC);
-    // A peer that has just subscribed has not heard this node yet: tell it soon rather than at the next tick.
+    await serveMembers(this.host, () => this.handedOn(), this.o.logger);
+    this.host.addEventListener('peer:connect', (e) => void this.askMembers(e.detail));
+    // An advert sent while this node knew no subscriber reached nobody (at start, before the join peer has
+    // told its subscriptions): the first subscriber hears it soon rather than at the next tick. Other nodes'
+    // adverts come to a node that joins through /vmesh/members/1; telling each new subscriber again, as
+    // every node did until session 18, made a forming mesh of 30 nodes check 1300 adverts a second.
     pubsub.addEventListener('subscription-change', (e) => {
-      if (e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
+      if (this.unheard && e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
     });
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms);
@@ -144,10 +162,36 @@ export class Mesh {
     };
     every(this.o.config.advertIntervalMs, () => void this.publish().catch((err: Error) => this.o.logger.warn({ err }, 'advert not sent')));
     every(Math.max(100, Math.min(1000, this.o.config.peerTtlMs / 4)), () => this.membership.expire());
-    every(this.o.config.pingIntervalMs, () => void this.pingAll());
+    every(this.o.config.pingIntervalMs, () => {
+      void this.pingAll();
+      void this.keepConnected();
+    });
     // libp2p's bootstrap dials once, at start: a node alone (its join peers were down, its link was cut) tries again.
     if (this.o.config.join.length > 0) every(Math.max(1000, this.o.config.advertIntervalMs), () => void this.rejoin());
     await this.publish();
+    // The join peers may have connected while the host started, before anyone listened.
+    const first = this.host.getPeers()[0];
+    if (first !== undefined) void this.askMembers(first);
+  }
+
+  /**
+   * Takes every advert `peer` holds, so that a node that joins (or comes back from a cut link) knows the
+   * mesh at once rather than as each member's next regular advert arrives. At most once per advert
+   * interval: between asks, the gossip topic keeps the table current.
+   */
+  private async askMembers(peer: PeerId): Promise<void> {
+    if (this.stopped || this.asking || performance.now() - this.askedAt < this.o.config.advertIntervalMs) return;
+    this.asking = true;
+    try {
+      const taken = await askMembers(this.host, this.guard, this.membership, this.id, peer);
+      this.askedAt = performance.now();
+      this.o.logger.debug({ peer: peer.toString(), ...taken }, 'took the adverts a peer holds');
+    } catch (err) {
+      // Not a vmesh node, gone, or busy: the next new connection, or the gossip topic, does it.
+      this.o.logger.debug({ err, peer: peer.toString() }, 'could not take the adverts a peer holds');
+    } finally {
+      this.asking = false;
+    }
   }
 
   private async takeAdvert(from: PeerId, msg: Message): Promise<TopicValidatorResult> {
@@ -155,7 +199,7 @@ export class Mesh {
     try {
       const advert = await openAdvert(msg.data);
       if (advert.node === this.id) return TopicValidatorResult.Ignore;
-      return this.membership.accept(advert) === 'stale' ? TopicValidatorResult.Ignore : TopicValidatorResult.Accept;
+      return this.membership.accept(advert, msg.data) === 'stale' ? TopicValidatorResult.Ignore : TopicValidatorResult.Accept;
     } catch (err) {
       this.guard.offence(source, `bad advert: ${(err as Error).message}`);
       return TopicValidatorResult.Reject;
@@ -243,7 +287,16 @@ export class Mesh {
     const advert = this.advert();
     this.last = advert;
     this.lastSentAt = Date.now();
-    await this.host.services.pubsub.publish(ADVERT_TOPIC, await sealAdvert(this.o.identity.privateKey, advert));
+    const sealed = await sealAdvert(this.o.identity.privateKey, advert);
+    this.sealed = sealed;
+    const { recipients } = await this.host.services.pubsub.publish(ADVERT_TOPIC, sealed);
+    this.unheard = recipients.length === 0;
+  }
+
+  /** What a node that joins is handed (`/vmesh/members/1`): this node's last advert and every one it holds. */
+  private handedOn(): HeldAdvert[] {
+    const own = this.sealed === undefined ? [] : [{ sealed: this.sealed, ageMs: Date.now() - this.lastSentAt }];
+    return [...own, ...this.membership.held()];
   }
 
   /**
@@ -286,6 +339,34 @@ export class Mesh {
         this.o.logger.debug({ err, address }, 'join peer not reachable');
       }
     }
+  }
+
+  /** Dials members, chosen at random, while fewer than MIN_ADVERT_PEERS connected peers take adverts. */
+  private async keepConnected(): Promise<void> {
+    if (this.stopped) return;
+    const wanted = Math.min(MIN_ADVERT_PEERS, this.membership.size) - this.host.services.pubsub.getSubscribers(ADVERT_TOPIC).length;
+    if (wanted <= 0) return;
+    const connected = new Set(this.host.getPeers().map((p) => p.toString()));
+    // Only the addresses a member gives for itself: its advert cannot send this node to dial someone else.
+    const reachable = this.membership
+      .list()
+      .filter((m) => !connected.has(m.id) && !this.guard.isBanned(m.id))
+      .map((m) => ({ id: m.id, addresses: m.advert.addresses.filter((a) => a.endsWith(`/p2p/${m.id}`)) }))
+      .filter((m) => m.addresses.length > 0);
+    const chosen = reachable
+      .map((m) => ({ m, order: Math.random() }))
+      .sort((x, y) => x.order - y.order)
+      .slice(0, wanted)
+      .map(({ m }) => m);
+    await Promise.all(
+      chosen.map(async (m) => {
+        try {
+          await this.host.dial(m.addresses.map((a) => multiaddr(a)), { signal: AbortSignal.timeout(5000) });
+        } catch (err) {
+          this.o.logger.debug({ err, peer: m.id }, 'member not reachable');
+        }
+      }),
+    );
   }
 
   /** Measures the round trip to the PINGS_PER_ROUND members connected now that were measured longest ago. */

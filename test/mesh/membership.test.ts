@@ -43,4 +43,16 @@ describe('mesh membership on loopback', () => {
     assert.equal(again.daemon.node.id, id, 'identity.key keeps the id');
     await until(() => a.daemon.mesh!.nodes().some((n) => n.id === id), 10_000, 'the restarted node to rejoin');
   });
+
+  it('a node with fewer than four peers that take adverts dials members it knows', async () => {
+    // b and c: both joined through a, so neither keeps the other as a join peer (libp2p redials those itself).
+    const [, b, c] = daemons as [TestDaemon, TestDaemon, TestDaemon];
+    const [meshB, meshC] = [b.daemon.mesh!, c.daemon.mesh!];
+    await until(() => meshB.host.getConnections(meshC.host.peerId).length > 0, 5000, 'b and c to be connected');
+    await meshB.host.hangUp(meshC.host.peerId);
+    assert.equal(meshB.host.getConnections(meshC.host.peerId).length, 0, 'cut');
+    // A mesh of three: each node wants both others, and dials the one it lost within a ping round or two.
+    const back = await until(() => meshB.host.getConnections(meshC.host.peerId).length > 0, 10 * FAST_MESH.pingIntervalMs, 'b and c to be connected again');
+    assert.ok(back < 10 * FAST_MESH.pingIntervalMs, `connected again after ${Math.round(back)} ms`);
+  });
 });
