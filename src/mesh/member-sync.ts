@@ -2,7 +2,7 @@ import type { PeerId, Stream } from '@libp2p/interface';
 import { RateLimiter } from '@libp2p/utils';
 import type { Logger } from 'pino';
 import Type from 'typebox';
-import { MAX_ADVERT_BYTES, openAdvert } from './adverts.ts';
+import { claimOf, MAX_ADVERT_BYTES, openAdvert } from './adverts.ts';
 import { frameChecker, JsonFrames, ProtocolError } from './frames.ts';
 import type { MeshHost } from './host.ts';
 import type { HeldAdvert, Membership } from './membership.ts';
@@ -88,11 +88,13 @@ export async function askMembers(host: MeshHost, guard: PeerGuard, membership: M
     const { count } = await frames.read(readCount, both);
     for (let i = 0; i < count; i++) {
       const { ageMs, advert } = await frames.read(readHanded, both);
+      taken.handed++;
       const sealed = encoder.encode(advert);
+      const claim = claimOf(sealed);
+      if (claim !== undefined && !membership.isNews(claim.node, claim.seq)) continue;
       const opened = await openAdvert(sealed).catch((err: Error) => {
         throw new ProtocolError(`handed on a bad advert: ${err.message}`);
       });
-      taken.handed++;
       if (opened.node === self) continue;
       const done = membership.accept(opened, sealed, ageMs);
       if (done === 'joined') taken.joined++;

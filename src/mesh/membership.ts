@@ -78,6 +78,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return 'updated';
   }
 
+  /** Whether an advert of `node` numbered `seq` would be taken (it is newer than any held or departed). */
+  isNews(node: string, seq: number): boolean {
+    return seq > (this.members.get(node)?.advert.seq ?? this.departed.get(node)?.seq ?? Number.NEGATIVE_INFINITY);
+  }
+
   /** Drops every member whose last advert is older than the TTL; returns their ids. */
   expire(): string[] {
     const now = this.now();

@@ -10,7 +10,7 @@ import type { VmeshNode } from '../node/node.ts';
 import { BlobPool } from './blob-pool.ts';
 import { RemoteRuns } from './run-client.ts';
 import { serveRuns } from './run-server.ts';
-import { ADVERT_TOPIC, changedEnough, openAdvert, sealAdvert } from './adverts.ts';
+import { ADVERT_TOPIC, changedEnough, claimOf, openAdvert, sealAdvert } from './adverts.ts';
 import { createMeshHost, type MeshHost } from './host.ts';
 import type { NodeIdentity } from './identity.ts';
 import { KEEP_TIMEOUT_MS, serveKeeps } from './keep-protocol.ts';
@@ -185,6 +185,8 @@ export class Mesh {
     try {
       const taken = await askMembers(this.host, this.guard, this.membership, this.id, peer);
       this.askedAt = performance.now();
+      // A node that joined knows its join peer alone: a few more peers now put it in the gossip mesh.
+      void this.keepConnected();
       this.o.logger.debug({ peer: peer.toString(), ...taken }, 'took the adverts a peer holds');
     } catch (err) {
       // Not a vmesh node, gone, or busy: the next new connection, or the gossip topic, does it.
@@ -197,6 +199,9 @@ export class Mesh {
   private async takeAdvert(from: PeerId, msg: Message): Promise<TopicValidatorResult> {
     const source = from.toString();
     try {
+      // Most adverts a node hears are news; one that is not is dropped before its signature is checked.
+      const claim = claimOf(msg.data);
+      if (claim !== undefined && !this.membership.isNews(claim.node, claim.seq)) return TopicValidatorResult.Ignore;
       const advert = await openAdvert(msg.data);
       if (advert.node === this.id) return TopicValidatorResult.Ignore;
       return this.membership.accept(advert, msg.data) === 'stale' ? TopicValidatorResult.Ignore : TopicValidatorResult.Accept;

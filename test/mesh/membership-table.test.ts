@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { claimOf, MAX_ADVERT_BYTES, sealAdvert } from '../../src/mesh/adverts.ts';
 import { Membership } from '../../src/mesh/membership.ts';
 import { ADVERT_FORMAT, type NodeAdvert } from '../../src/spec/index.ts';
 
@@ -38,6 +40,8 @@ describe('membership table', () => {
     assert.equal(take('a', 5), 'stale', 'its last advert, sent again');
     assert.equal(take('a', 3), 'stale', 'an older one');
     assert.equal(m.size, 0);
+    assert.equal(m.isNews('a', 5), false, 'news is only what would be taken');
+    assert.equal(m.isNews('a', 6), true);
     assert.equal(take('a', 7), 'joined', 'a restarted node advertises a higher seq (it is a clock)');
   });
 
@@ -61,6 +65,16 @@ describe('membership table', () => {
     take('c', 1);
     take('c', 2, 900);
     assert.equal(m.get('c')!.lastAdvertAt, clock.now, 'a newer advert handed on late does not make the member look older');
+  });
+
+  it('reads the node and seq an advert claims, and nothing from bytes that are not one', async () => {
+    const key = await generateKeyPair('Ed25519');
+    const sealed = await sealAdvert(key, advert('n1', 42));
+    assert.deepEqual(claimOf(sealed), { node: 'n1', seq: 42 });
+    for (const bad of ['not json', '{"payload": 3}', '{"payload": "{\\"node\\": 1, \\"seq\\": 2}"}', 'null']) {
+      assert.equal(claimOf(new TextEncoder().encode(bad)), undefined, bad);
+    }
+    assert.equal(claimOf(new Uint8Array(MAX_ADVERT_BYTES + 1)), undefined, 'too big to read');
   });
 
   it('hands on every advert it holds, with its age', () => {
