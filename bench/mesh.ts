@@ -135,8 +135,17 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
     ...transfers.map(blobTable),
     {
       title: 'Adverts of N nodes in one process on loopback (each its own libp2p host, default timers), all started one after another, each joining through the first',
-      header: ['nodes', 'all started in', 'until every node holds every advert, after the last was up', 'members seen per node', 'one new advert reaches all', 'JS heap and buffers per node', 'CPU per node, mesh formed'],
-      rows: converge.map((c) => [String(c.count), ms(c.upMs), ms(c.formedMs), c.seen, ms(c.updateMs), mib(c.heapPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
+      header: [
+        'nodes',
+        'all started in',
+        'cold start: until every node holds every advert, after the last was up',
+        'members seen per node',
+        'then every node advertises anew at once: all held by all (slowest of 3)',
+        'then one more joins: it holds all, all hold it',
+        'JS heap and buffers per node',
+        'CPU per node, mesh formed',
+      ],
+      rows: converge.map((c) => [String(c.count), ms(c.upMs), ms(c.formedMs), c.seen, `${ms(c.updateMs)}${c.pairs < c.count * (c.count - 1) ? ` (${c.pairs} of ${c.count * (c.count - 1)} pairs known)` : ''}`, ms(c.joinMs), mib(c.heapPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
     },
   ];
   if (real !== undefined) {
@@ -156,7 +165,11 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
       measured: transfers.map((t) => `${(share(t) * 100).toFixed(0)}% ${t.rateMbit === undefined ? 'unlimited link' : `at ${t.rateMbit} Mbit/s`}`).join(', '),
       pass: blobShare >= TARGETS.blobOfTcp,
     },
-    { goal: `${largest.count} nodes' adverts converge on every node <= ${TARGETS.convergeMs} ms`, measured: ms(largest.formedMs), pass: largest.formedMs <= TARGETS.convergeMs },
+    {
+      goal: `${inProcess.count} nodes' adverts converge on every node <= ${TARGETS.convergeMs} ms`,
+      measured: `every node's new advert on every node: ${ms(inProcess.updateMs)}; a node joining: ${ms(inProcess.joinMs)}; from a cold start of all ${largest.count}: ${ms(largest.formedMs)}`,
+      pass: inProcess.pairs === inProcess.count * (inProcess.count - 1) && Math.max(inProcess.updateMs, inProcess.joinMs) <= TARGETS.convergeMs,
+    },
   ];
   const targetTable: Table = { title: 'Targets (issue 5)', header: ['target', 'measured', 'result'], rows: targets.map((t) => [t.goal, t.measured, t.pass ? 'met' : 'MISS']) };
   const all = [...tables, targetTable];
