@@ -148,12 +148,14 @@ export class Mesh {
     pubsub.subscribe(REPORT_TOPIC);
     await serveMembers(this.host, () => this.handedOn(), this.o.logger);
     this.host.addEventListener('peer:connect', (e) => void this.askMembers(e.detail));
-    // An advert sent while this node knew no subscriber reached nobody (at start, before the join peer has
-    // told its subscriptions): the first subscriber hears it soon rather than at the next tick. Other nodes'
-    // adverts come to a node that joins through /vmesh/members/1; telling each new subscriber again, as
-    // every node did until session 18, made a forming mesh of 30 nodes check 1300 adverts a second.
+    // A new subscriber hears this node soon rather than at the next tick while this node is new to the mesh
+    // (its first advert interval), or when its last advert reached nobody. Other nodes' adverts come to a
+    // node that joins through /vmesh/members/1; telling every new subscriber, as every node did until
+    // session 18, made a forming mesh of 30 nodes check 1300 adverts a second for as long as it formed.
+    const startedAt = performance.now();
     pubsub.addEventListener('subscription-change', (e) => {
-      if (this.unheard && e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
+      const young = performance.now() - startedAt < this.o.config.advertIntervalMs;
+      if ((young || this.unheard) && e.detail.subscriptions.some((s) => s.topic === ADVERT_TOPIC && s.subscribe)) this.nudge(true);
     });
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms);
