@@ -1,15 +1,10 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
-import { BlobStore } from '../src/blobs/blob-store.ts';
-import { loadOrCreateIdentity } from '../src/mesh/identity.ts';
-import { Mesh, type NodeDescription } from '../src/mesh/mesh.ts';
-import { loadConfig } from '../src/node/config.ts';
-import { VMESH_VERSION } from '../src/version.ts';
 import { Hosts, type Host } from '../test/hosts/harness.ts';
 import { mib, ms } from './lib/format.ts';
-import { collectGarbage, readCpu, readMemory } from './lib/proc.ts';
+import { readCpu, readMemory } from './lib/proc.ts';
+import { MeshThreads } from './mesh-threads.ts';
 
 export interface ProcessConvergence {
   count: number;
@@ -71,6 +66,8 @@ export async function processConvergence(count: number, log: (l: string) => void
 
 export interface InProcessConvergence {
   count: number;
+  /** Worker threads the nodes were spread over. */
+  threads: number;
   /** From the first node's start until the last one's `Mesh.start` returned. */
   upMs: number;
   /** From then until every node held every other node's advert. */
@@ -88,81 +85,70 @@ export interface InProcessConvergence {
   pairs: number;
 }
 
-/** `count` nodes in this process, each its own libp2p host on loopback, with vmesh's default timers. */
-export async function inProcessConvergence(count: number, log: (l: string) => void): Promise<InProcessConvergence> {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `done` (every node's view in hand) every 20 ms until it holds or `ms` pass; the time it took, or Infinity. */
+async function until(threads: MeshThreads, done: (views: Map<string, Map<string, number>>) => boolean, ms: number): Promise<number> {
+  const t = performance.now();
+  for (;;) {
+    if (done(await threads.views())) return performance.now() - t;
+    if (performance.now() - t > ms) return Number.POSITIVE_INFINITY;
+    await sleep(20);
+  }
+}
+
+/**
+ * `count` nodes in this process, each its own libp2p host on loopback with vmesh's default timers, spread
+ * over `threadCount` worker threads, every one joining through the first: how long after the last one is
+ * up until every node holds every advert (a cold start); then, in the mesh so formed, how long every
+ * node's new advert takes to reach all, and one more node to join; and what a node costs.
+ */
+export async function inProcessConvergence(count: number, threadCount: number, log: (l: string) => void): Promise<InProcessConvergence> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'vmesh-bench-mesh-'));
-  const meshes: Mesh[] = [];
-  const logger = pino({ level: 'silent' });
-  const describe = (): NodeDescription => ({
-    version: VMESH_VERSION,
-    drivers: [{ name: 'wasm', kinds: ['function'], isolation: 'language', available: true }],
-    capacity: { vcpus: 2, memoryMiB: 4096, diskMiB: 10_000, egressMbps: 1000, ingressMbps: 1000 },
-    free: { vcpus: 2, memoryMiB: 4096, diskMiB: 10_000, egressMbps: 1000, ingressMbps: 1000 },
-    runs: { queued: 0, active: 0 },
-  });
+  const threads = new MeshThreads(threadCount);
   try {
-    await collectGarbage();
-    // What the nodes hold: JS heap and buffers after a full collection. The process's RSS moved by more
-    // than that with what earlier benchmarks had freed (allocator slack), and read negative per node.
-    const held = () => {
-      const m = process.memoryUsage();
-      return m.heapUsed + m.external;
-    };
-    const heldBefore = held();
+    const heldBefore = await threads.held();
     const start = performance.now();
-    for (let i = 0; i < count; i++) {
-      const home = path.join(root, `n${i}`);
-      await fs.mkdir(home);
-      // Default timers; all peers share 127.0.0.1, so libp2p's 5 new connections per second per IP would throttle the start.
-      const config = loadConfig(home, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], join: i === 0 ? [] : meshes[0]!.addresses(), inboundConnectionsPerSecond: 1000 } }).mesh;
-      meshes.push(await Mesh.start({ identity: await loadOrCreateIdentity(home), config, logger, describe, blobs: new BlobStore(path.join(home, 'blobs')), maxBlobBytes: 2 ** 30 }));
-    }
+    const nodes = [await threads.start(0, root, [])];
+    for (let i = 1; i < count; i++) nodes.push(await threads.start(i, root, nodes[0]!.addresses));
     const upMs = performance.now() - start;
-    const full = () => meshes.every((m) => m.membership.size === count - 1);
-    while (!full() && performance.now() - start < upMs + 60_000) await new Promise((r) => setTimeout(r, 20));
-    const formedMs = full() ? performance.now() - start : Number.POSITIVE_INFINITY;
-    const sizes = meshes.map((m) => m.membership.size).sort((x, y) => x - y);
+    const full = (views: Map<string, Map<string, number>>) => [...views.values()].every((v) => v.size === views.size - 1);
+    const formedMs = await until(threads, full, 60_000);
+    const sizes = [...(await threads.views()).values()].map((v) => v.size).sort((x, y) => x - y);
     const seen = `min ${sizes[0]}, median ${sizes[Math.floor(count / 2)]}, max ${sizes.at(-1)} of ${count - 1}`;
-    log(`mesh: ${count} nodes up in ${ms(upMs)}: ${Number.isFinite(formedMs) ? `every one held ${count - 1} adverts ${ms(formedMs - upMs)} after the last was up` : `not converged 60 s after the last was up (members seen per node: ${seen})`}`);
+    log(`mesh: ${count} nodes on ${threadCount} thread(s) up in ${ms(upMs)}: ${Number.isFinite(formedMs) ? `every one held ${count - 1} adverts ${ms(formedMs)} after the last was up` : `not converged 60 s after the last was up (members seen per node: ${seen})`}`);
     // Every node's news at once (each publishes an advert with a new seq), three times 3 s apart: until
     // every node holds every new advert of the nodes it knows. The mesh's own convergence, with no
     // connection left to make; the slowest of the three counts.
     let updateMs = 0;
     let pairs = 0;
     for (let round = 0; round < 3; round++) {
-      await new Promise((r) => setTimeout(r, 3000));
-      const known = meshes.flatMap((m) => meshes.filter((o) => o !== m && m.membership.get(o.id) !== undefined).map((o) => ({ m, o, seq: m.membership.get(o.id)!.advert.seq })));
-      pairs = known.length;
-      const t = performance.now();
-      await Promise.all(meshes.map((m) => m.publish()));
-      const allHeard = () => known.every(({ m, o, seq }) => (m.membership.get(o.id)?.advert.seq ?? 0) > seq);
-      while (!allHeard() && performance.now() - t < 30_000) await new Promise((r) => setTimeout(r, 5));
-      updateMs = Math.max(updateMs, allHeard() ? performance.now() - t : Number.POSITIVE_INFINITY);
+      await sleep(3000);
+      const before = await threads.views();
+      pairs = [...before.values()].reduce((n, v) => n + v.size, 0);
+      await threads.publishAll();
+      const newer = (views: Map<string, Map<string, number>>) =>
+        [...before].every(([node, members]) => [...members].every(([member, seq]) => (views.get(node)?.get(member) ?? 0) > seq));
+      updateMs = Math.max(updateMs, await until(threads, newer, 30_000));
     }
     log(`mesh: ${count} new adverts at once reached every node that knew their senders (${pairs} of ${count * (count - 1)} pairs) within ${ms(updateMs)}, the slowest of 3 rounds`);
     // One more node joins, through a node in the middle: until it holds every advert and every node holds its.
-    const home = path.join(root, 'joining');
-    await fs.mkdir(home);
     const t = performance.now();
-    const config = loadConfig(home, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], join: meshes[Math.floor(count / 2)]!.addresses(), inboundConnectionsPerSecond: 1000 } }).mesh;
-    const joining = await Mesh.start({ identity: await loadOrCreateIdentity(home), config, logger, describe, blobs: new BlobStore(path.join(home, 'blobs')), maxBlobBytes: 2 ** 30 });
-    meshes.push(joining);
-    const joined = () => joining.membership.size === count && meshes.every((m) => m === joining || m.membership.get(joining.id) !== undefined);
-    while (!joined() && performance.now() - t < 30_000) await new Promise((r) => setTimeout(r, 5));
-    const joinMs = joined() ? performance.now() - t : Number.POSITIVE_INFINITY;
+    const joining = await threads.start(count, root, nodes[Math.floor(count / 2)]!.addresses);
+    const joined = (views: Map<string, Map<string, number>>) => views.get(joining.id)?.size === count && [...views].every(([id, v]) => id === joining.id || v.has(joining.id));
+    const joinMs = Number.isFinite(await until(threads, joined, 30_000)) ? performance.now() - t : Number.POSITIVE_INFINITY;
     log(`mesh: a node joining ${count}: it held every advert, and every node its, ${ms(joinMs)} after it started`);
     // What keeping the mesh costs once it stands: adverts every 10 s, pings every 5 s, libp2p's own upkeep.
     const cpuBefore = process.cpuUsage();
     const wallBefore = performance.now();
-    await new Promise((r) => setTimeout(r, 10_000));
+    await sleep(10_000);
     const cpu = process.cpuUsage(cpuBefore);
-    const cpuMsPerNodeSecond = (cpu.user + cpu.system) / 1000 / meshes.length / ((performance.now() - wallBefore) / 1000);
-    await collectGarbage();
-    const heapPerNodeMiB = (held() - heldBefore) / meshes.length / 2 ** 20;
+    const cpuMsPerNodeSecond = (cpu.user + cpu.system) / 1000 / (count + 1) / ((performance.now() - wallBefore) / 1000);
+    const heapPerNodeMiB = ((await threads.held()) - heldBefore) / (count + 1) / 2 ** 20;
     log(`mesh: ${mib(heapPerNodeMiB)} of JS heap and buffers and ${cpuMsPerNodeSecond.toFixed(1)} ms CPU per second per node`);
-    return { count, upMs, formedMs: formedMs - upMs, updateMs, joinMs, heapPerNodeMiB, cpuMsPerNodeSecond, seen, pairs };
+    return { count, threads: threadCount, upMs, formedMs, updateMs, joinMs, heapPerNodeMiB, cpuMsPerNodeSecond, seen, pairs };
   } finally {
-    for (const m of meshes) await m.stop();
+    await threads.stop();
     await fs.rm(root, { recursive: true, force: true });
   }
 }

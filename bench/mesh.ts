@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type { Workload } from '../src/spec/index.ts';
 import { Hosts, hostsSkip } from '../test/hosts/harness.ts';
 import { blobTransfer, type BlobTransferResult } from './mesh-blobs.ts';
@@ -37,8 +38,10 @@ export const meshBenchmark: Benchmark = {
     const linked = rateMbit > 0 ? await blobTransfer(blobMiB, blobReps, log, rateMbit) : undefined;
     // Ten fit on two cores: an idle node process takes 34-38 ms of CPU a second in a 10-node mesh (2026-12-02).
     const processes = envNumber('BENCH_MESH_PROCESSES', 10, { min: 0, integer: true });
+    // In-process nodes spread over one thread per core, as nodes on machines of their own would use theirs.
+    const threads = envNumber('BENCH_MESH_THREADS', os.cpus().length, { min: 1, integer: true });
     const converge: InProcessConvergence[] = [];
-    for (const count of sizes) converge.push(await inProcessConvergence(count, log));
+    for (const count of sizes) converge.push(await inProcessConvergence(count, threads, log));
     const real = processes >= 2 ? await processConvergence(processes, log) : undefined;
     return report(runs, remote, [blobs, ...(linked === undefined ? [] : [linked])], converge, real);
   },
@@ -134,7 +137,7 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
     },
     ...transfers.map(blobTable),
     {
-      title: 'Adverts of N nodes in one process on loopback (each its own libp2p host, default timers), all started one after another, each joining through the first',
+      title: `Adverts of N nodes in one process on loopback (each its own libp2p host, default timers, spread over ${converge[0]?.threads ?? 1} worker thread(s)), all started one after another, each joining through the first`,
       header: [
         'nodes',
         'all started in',
