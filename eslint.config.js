@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'web/dist/', 'examples/*.wasm'] },
+  { ignores: ['node_modules/', 'dist/', 'web/dist/', 'examples/*.wasm', '.exp/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

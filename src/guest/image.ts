@@ -24,6 +24,7 @@ export function defaultGuestCache(): string {
 export interface GuestImage {
   /** `sha256:` over everything that went into it. */
   key: string;
+  /** The kernel VMMs boot: uncompressed (PVH) where it could be unpacked, else the bzImage. */
   kernel: string;
   initrd: string;
   /** Modules the agent loads, in order (written into each run's archive). */
@@ -60,7 +61,7 @@ export async function ensureGuestImage(opts: GuestImageOptions): Promise<GuestIm
   for (const m of modules) hash.update(`\0${m.name}\0`).update(m.data);
   const key = `sha256:${hash.digest('hex')}`;
   const dir = path.join(opts.cacheDir, 'images', key.replace('sha256:', ''));
-  const image: GuestImage = { key, kernel: kernel.vmlinuz, initrd: path.join(dir, 'initrd.cpio.gz'), modules: kernel.modules, kernelRelease: kernel.release };
+  const image: GuestImage = { key, kernel: kernel.vmlinux ?? kernel.vmlinuz, initrd: path.join(dir, 'initrd.cpio.gz'), modules: kernel.modules, kernelRelease: kernel.release };
   if (existsSync(path.join(dir, 'meta.json'))) return image;
 
   opts.progress?.(`guest image: building ${key.slice(0, 19)}… (busybox, ${modules.length} modules, agent)`);

@@ -7,12 +7,15 @@ import { extract } from 'tar-stream';
 import { sha256File } from '../blobs/blob-store.ts';
 import { run } from '../util/exec.ts';
 import { EXTRA_MODULE_DEPENDENCIES, EXTRA_MODULES, GUEST_MODULES, loadOrder } from './modules.ts';
+import { unpackBzImage } from './vmlinux.ts';
 
 /** A guest kernel and the modules the agent loads, unpacked in the guest cache. */
 export interface GuestKernel {
   /** `sha256:` of the package (or file) it came from: part of every image key built on it. */
   id: string;
   vmlinuz: string;
+  /** The same kernel uncompressed, which QEMU boots directly (PVH), skipping the bzImage's own decompression; undefined where it could not be unpacked. */
+  vmlinux?: string;
   modulesDir: string;
   /** Module names in load order. */
   modules: string[];
@@ -41,7 +44,7 @@ export async function debianKernel(cacheDir: string, opts: { signal?: AbortSigna
   const current = opts.refresh ? undefined : await readMeta(pointer);
   if (current !== undefined) {
     const cached = await loadKernel(root, current.id);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) return withDirectBoot(cached, opts);
   }
   await fs.mkdir(root, { recursive: true });
   const work = path.join(root, `.download-${randomBytes(4).toString('hex')}`);
@@ -77,10 +80,28 @@ export async function debianKernel(cacheDir: string, opts: { signal?: AbortSigna
     await fs.writeFile(`${pointer}.tmp`, JSON.stringify(kernelMeta));
     await fs.rename(`${pointer}.tmp`, pointer);
     say(`guest kernel: ${release} ready`);
-    return (await loadKernel(root, id))!;
+    return withDirectBoot((await loadKernel(root, id))!, opts);
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The kernel with `vmlinux` beside its vmlinuz, unpacked once into the cache (a kernel cached before
+ * this step gets it on its next use). Where it cannot be unpacked (no xz here), the compressed kernel
+ * boots as before, only slower under TCG: progress says why.
+ */
+async function withDirectBoot(kernel: GuestKernel, opts: { signal?: AbortSignal; progress?: Progress }): Promise<GuestKernel> {
+  const vmlinux = path.join(path.dirname(kernel.vmlinuz), 'vmlinux');
+  if (await fs.stat(vmlinux).then((s) => s.isFile(), () => false)) return { ...kernel, vmlinux };
+  opts.progress?.('guest kernel: unpacking it for a direct boot');
+  const result = await unpackBzImage(kernel.vmlinuz, vmlinux, opts.signal);
+  if (!result.unpacked) {
+    opts.progress?.(`guest kernel: booting it compressed, as it could not be unpacked: ${result.reason}`);
+    return kernel;
+  }
+  opts.progress?.(`guest kernel: unpacked (${result.compression}, ${(result.bytes / 2 ** 20).toFixed(0)} MiB)`);
+  return { ...kernel, vmlinux };
 }
 
 async function readMeta(file: string): Promise<KernelMeta | undefined> {

@@ -6,6 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { pvhProblem } from '../../src/guest/vmlinux.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -30,6 +31,12 @@ describe('vmesh image build', { skip }, () => {
       assert.equal(again.key, key);
       assert.ok(again.seconds < 5, `the cached image took ${again.seconds} s to find`);
       assert.ok(existsSync(again.kernel) && existsSync(again.initrd), 'existsSync(again.kernel) && existsSync(again.initrd)');
+      if (hasCommand('xz')) {
+        // Debian's kernel is XZ-compressed; unpacked once, it boots without decompressing itself in the guest.
+        assert.ok(steps.some((l) => /guest kernel: unpacked \(xz, \d+ MiB\)$/.test(l)), first.stderr);
+        assert.equal(path.basename(again.kernel), 'vmlinux');
+        assert.equal(await pvhProblem(again.kernel), undefined);
+      }
       const file = path.join(cache.dir, 'a-file');
       writeFileSync(file, 'x');
       await assert.rejects(exec(process.execPath, [BIN, 'image', 'build', '--cache', file], { timeout: 60_000 }), (e: { code?: number; stderr?: string }) => e.code !== 0 && /vmesh: .*(ENOTDIR|not a directory)/.test(e.stderr ?? ''));

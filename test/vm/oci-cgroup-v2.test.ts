@@ -106,7 +106,7 @@ async function bootGuest(dir: string, rootfs: string): Promise<GuestRun> {
   const args = [
     '-M', 'microvm,accel=tcg', '-cpu', 'max', '-smp', '2', '-m', '1024M',
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio',
-    '-kernel', kernel.vmlinuz, '-initrd', initrd,
+    '-kernel', kernel.vmlinux ?? kernel.vmlinuz, '-initrd', initrd,
     '-append', `console=ttyS0 reboot=t panic=-1 quiet${tsc === undefined ? '' : ` tsc_early_khz=${tsc}`}`,
     // The host's root, read-only: the guest writes only its own tmpfs.
     '-fsdev', 'local,id=host,path=/,security_model=passthrough,readonly=on,multidevs=remap',

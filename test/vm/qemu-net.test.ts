@@ -80,7 +80,7 @@ describe('microVM networks', { skip }, () => {
     ].join('\n');
     const images = path.join(home, 'images');
     mkdirSync(images, { recursive: true });
-    copyFileSync(kernel.vmlinuz, path.join(images, 'vmlinuz'));
+    copyFileSync(kernel.vmlinux ?? kernel.vmlinuz, path.join(images, 'vmlinuz'));
     const entries = [
       { type: 'dir' as const, name: 'bin' },
       { type: 'file' as const, name: 'bin/busybox', data: readFileSync(BUSYBOX), mode: 0o755 },

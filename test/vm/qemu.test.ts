@@ -180,6 +180,7 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     outputCapBytes: 65536,
     outputs: testOutputs().sink,
   });
+  let bzImage = '';
   let modulesDir = '';
   let blockModules: string[] = [];
   before(async () => {
@@ -188,6 +189,7 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     kernel = (await ensureGuestImage({ cacheDir: defaultGuestCache() })).kernel;
     const { debianKernel } = await import('../../src/guest/kernel.ts');
     const k = await debianKernel(defaultGuestCache());
+    bzImage = k.vmlinuz;
     modulesDir = k.modulesDir;
     blockModules = k.modules.filter((m) => ['virtio', 'virtio_ring', 'virtio_mmio', 'virtio_blk'].includes(m));
   });
@@ -196,7 +198,8 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     root.remove();
   });
 
-  it('boots it, returns its console as stdout, and ends when it powers off; a panic ends it crashed', async () => {
+  it('boots it (an uncompressed PVH vmlinux, and a bzImage), returns its console as stdout, and ends when it powers off; a panic ends it crashed', async () => {
+    if (hasCommand('xz')) assert.notEqual(kernel, bzImage, 'the default guest boots the kernel unpacked (xz is here)');
     const { runInSandbox } = await import('../../src/drivers/lifecycle.ts');
     let out = '';
     const io = { write: (_s: string, d: Uint8Array) => void (out += Buffer.from(d).toString()), total() {} };
@@ -206,7 +209,8 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     assert.equal(exit.outcome, 'exited', exit.reason);
     assert.equal(exit.exitCode, 0);
     assert.match(out, /hello from my own kernel/);
-    const panics = own({ kernel, initrd: initrd('panic.cpio', 'exit 3') });
+    const panics = own({ kernel: bzImage, initrd: initrd('panic.cpio', 'exit 3') });
+    await driver.validate(panics);
     const crashed = await runInSandbox(driver, panics, { write() {}, total() {} });
     assert.equal(crashed.outcome, 'crashed');
     assert.match(crashed.reason!, /^the guest kernel panicked: Kernel panic - not syncing: Attempted to kill init/);
@@ -252,6 +256,8 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
     const good = initrd('good.cpio', 'true');
     const field = (name: string, pattern: RegExp) => (e: unknown) => e instanceof InvalidInputError && e.field === name && pattern.test(e.message);
     await assert.rejects(driver.validate(own({ kernel: notKernel, initrd: good })), field('source.kernel', /not a Linux kernel image/));
+    // An ELF, but a program, not a kernel with a PVH entry point.
+    await assert.rejects(driver.validate(own({ kernel: '/bin/busybox', initrd: good })), field('source.kernel', /an ELF kernel QEMU cannot boot: its ELF has no PVH entry note/));
     await assert.rejects(driver.validate(own({ kernel, initrd: notCpio })), field('source.initrd', /not an initramfs \(expected cpio \(newc\)/));
     await assert.rejects(driver.validate(own({ kernel, initrd: good }, { command: ['sh'] })), field('command', /needs the default guest's agent/));
     await assert.rejects(driver.validate(own({ kernel, initrd: good }, { outputs: ['x'] })), field('outputs', /needs the default guest's agent/));

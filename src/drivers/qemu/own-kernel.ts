@@ -1,10 +1,11 @@
 // A microVM from the user's own kernel and initramfs: what is checked before QEMU starts, and how its end is read.
 import { promises as fs } from 'node:fs';
+import { pvhProblem } from '../../guest/vmlinux.ts';
 import { InvalidInputError } from '../../spec/index.ts';
 import type { SandboxExit, SandboxRequest } from '../driver.ts';
 
-/** The largest kernel and initramfs a user may hand a microVM. */
-export const MAX_KERNEL_BYTES = 64 * 2 ** 20;
+/** The largest kernel and initramfs a user may hand a microVM (an uncompressed kernel: Debian's 6.1 is 63 MiB). */
+export const MAX_KERNEL_BYTES = 128 * 2 ** 20;
 export const MAX_INITRD_BYTES = 512 * 2 ** 20;
 
 async function head(file: string, bytes: number): Promise<{ data: Buffer; size: number }> {
@@ -19,13 +20,23 @@ async function head(file: string, bytes: number): Promise<{ data: Buffer; size: 
   }
 }
 
-/** A Linux x86 boot image (bzImage): the boot protocol's "HdrS" magic at 0x202 (Documentation/arch/x86/boot.rst). */
+/**
+ * A Linux x86 kernel QEMU boots: a bzImage (the boot protocol's "HdrS" magic at 0x202,
+ * Documentation/arch/x86/boot.rst), or an uncompressed vmlinux with a PVH entry point.
+ */
 export async function checkKernel(file: string): Promise<void> {
   const { data, size } = await head(file, 0x206);
   if (size > MAX_KERNEL_BYTES) throw new InvalidInputError(`source.kernel: ${size} bytes is over the ${MAX_KERNEL_BYTES}-byte limit`, { field: 'source.kernel' });
-  if (data.byteLength < 0x206 || data.toString('latin1', 0x202, 0x206) !== 'HdrS') {
-    throw new InvalidInputError('source.kernel: not a Linux kernel image (a bzImage has "HdrS" at offset 0x202; Debian\'s /boot/vmlinuz-* is one)', { field: 'source.kernel' });
+  if (data.byteLength >= 0x206 && data.toString('latin1', 0x202, 0x206) === 'HdrS') return;
+  if (data.toString('latin1', 0, 4) === '\x7fELF') {
+    const problem = await pvhProblem(file);
+    if (problem === undefined) return;
+    throw new InvalidInputError(`source.kernel: an ELF kernel QEMU cannot boot: ${problem}`, { field: 'source.kernel' });
   }
+  throw new InvalidInputError(
+    'source.kernel: not a Linux kernel image (expected a bzImage, with "HdrS" at offset 0x202 like Debian\'s /boot/vmlinuz-*, or an uncompressed vmlinux with a PVH entry note)',
+    { field: 'source.kernel' },
+  );
 }
 
 const INITRD_MAGIC: Array<[string, Buffer]> = [
