@@ -24,8 +24,14 @@ export function defaultGuestCache(): string {
 export interface GuestImage {
   /** `sha256:` over everything that went into it. */
   key: string;
-  /** The kernel VMMs boot: uncompressed (PVH) where it could be unpacked, else the bzImage. */
+  /** The kernel as Debian ships it, a bzImage. */
   kernel: string;
+  /**
+   * The same kernel unpacked, booted directly through its PVH entry point (undefined where it could not
+   * be unpacked): it skips the bzImage's own decompression, which is slow under TCG, and costs the VMM
+   * the memory of its copy of what it loads (39 MiB here against the bzImage's 8).
+   */
+  vmlinux?: string;
   initrd: string;
   /** Modules the agent loads, in order (written into each run's archive). */
   modules: string[];
@@ -61,7 +67,7 @@ export async function ensureGuestImage(opts: GuestImageOptions): Promise<GuestIm
   for (const m of modules) hash.update(`\0${m.name}\0`).update(m.data);
   const key = `sha256:${hash.digest('hex')}`;
   const dir = path.join(opts.cacheDir, 'images', key.replace('sha256:', ''));
-  const image: GuestImage = { key, kernel: kernel.vmlinux ?? kernel.vmlinuz, initrd: path.join(dir, 'initrd.cpio.gz'), modules: kernel.modules, kernelRelease: kernel.release };
+  const image: GuestImage = { key, kernel: kernel.vmlinuz, ...(kernel.vmlinux === undefined ? {} : { vmlinux: kernel.vmlinux }), initrd: path.join(dir, 'initrd.cpio.gz'), modules: kernel.modules, kernelRelease: kernel.release };
   if (existsSync(path.join(dir, 'meta.json'))) return image;
 
   opts.progress?.(`guest image: building ${key.slice(0, 19)}… (busybox, ${modules.length} modules, agent)`);

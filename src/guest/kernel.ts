@@ -100,7 +100,7 @@ async function withDirectBoot(kernel: GuestKernel, opts: { signal?: AbortSignal;
     opts.progress?.(`guest kernel: booting it compressed, as it could not be unpacked: ${result.reason}`);
     return kernel;
   }
-  opts.progress?.(`guest kernel: unpacked (${result.compression}, ${(result.bytes / 2 ** 20).toFixed(0)} MiB)`);
+  opts.progress?.(`guest kernel: unpacked (${result.compression}, ${(result.bytes / 2 ** 20).toFixed(0)} MiB, ${(result.size / 2 ** 20).toFixed(0)} MiB to load)`);
   return { ...kernel, vmlinux };
 }
 

@@ -186,7 +186,8 @@ describe('qemu with the user\'s own kernel and initramfs', { skip }, () => {
   before(async () => {
     assert.equal((await driver.probe()).available, true);
     const { defaultGuestCache, ensureGuestImage } = await import('../../src/guest/image.ts');
-    kernel = (await ensureGuestImage({ cacheDir: defaultGuestCache() })).kernel;
+    const image = await ensureGuestImage({ cacheDir: defaultGuestCache() });
+    kernel = image.vmlinux ?? image.kernel;
     const { debianKernel } = await import('../../src/guest/kernel.ts');
     const k = await debianKernel(defaultGuestCache());
     bzImage = k.vmlinuz;

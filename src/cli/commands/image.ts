@@ -31,7 +31,7 @@ export function imageCommands(program: Command): void {
           ...(opts.refresh ? { refresh: true } : {}),
         });
         if (global.json) printJson({ ...built, seconds: Number(elapsed().slice(0, -1)) });
-        else process.stdout.write(`${built.key}\nkernel ${built.kernelRelease}: ${built.kernel}\ninitramfs: ${built.initrd}\n`);
+        else process.stdout.write(`${built.key}\nkernel ${built.kernelRelease}: ${built.kernel}\n${built.vmlinux === undefined ? '' : `unpacked: ${built.vmlinux}\n`}initramfs: ${built.initrd}\n`);
       } finally {
         process.off('SIGINT', onInterrupt);
       }

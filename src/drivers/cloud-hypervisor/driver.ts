@@ -45,7 +45,8 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
   }
 
   protected guestKernel(image: GuestImage): { kernel: string; modules: string[] } {
-    return { kernel: image.kernel, modules: image.modules };
+    // Its documented direct boot takes a PVH vmlinux (and a bzImage).
+    return { kernel: image.vmlinux ?? image.kernel, modules: image.modules };
   }
 
   protected validateMachine(_request: SandboxRequest): void {}
