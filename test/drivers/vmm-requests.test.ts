@@ -6,8 +6,25 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import Type, { type TSchema } from 'typebox';
-import { cloudHypervisorBootCalls, cloudHypervisorCmdline, CLOUD_HYPERVISOR_PAUSE, CLOUD_HYPERVISOR_PING, CLOUD_HYPERVISOR_RESUME } from '../../src/drivers/cloud-hypervisor/requests.ts';
-import { firecrackerBootArgs, firecrackerBootCalls, firecrackerId, FIRECRACKER_DESCRIBE, FIRECRACKER_PAUSE, FIRECRACKER_RESUME } from '../../src/drivers/firecracker/requests.ts';
+import {
+  cloudHypervisorBootCalls,
+  cloudHypervisorCmdline,
+  cloudHypervisorRestoreCalls,
+  cloudHypervisorSnapshotCalls,
+  CLOUD_HYPERVISOR_PAUSE,
+  CLOUD_HYPERVISOR_PING,
+  CLOUD_HYPERVISOR_RESUME,
+} from '../../src/drivers/cloud-hypervisor/requests.ts';
+import {
+  firecrackerBootArgs,
+  firecrackerBootCalls,
+  firecrackerId,
+  firecrackerRestoreCalls,
+  firecrackerSnapshotCalls,
+  FIRECRACKER_DESCRIBE,
+  FIRECRACKER_PAUSE,
+  FIRECRACKER_RESUME,
+} from '../../src/drivers/firecracker/requests.ts';
 import { guestMac } from '../../src/drivers/vmm/api-vmm-driver.ts';
 import { bandwidthLimiter } from '../../src/drivers/vmm/rate-limit.ts';
 import type { ApiCall } from '../../src/drivers/vmm/unix-http.ts';
@@ -74,6 +91,19 @@ const FIRECRACKER: Record<string, TSchema | null> = {
   ),
   'PUT /actions': closed({ action_type: Type.Union(['FlushMetrics', 'InstanceStart', 'SendCtrlAltDel'].map((a) => Type.Literal(a))) }, ['action_type']),
   'PATCH /vm': closed({ state: Type.Union([Type.Literal('Paused'), Type.Literal('Resumed')]) }, ['state']),
+  'PUT /snapshot/create': closed({ mem_file_path: Type.String(), snapshot_path: Type.String(), snapshot_type: Type.Union([Type.Literal('Full'), Type.Literal('Diff')]) }, ['mem_file_path', 'snapshot_path']),
+  'PUT /snapshot/load': closed(
+    {
+      snapshot_path: Type.String(),
+      mem_file_path: Type.String(),
+      mem_backend: closed({ backend_type: Type.Union([Type.Literal('File'), Type.Literal('Uffd')]), backend_path: Type.String() }, ['backend_type', 'backend_path']),
+      enable_diff_snapshots: Type.Boolean(),
+      track_dirty_pages: Type.Boolean(),
+      resume_vm: Type.Boolean(),
+      network_overrides: Type.Array(closed({ iface_id: Type.String(), host_dev_name: Type.String() }, ['iface_id', 'host_dev_name'])),
+    },
+    ['snapshot_path'],
+  ),
 };
 
 const ConsoleConfig = closed({ mode: Type.Union(['Off', 'Pty', 'Tty', 'File', 'Socket', 'Null'].map((m) => Type.Literal(m))), file: Type.String(), socket: Type.String() }, ['mode']);
@@ -96,6 +126,8 @@ const CLOUD_HYPERVISOR: Record<string, TSchema | null> = {
   'PUT /api/v1/vm.boot': null,
   'PUT /api/v1/vm.pause': null,
   'PUT /api/v1/vm.resume': null,
+  'PUT /api/v1/vm.snapshot': closed({ destination_url: Type.String() }),
+  'PUT /api/v1/vm.restore': closed({ source_url: Type.String(), prefault: Type.Boolean() }, ['source_url']),
 };
 
 /** Every call names a documented path and method, and its body (or its lack of one) matches that path's schema. */
@@ -148,6 +180,15 @@ describe('Firecracker requests (v1.16.1 API)', () => {
     assertDocumented(FIRECRACKER, [FIRECRACKER_PAUSE, FIRECRACKER_RESUME, FIRECRACKER_DESCRIBE]);
   });
 
+  it('takes a full snapshot into a directory and loads one from a file, resuming it', () => {
+    const taken = firecrackerSnapshotCalls('/snaps/a');
+    const loaded = firecrackerRestoreCalls('/snaps/a');
+    assertDocumented(FIRECRACKER, [...taken, ...loaded]);
+    assert.deepEqual(taken[0]!.body, { snapshot_type: 'Full', snapshot_path: '/snaps/a/vmstate', mem_file_path: '/snaps/a/memory' });
+    // mem_backend, not the deprecated mem_file_path; exactly one of the two may be given.
+    assert.deepEqual(loaded[0]!.body, { snapshot_path: '/snaps/a/vmstate', mem_backend: { backend_type: 'File', backend_path: '/snaps/a/memory' }, resume_vm: true });
+  });
+
   it('refuses more vCPUs than the schema allows, and makes --id from any run id', () => {
     assert.throws(() => assertDocumented(FIRECRACKER, firecrackerBootCalls({ ...machine, vcpus: 33 })), /vcpu_count/);
     assert.equal(firecrackerId('r_abc.DEF'), 'r-abc-DEF');
@@ -192,6 +233,15 @@ describe('Cloud Hypervisor requests (v53.0 API)', () => {
     assertDocumented(CLOUD_HYPERVISOR, one);
     assert.equal((one[0]!.body as { net: Array<{ rate_limiter_config?: unknown }> }).net[0]!.rate_limiter_config, undefined);
     assertDocumented(CLOUD_HYPERVISOR, [CLOUD_HYPERVISOR_PING, CLOUD_HYPERVISOR_PAUSE, CLOUD_HYPERVISOR_RESUME]);
+  });
+
+  it('snapshots into a file:// directory, and restores from one and then resumes (a restored VM starts paused)', () => {
+    const taken = cloudHypervisorSnapshotCalls('/snaps/b');
+    const restored = cloudHypervisorRestoreCalls('/snaps/b');
+    assertDocumented(CLOUD_HYPERVISOR, [...taken, ...restored]);
+    assert.deepEqual(taken, [{ method: 'PUT', path: '/api/v1/vm.snapshot', body: { destination_url: 'file:///snaps/b' } }]);
+    assert.deepEqual(restored.map((c) => c.path), ['/api/v1/vm.restore', '/api/v1/vm.resume']);
+    assert.deepEqual(restored[0]!.body, { source_url: 'file:///snaps/b', prefault: false });
   });
 });
 

@@ -6,7 +6,7 @@
 // What is not: the VMMs themselves. test/vm/vmm-binaries.test.ts runs the drivers against the real binaries
 // wherever they and KVM are present.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CloudHypervisorDriver } from '../../src/drivers/cloud-hypervisor/driver.ts';
@@ -17,6 +17,7 @@ import { hostTscKhz } from '../../src/drivers/qemu/host.ts';
 import type { ApiVmmDriver } from '../../src/drivers/vmm/api-vmm-driver.ts';
 import { InvalidInputError, UnsupportedError, type ResolvedResources, type Workload } from '../../src/spec/index.ts';
 import { tarEntries, testOutputs } from '../helpers/outputs.ts';
+import { COUNTING, startCounting } from '../helpers/counting-guest.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -149,6 +150,55 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
     assert.deepEqual(readdirSync(root.dir), []);
   });
 
+  it('snapshots a running guest by PATCH /vm and PUT /snapshot/create, and a new Firecracker goes on from it after PUT /snapshot/load', async () => {
+    const scratch = tempDir('vmesh-fc-snap-');
+    try {
+      const snapshot = path.join(scratch.dir, 'snap');
+      const prepared = await driver.prepare(request(vm('sleep 1000', { outputs: ['r'] }), { memoryMiB: 98 }));
+      try {
+        const sandbox = await driver.start(prepared, { write() {}, total() {} });
+        const manifest = await driver.snapshot(sandbox, snapshot);
+        assert.deepEqual([manifest.driver, manifest.vmmVersion, manifest.vcpus, manifest.memoryMiB, manifest.outputs], ['firecracker', '1.16.1', 1, 98, ['r']]);
+        assert.deepEqual(Object.keys(manifest.files).sort(), ['initrd.cpio', 'memory', 'outputs.img', 'vmstate']);
+        await driver.stop(sandbox, 'cancelled');
+        await driver.wait(sandbox);
+      } finally {
+        await driver.cleanup(prepared);
+      }
+      assert.deepEqual(fc.requests().slice(-2).map((c) => [c.method, c.path, c.body]), [
+        ['PATCH', '/vm', { state: 'Paused' }],
+        ['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: `${snapshot}/vmstate`, mem_file_path: `${snapshot}/memory` }],
+      ]);
+      assert.deepEqual(readdirSync(snapshot).sort(), ['initrd.cpio', 'manifest.json', 'memory', 'outputs.img', 'vmstate']);
+
+      // A new Firecracker is told nothing but where the snapshot is; the guest it loads goes on and ends.
+      const before = fc.entries().length;
+      const { exit, stdout } = await run(driver, { ...request(vm('true')), restoreFrom: snapshot });
+      assert.equal(exit.outcome, 'exited', exit.reason);
+      assert.equal(stdout, 'restored by the stand-in firecracker with 98 MiB\n');
+      const restoring = fc.entries().slice(before).filter((e) => e.method !== undefined && e.path !== '/');
+      assert.deepEqual(restoring.map((e) => [e.method, e.path, e.body]), [
+        ['PUT', '/snapshot/load', { snapshot_path: `${snapshot}/vmstate`, mem_backend: { backend_type: 'File', backend_path: `${snapshot}/memory` }, resume_vm: true }],
+      ]);
+
+      // A snapshot that is truncated, or from another Firecracker or driver, is refused before anything starts.
+      const bad = () => driver.validate({ ...request(vm('true')), restoreFrom: snapshot });
+      const manifest = JSON.parse(readFileSync(path.join(snapshot, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+      truncateSync(path.join(snapshot, 'memory'), 100);
+      await assert.rejects(bad(), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /memory is 100 bytes, not the 65536 recorded \(truncated or changed\)/.test(e.message));
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, vmmVersion: '1.15.0' }));
+      await assert.rejects(bad(), /snapshot: it was taken with firecracker 1\.15\.0; this node has 1\.16\.1/);
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, driver: 'cloud-hypervisor' }));
+      await assert.rejects(bad(), /snapshot: it was taken by the "cloud-hypervisor" driver, not firecracker/);
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, files: { ...(manifest.files as object), '../memory': 100 } }));
+      await assert.rejects(bad(), /snapshot: it names a file "\.\.\/memory" outside its directory/);
+      assert.deepEqual(readdirSync(root.dir), [], 'no sandbox directory is left');
+      assert.equal(driver.liveSandboxes(), 0);
+    } finally {
+      scratch.remove();
+    }
+  });
+
   it('says what the VMM printed when it dies before its API answers', async () => {
     const broken = standIn('firecracker', '#!/bin/sh\n[ "$1" = --version ] && { echo "Firecracker v1.16.1"; exit 0; }\necho "Could not open /dev/kvm: Permission denied" >&2\nexit 1\n');
     const d = new FirecrackerDriver({ sandboxRoot: root.dir, binary: broken.binary, kvmDevice: broken.kvm, kernel: broken.kernel });
@@ -164,7 +214,7 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
   it('refuses what it cannot run before anything is made', async () => {
     await assert.rejects(driver.validate(request(vm('true'), { vcpus: 33 })), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.vcpus');
     await assert.rejects(driver.validate({ ...request(vm('true')), kernel: { kernel: fc.kernel } }), (e: unknown) => e instanceof UnsupportedError && /--driver qemu/.test(e.message));
-    await assert.rejects(driver.validate({ ...request(vm('true')), restoreFrom: root.dir }), (e: unknown) => e instanceof UnsupportedError && /cannot restore snapshots yet/.test(e.message));
+    await assert.rejects(driver.validate({ ...request(vm('true')), restoreFrom: root.dir }), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /no manifest\.json/.test(e.message));
     await assert.rejects(driver.validate(request(vm('true'), { memoryMiB: 32 })), (e: unknown) => e instanceof InvalidInputError && e.field === 'resources.memoryMiB');
     assert.deepEqual(readdirSync(root.dir), []);
   });
@@ -209,6 +259,43 @@ describe('cloud-hypervisor driver, against a stand-in that boots its VmConfig in
     assert.equal((calls[0]!.body as { memory: { size: number } }).memory.size, 192 * 2 ** 20);
     assert.deepEqual(readdirSync(root.dir), []);
     assert.equal(driver.liveSandboxes(), 0);
+  });
+
+  it('pauses a guest by vm.pause, snapshots it by vm.snapshot, and a new Cloud Hypervisor goes on counting from it after vm.restore', async () => {
+    const scratch = tempDir('vmesh-ch-snap-');
+    const counter = (extra: Partial<SandboxRequest> = {}) => startCounting(driver, { ...request(vm(COUNTING, { outputs: ['n'] }), { memoryMiB: 192 }), ...extra });
+    const settle = () => new Promise((r) => setTimeout(r, 600));
+    try {
+      const first = await counter();
+      await first.until((n) => n.length >= 3, 'the guest to count to 3');
+      const snapshot = path.join(scratch.dir, 'snap');
+      const manifest = await driver.snapshot(first.running, snapshot);
+      assert.deepEqual([manifest.driver, manifest.memoryMiB, manifest.outputs], ['cloud-hypervisor', 192, ['n']]);
+      await settle();
+      const seen = first.numbers();
+      await settle();
+      assert.equal(first.numbers().length, seen.length, 'the snapshot left the guest paused');
+      assert.deepEqual(seen, seen.map((_, i) => i + 1), 'the counter had no gaps');
+      assert.equal((await first.end()).outcome, 'cancelled');
+      const taken = ch.requests().filter((c) => c.path !== '/api/v1/vmm.ping').slice(-2);
+      assert.deepEqual(taken.map((c) => [c.method, c.path, c.body]), [['PUT', '/api/v1/vm.pause', undefined], ['PUT', '/api/v1/vm.snapshot', { destination_url: `file://${snapshot}` }]]);
+      // The stand-in's files (as Cloud Hypervisor names its own) and vmesh's.
+      assert.deepEqual(readdirSync(snapshot).sort(), ['config.json', 'initrd.cpio', 'manifest.json', 'memory-ranges', 'outputs.img', 'state.json']);
+
+      const before = ch.entries().length;
+      const second = await counter({ restoreFrom: snapshot });
+      await second.until((n) => n.length >= 3, 'the restored guest to count');
+      const restored = second.numbers();
+      const last = seen.at(-1)!;
+      assert.ok(restored[0]! > last && restored[0]! <= last + 2, `the restored guest went on from ${last} with ${restored.slice(0, 3).join(', ')}`);
+      assert.equal((await second.end()).outcome, 'cancelled');
+      const restoring = ch.entries().slice(before).filter((e) => e.method !== undefined && e.path !== '/api/v1/vmm.ping');
+      assert.deepEqual(restoring.map((e) => [e.method, e.path, e.body]), [['PUT', '/api/v1/vm.restore', { source_url: `file://${snapshot}`, prefault: false }], ['PUT', '/api/v1/vm.resume', undefined]]);
+      assert.deepEqual(readdirSync(root.dir), [], 'no sandbox directory is left');
+      assert.equal(driver.liveSandboxes(), 0);
+    } finally {
+      scratch.remove();
+    }
   });
 
   it('fails a run whose VM the VMM refuses, with what it said, and leaves nothing', async () => {

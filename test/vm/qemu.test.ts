@@ -9,6 +9,7 @@ import { QemuDriver } from '../../src/drivers/qemu/driver.ts';
 import { cpioArchive } from '../../src/guest/cpio.ts';
 import { InvalidInputError, InvalidSourceError, type Workload } from '../../src/spec/index.ts';
 import { tarEntries, testOutputs } from '../helpers/outputs.ts';
+import { COUNTING, startCounting } from '../helpers/counting-guest.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -307,28 +308,9 @@ describe('qemu pause, resume, snapshot and restore', { skip }, () => {
   });
 
   /** A sandbox whose stdout lines are collected as numbers, started through the driver's own steps. */
-  async function counter(runId: string, extra: Partial<SandboxRequest> = {}) {
-    const c = vm('i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo $i; sleep 0.1; done', { outputs: ['n'] });
-    const request: SandboxRequest = { runId, workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1 << 20, outputs: sink, ...extra };
-    await driver.validate(request);
-    const prepared = await driver.prepare(request);
-    let text = '';
-    const running = await driver.start(prepared, { write: (_s, d) => void (text += Buffer.from(d).toString()), total() {} });
-    const numbers = () => text.split('\n').slice(0, -1).map(Number);
-    const until = async (ok: (n: number[]) => boolean, what: string) => {
-      const deadline = Date.now() + 90_000;
-      while (!ok(numbers())) {
-        assert.ok(Date.now() < deadline, `waited 90 s for ${what}; saw ${JSON.stringify(text.slice(-200))}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
-    const end = async () => {
-      await driver.stop(running, 'cancelled');
-      const exit = await driver.wait(running);
-      await driver.cleanup(prepared);
-      return exit;
-    };
-    return { numbers, until, end, running };
+  function counter(runId: string, extra: Partial<SandboxRequest> = {}) {
+    const c = vm(COUNTING, { outputs: ['n'] });
+    return startCounting(driver, { runId, workload: c.workload, code: c.code, resources: { vcpus: 1, memoryMiB: 128, diskMiB: 4, timeoutMs: 120_000, network: { egressMbps: 0, ingressMbps: 0 } }, outputCapBytes: 1 << 20, outputs: sink, ...extra });
   }
   const settle = () => new Promise((r) => setTimeout(r, 600));
 

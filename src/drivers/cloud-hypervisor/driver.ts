@@ -10,12 +10,17 @@ import {
   CLOUD_HYPERVISOR_RESUME,
   cloudHypervisorBootCalls,
   cloudHypervisorCmdline,
+  cloudHypervisorRestoreCalls,
+  cloudHypervisorSnapshotCalls,
 } from './requests.ts';
 
 /**
  * MicroVMs with Cloud Hypervisor: `cloud-hypervisor --api-socket`, then vm.create (vCPUs, memory, the
  * default guest's Debian kernel and initramfs, the outputs disk, the NIC with its rate limiter, the serial
- * console on stdout) and vm.boot; pause and resume by vm.pause / vm.resume. Its devices are virtio-pci,
+ * console on stdout) and vm.boot; pause and resume by vm.pause / vm.resume; vm.snapshot into a
+ * directory, and vm.restore from it into a new Cloud Hypervisor. The files in the sandbox are named
+ * relative to it (the VMM's working directory), so that a restored VM finds its disks in the new
+ * sandbox. Its devices are virtio-pci,
  * which the guest image's virtio_pci module drives; the agent ends the run with an ACPI power-off, on
  * which Cloud Hypervisor exits.
  */
@@ -60,11 +65,19 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
       kernel: p.kernel,
-      initramfs: p.initrd,
+      initramfs: SANDBOX_FILES.initrd,
       cmdline: cloudHypervisorCmdline(),
-      ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
+      ...(p.outputsDisk === undefined ? {} : { outputsDisk: SANDBOX_FILES.disk }),
       ...guestNic(p),
       ...guestDiskLimits(p),
     });
+  }
+
+  protected snapshotCalls(dir: string): ApiCall[] {
+    return cloudHypervisorSnapshotCalls(dir);
+  }
+
+  protected restoreCalls(dir: string): ApiCall[] {
+    return cloudHypervisorRestoreCalls(dir);
   }
 }

@@ -64,6 +64,23 @@ export function cloudHypervisorBootCalls(m: CloudHypervisorMachine): ApiCall[] {
   ];
 }
 
+/** vm.snapshot of the paused VM into `dir` (VmSnapshotConfig): Cloud Hypervisor writes its config, state and memory there. */
+export function cloudHypervisorSnapshotCalls(dir: string): ApiCall[] {
+  return [{ method: 'PUT', path: `${API}/vm.snapshot`, body: { destination_url: `file://${dir}` } }];
+}
+
+/**
+ * vm.restore from `dir` (RestoreConfig) into a Cloud Hypervisor that has no VM yet, then vm.resume: a
+ * restored VM starts paused. Its disks are opened again at the paths in the snapshot's config, relative
+ * to the VMM's working directory: the new sandbox's copies.
+ */
+export function cloudHypervisorRestoreCalls(dir: string): ApiCall[] {
+  return [
+    { method: 'PUT', path: `${API}/vm.restore`, body: { source_url: `file://${dir}`, prefault: false } },
+    { method: 'PUT', path: `${API}/vm.resume` },
+  ];
+}
+
 export const CLOUD_HYPERVISOR_PING: ApiCall = { method: 'GET', path: `${API}/vmm.ping` };
 export const CLOUD_HYPERVISOR_PAUSE: ApiCall = { method: 'PUT', path: `${API}/vm.pause` };
 export const CLOUD_HYPERVISOR_RESUME: ApiCall = { method: 'PUT', path: `${API}/vm.resume` };

@@ -14,6 +14,8 @@ import {
   firecrackerBootArgs,
   firecrackerBootCalls,
   firecrackerId,
+  firecrackerRestoreCalls,
+  firecrackerSnapshotCalls,
 } from './requests.ts';
 
 export interface FirecrackerOptions extends ApiVmmOptions {
@@ -31,8 +33,10 @@ const METRICS_FILE = 'metrics.json';
 /**
  * MicroVMs with Firecracker: `firecracker --api-sock`, configured through its REST API (machine, boot
  * source, the outputs drive, the NIC with rx/tx rate limiters from the bandwidth channel, a balloon, the
- * logger and metrics) and started with InstanceStart; pause and resume by PATCH /vm. Files are named
- * relative to the sandbox directory, Firecracker's working directory.
+ * logger and metrics) and started with InstanceStart; pause and resume by PATCH /vm; a full snapshot by
+ * PUT /snapshot/create, loaded into a new Firecracker by PUT /snapshot/load. Files are named relative to
+ * the sandbox directory, Firecracker's working directory, so that a restored VM finds its drives in the
+ * new sandbox.
  */
 export class FirecrackerDriver extends ApiVmmDriver {
   readonly name = 'firecracker';
@@ -98,6 +102,14 @@ export class FirecrackerDriver extends ApiVmmDriver {
       ...guestNic(p),
       ...guestDiskLimits(p),
     });
+  }
+
+  protected snapshotCalls(dir: string): ApiCall[] {
+    return firecrackerSnapshotCalls(dir);
+  }
+
+  protected restoreCalls(dir: string): ApiCall[] {
+    return firecrackerRestoreCalls(dir);
   }
 }
 

@@ -71,6 +71,40 @@ export function firecrackerBootCalls(m: FirecrackerMachine): ApiCall[] {
 
 export const FIRECRACKER_PAUSE: ApiCall = { method: 'PATCH', path: '/vm', body: { state: 'Paused' } };
 export const FIRECRACKER_RESUME: ApiCall = { method: 'PATCH', path: '/vm', body: { state: 'Resumed' } };
+
+/** The files a Firecracker snapshot is made of, inside the snapshot's directory. */
+export const FIRECRACKER_SNAPSHOT_FILES = { state: 'vmstate', memory: 'memory' } as const;
+
+/** A full snapshot of the paused microVM into `dir` (SnapshotCreateParams). */
+export function firecrackerSnapshotCalls(dir: string): ApiCall[] {
+  return [
+    {
+      method: 'PUT',
+      path: '/snapshot/create',
+      body: { snapshot_type: 'Full', snapshot_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.state}`, mem_file_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.memory}` },
+    },
+  ];
+}
+
+/**
+ * Loads a snapshot from `dir` into a Firecracker that has been configured with nothing (SnapshotLoadParams:
+ * the memory from a file, the microVM resumed once loaded). The drives it had are opened again at the
+ * paths they were given, relative to Firecracker's working directory: the new sandbox's copies.
+ */
+export function firecrackerRestoreCalls(dir: string): ApiCall[] {
+  return [
+    {
+      method: 'PUT',
+      path: '/snapshot/load',
+      body: {
+        snapshot_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.state}`,
+        mem_backend: { backend_type: 'File', backend_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.memory}` },
+        resume_vm: true,
+      },
+    },
+  ];
+}
+
 /** GET / answers InstanceInfo once the API server is up. */
 export const FIRECRACKER_DESCRIBE: ApiCall = { method: 'GET', path: '/' };
 

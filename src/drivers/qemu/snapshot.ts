@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { shellQuote } from '../../guest/agent.ts';
-import { InvalidInputError } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
+import { MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
 import type { QmpClient } from './qmp.ts';
 
 export const SNAPSHOT_FORMAT = 'vmesh-qemu-snapshot/1';
@@ -24,7 +24,7 @@ export interface SnapshotManifest {
   createdAt: string;
 }
 
-export const SNAPSHOT_FILES = { manifest: 'manifest.json', memory: 'memory', kernel: 'kernel', initrd: 'initrd', disk: 'disk.img' } as const;
+export const SNAPSHOT_FILES = { manifest: MANIFEST_FILE, memory: 'memory', kernel: 'kernel', initrd: 'initrd', disk: 'disk.img' } as const;
 
 /** What the machine being captured was started with. */
 export interface CapturedMachine {
@@ -89,15 +89,8 @@ export async function captureMachine(qmp: QmpClient, machine: CapturedMachine, d
  * and accelerator, and every file at the size the manifest records. Refuses with `snapshot` named.
  */
 export async function readSnapshot(dir: string, here: { qemuVersion: string; accel: 'kvm' | 'tcg' }): Promise<SnapshotManifest> {
-  const bad = (why: string) => new InvalidInputError(`snapshot: ${why}`, { field: 'snapshot' });
-  const text = await fs.readFile(path.join(dir, SNAPSHOT_FILES.manifest), 'utf8').catch(() => undefined);
-  if (text === undefined) throw bad(`no ${SNAPSHOT_FILES.manifest} in ${dir}`);
-  let m: SnapshotManifest;
-  try {
-    m = JSON.parse(text) as SnapshotManifest;
-  } catch {
-    throw bad(`${SNAPSHOT_FILES.manifest} is not JSON`);
-  }
+  const bad = snapshotRefused;
+  const m = (await readManifest<SnapshotManifest>(dir)) as SnapshotManifest;
   if (m.format !== SNAPSHOT_FORMAT) throw bad(`format ${JSON.stringify(m.format)} is not ${SNAPSHOT_FORMAT}`);
   if (m.driver !== 'qemu') throw bad(`it was taken by the ${JSON.stringify(m.driver)} driver, not qemu`);
   if (m.qemuVersion !== here.qemuVersion) throw bad(`it was taken with QEMU ${m.qemuVersion}; this node has ${here.qemuVersion}`);

@@ -12,6 +12,7 @@ import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox as G
 import { wantsNetwork } from '../sandbox-network.ts';
 import { killLeftoverVms } from './leftovers.ts';
 import { callApi, type ApiCall } from './unix-http.ts';
+import { completeVmmSnapshot, readVmmSnapshot, VMM_SNAPSHOT_FILES, type VmmSnapshotManifest } from './vmm-snapshot.ts';
 
 export interface ApiVmmOptions extends GuestVmOptions {
   /** The VMM's binary (default: its usual name on PATH). */
@@ -30,6 +31,8 @@ export interface VmmSandbox extends GuestVmSandbox {
   readonly initrd: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /** A snapshot directory (checked) that this sandbox continues, instead of booting. */
+  readonly restoreFrom?: string;
 }
 
 interface VmmRunning extends VmProcess {
@@ -60,6 +63,8 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   protected abstract readonly readyCall: ApiCall;
   protected abstract readonly pauseCall: ApiCall;
   protected abstract readonly resumeCall: ApiCall;
+  /** The version `probe` found: a snapshot loads only into the version that took it. */
+  private version = '';
 
   protected readonly binary: string;
 
@@ -80,6 +85,10 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   protected abstract vmmArgs(p: VmmSandbox): string[];
   /** The requests that describe the machine and boot it, in order. */
   protected abstract bootCalls(p: VmmSandbox): ApiCall[];
+  /** The requests that write a snapshot of the paused VM into `dir` (absolute). */
+  protected abstract snapshotCalls(dir: string): ApiCall[];
+  /** The requests that load the snapshot in `dir` into a VMM that has no VM yet, and let it run. */
+  protected abstract restoreCalls(dir: string): ApiCall[];
   /** Checks of the resources that this VMM limits further than vmesh does (e.g. a vCPU maximum). */
   protected abstract validateMachine(request: SandboxRequest): void;
   /** Files the VMM expects to exist before it is told about them (a log it appends to). */
@@ -95,6 +104,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     }
     const version = this.parseVersion(printed);
     if (version === undefined) return { available: false, reason: `${this.binary} --version printed ${JSON.stringify(printed.trim().slice(0, 80))}, not a ${this.name} version` };
+    this.version = version;
     const kvm = this.options.kvmDevice ?? '/dev/kvm';
     try {
       await fs.access(kvm, constants.R_OK | constants.W_OK);
@@ -106,9 +116,17 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     return { available: true, version, details: { api: `written against ${this.pinnedVersion}` } };
   }
 
+  /** The VMM's version, as `probe` found it (probing now if it has not yet). */
+  private async vmmVersion(signal?: AbortSignal): Promise<string> {
+    if (this.version === '') await this.probe(signal);
+    if (this.version === '') throw new Error(`${this.name}: cannot tell the version of ${this.binary}, which a snapshot records`);
+    return this.version;
+  }
+
   async validate(request: SandboxRequest): Promise<void> {
     if (request.restoreFrom !== undefined) {
-      throw new UnsupportedError(`source.snapshot: the ${this.name} driver cannot restore snapshots yet (the qemu driver can: --driver qemu)`, { field: 'source' });
+      await readVmmSnapshot(request.restoreFrom, { driver: this.name, vmmVersion: await this.vmmVersion() });
+      return;
     }
     if (request.kernel !== undefined) {
       throw new UnsupportedError(`source.kernel: the ${this.name} driver runs only the default vmesh guest yet (the qemu driver boots your own kernel: --driver qemu)`, { field: 'source' });
@@ -122,6 +140,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     await this.validate(request);
     const image = await this.guestImage(signal);
     const { kernel, modules } = this.guestKernel(image);
+    if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom, kernel);
     const outputs = outputPaths(request.workload);
     const describe = (dir: string) => ({
       kernel,
@@ -137,6 +156,26 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     });
   }
 
+  /** A sandbox that continues a snapshot: its initramfs and outputs disk copied out of it, its machine as it was. */
+  private async prepareRestore(request: SandboxRequest, snapshot: string, kernel: string): Promise<VmmSandbox> {
+    const manifest = await readVmmSnapshot(snapshot, { driver: this.name, vmmVersion: await this.vmmVersion() });
+    const disk = VMM_SNAPSHOT_FILES.disk in manifest.files;
+    const describe = (dir: string) => ({
+      kernel,
+      initrd: path.join(dir, SANDBOX_FILES.initrd),
+      outputs: manifest.outputs,
+      vcpus: manifest.vcpus,
+      memoryMiB: manifest.memoryMiB,
+      restoreFrom: snapshot,
+      ...(disk ? { outputsDisk: path.join(dir, SANDBOX_FILES.disk) } : {}),
+    });
+    return this.stage(request, describe, async (p) => {
+      await fs.copyFile(path.join(snapshot, VMM_SNAPSHOT_FILES.initrd), p.initrd);
+      if (p.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, VMM_SNAPSHOT_FILES.disk), p.outputsDisk]);
+      await this.stageFiles(p);
+    });
+  }
+
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<VmmRunning> {
     const p = prepared as VmmSandbox;
     // The process object itself, not a copy: its stderr keeps landing in `errors`.
@@ -144,7 +183,9 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     this.running.add(r);
     if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
-    for (const call of this.bootCalls(p)) await callApi(r.socket, call, signal === undefined ? {} : { signal });
+    const calls = p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p.restoreFrom);
+    // Loading a snapshot reads the whole memory file: more than the default minute may be needed.
+    for (const call of calls) await callApi(r.socket, call, { timeoutMs: 300_000, ...(signal === undefined ? {} : { signal }) });
     return r;
   }
 
@@ -172,6 +213,30 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
 
   async resume(sandbox: RunningSandbox): Promise<void> {
     await callApi((sandbox as VmmRunning).socket, this.resumeCall);
+  }
+
+  /**
+   * Captures the running microVM into `dir` (which must not exist yet): the VMM pauses it and writes its
+   * memory and device state, and vmesh copies the run's initramfs and outputs disk beside them. The guest
+   * is left paused; resume it to go on, or stop it.
+   */
+  async snapshot(sandbox: RunningSandbox, dir: string, signal?: AbortSignal): Promise<VmmSnapshotManifest> {
+    const r = sandbox as VmmRunning;
+    const p = r.prepared;
+    if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
+    await fs.mkdir(dir, { mode: 0o700 });
+    const options = { timeoutMs: 300_000, ...(signal === undefined ? {} : { signal }) };
+    await callApi(r.socket, this.pauseCall, options);
+    for (const call of this.snapshotCalls(path.resolve(dir))) await callApi(r.socket, call, options);
+    return completeVmmSnapshot(dir, {
+      driver: this.name,
+      vmmVersion: await this.vmmVersion(signal),
+      vcpus: p.vcpus,
+      memoryMiB: p.memoryMiB,
+      initrd: p.initrd,
+      ...(p.outputsDisk === undefined ? {} : { disk: p.outputsDisk }),
+      outputs: [...p.outputs],
+    });
   }
 
   async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
