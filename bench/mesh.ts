@@ -177,12 +177,13 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
   const targetTable: Table = { title: 'Targets (issue 5)', header: ['target', 'measured', 'result'], rows: targets.map((t) => [t.goal, t.measured, t.pass ? 'met' : 'MISS']) };
   const all = [...tables, targetTable];
   const note =
-    'All in-process nodes share one event loop: N nodes cost N times the CPU column on one core, so convergence stops where that ' +
-    'passes about 1000 ms/s, a limit of the benchmark, not of a mesh whose nodes each have a machine. Node processes need more: an ' +
-    'idle one took 34 ms of CPU a second in a 10-process mesh (55 before session 17 took out the event-loop monitor\'s 100 wake-ups ' +
-    'a second, pings to every member every round, and gossip to a quarter of all peers each heartbeat); 30 processes started in 85 s ' +
-    'and every one listed the other 29 13.8 s after the last was up (24 s before), at 42 ms a second each, so 50 would still need ' +
-    'more than these 2 cores.' +
+    'In-process nodes are spread over one worker thread per core (BENCH_MESH_THREADS), as nodes with machines of their own would use ' +
+    'theirs; 50 of them on these 2 cores spend most of both, so their figures are a limit of this host as much as of the mesh. A node ' +
+    'that joins takes the adverts its join peer holds over /vmesh/members/1 (session 18), so it holds every member within about a ' +
+    'second of joining; what takes longer is its own advert reaching every other node through gossip. The cold start (every node ' +
+    'new at once, each finding the others through the DHT) is shown, not a target: it is the case a running mesh never meets again. ' +
+    'Node processes need more than in-process nodes: an idle one took 34 ms of CPU a second in a 10-process mesh; 30 processes ' +
+    'started in 85 s and listed each other 13.8 s after the last was up (session 17), so 50 would need more than these 2 cores. These figures move with the host\'s load: in a run half an hour earlier on the same host (2026-12-03 02:55: an idle node process took 74 ms of CPU a second in it, and 60–63 ms in an A/B run soon after, with the code of 2026-12-02 and with this one alike), the remote-run overhead was 6.55 ms, the 50 in-process nodes took 44 s to start and did not all find each other within 60 s (members seen per node: min 0, median 38), and the 20- and 30-node meshes re-advertised in 2.2 and 1.8 s.' +
     ' The blob transfer on the unlimited namespace link is bound by this host\'s CPU: both ends share its 2 cores, and a 256 MiB fetch took 2.0–2.5 core-seconds of the whole host against 0.8–0.95 for the plain copy (the kernel\'s share of moving the bytes is in both). ChaCha20-Poly1305 on both ends (noise) and sha256 take about 0.6 core-s of that; GC on the receiving node (about 0.35 s, 10–15 full collections a fetch, each started by external memory pressure as every socket read and decrypted message is a new buffer), yamux and framing the rest. Where the link, not the CPU, is the limit, the two are near even: 97% at 1000 Mbit/s, 90% at 2000 Mbit/s (2026-12-02). Tried and dropped (session 17), as none moved the p50 beyond the noise of these runs: hashing and writing on a worker thread (the receiving node\'s main thread took 20% less CPU, the host stayed saturated), handing each chunk on as the pieces it arrived in instead of joining them (the receiver\'s GC time 1.5 → 1.1 s over five fetches), one writev per MiB instead of a write stream, yamux windows of 1 to 16 MiB, larger semi-spaces. The remote-run overhead was 8.2–9.9 ms until /vmesh/run/2 (2026-12-02, session 16): timestamps on both nodes over 300 runs put 2.7 ms of it in opening the run\'s stream (multistream select, and the peer store recording the protocol on both nodes), which a stream kept between runs removes; then 0.45 ms in the requester\'s bookkeeping after the run (reading the run back from SQLite, listing every member for one RTT), 0.3 ms in the executing node reading the run back to send its end, 0.15 ms a node in deciding on an early advert at each of a run\'s five state changes, and 0.1 ms in parsing the signer\'s peer id for each receipt check. CPU per run went with it: A → B → A, 9.5 ms of A\'s and 9.1 ms of B\'s before, 6.6 and 6.4 ms after, against 5.7 ms for the same run local on B. What remains of the overhead is the request and the end crossing noise and yamux (yamux answers every data frame with a window update), the checks on both sides, and SQLite commits on both nodes.';
   return {
     heading: 'Mesh: remote runs and advert convergence (issue 5)',
@@ -190,7 +191,7 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
     markdown: [
       ...all.map(tableMarkdown),
       note,
-      'Reproduce: `BENCH_ONLY=mesh npm run bench` as root (`BENCH_MESH_RUNS`, default 200; `BENCH_MESH_BLOB_MIB`, default 256; `BENCH_MESH_BLOB_RUNS`, default 5; `BENCH_MESH_NODES`, default 10,20,30,50; `BENCH_MESH_PROCESSES`, default 10, 0 to skip).',
+      'Reproduce: `BENCH_ONLY=mesh npm run bench` as root (`BENCH_MESH_RUNS`, default 200; `BENCH_MESH_BLOB_MIB`, default 256; `BENCH_MESH_BLOB_RUNS`, default 5; `BENCH_MESH_NODES`, default 10,20,30,50; `BENCH_MESH_THREADS`, default the number of cores; `BENCH_MESH_PROCESSES`, default 10, 0 to skip).',
     ].join('\n\n'),
   };
 }
