@@ -10,7 +10,7 @@ import type { BlobPool } from './blob-pool.ts';
 import { JsonFrames, ProtocolError } from './frames.ts';
 import type { MeshHost } from './host.ts';
 import type { PeerGuard } from './peer-guard.ts';
-import { errorShape, LOG_PIECE, MAX_FRAME, readClient, RUN_PROTOCOL, RUNS_PER_SECOND, SERVER_IDLE_MS, type ClientFrame, type ServerFrame } from './run-protocol.ts';
+import { errorShape, LOG_PIECE, MAX_FRAME, readClient, RUN_PROTOCOL, RUNS_PER_SECOND, SERVER_IDLE_MS, STATE_COALESCE_MS, type ClientFrame, type ServerFrame } from './run-protocol.ts';
 
 type RunRequest = Extract<ClientFrame, { type: 'run' }>;
 
@@ -80,20 +80,33 @@ async function serveRun(request: RunRequest, requester: RequesterFrames, { node,
   let beat: NodeJS.Timeout | undefined;
   const held: ServerFrame[] = [];
   const relay = (frame: ServerFrame) => (accepted ? send(frame) : held.push(frame));
+  // State changes not sent yet, and when they go (STATE_COALESCE_MS after the first of them), in order.
+  const changes: ServerFrame[] = [];
+  let stateTimer: NodeJS.Timeout | undefined;
+  const sendChanges = () => {
+    clearTimeout(stateTimer);
+    stateTimer = undefined;
+    for (const frame of changes.splice(0)) relay(frame);
+  };
   const onState = (e: StateEvent) => {
     if (e.runId !== id) return;
     if (isTerminal(e.state)) {
       ended = true;
+      clearTimeout(stateTimer);
+      changes.length = 0;
       relay({ type: 'end', run: e.run === undefined ? node.getRun(id) : node.toPublic(e.run) });
       return;
     }
     const frame: ServerFrame = { type: 'state', state: e.state, ...(e.reason === undefined ? {} : { reason: e.reason.slice(0, 8192) }) };
     if (e.run?.driver !== undefined) frame.driver = e.run.driver;
     if (e.run?.startedAt !== undefined) frame.startedAt = e.run.startedAt;
-    relay(frame);
+    changes.push(frame);
+    stateTimer ??= setTimeout(sendChanges, STATE_COALESCE_MS);
   };
   const onLog = (e: LogEvent) => {
     if (e.runId !== id) return;
+    // What the run prints comes after the state it printed in.
+    sendChanges();
     for (let at = 0; at < e.data.byteLength; at += LOG_PIECE) {
       relay({ type: 'log', stream: e.stream, data: Buffer.from(e.data.subarray(at, at + LOG_PIECE)).toString('base64'), ts: e.ts });
     }
@@ -129,6 +142,7 @@ async function serveRun(request: RunRequest, requester: RequesterFrames, { node,
     await chain;
   } finally {
     clearInterval(beat);
+    clearTimeout(stateTimer);
     node.events.off('state', onState);
     node.events.off('log', onLog);
   }

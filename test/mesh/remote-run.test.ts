@@ -134,6 +134,42 @@ describe(`remote runs on ${RUN_PROTOCOL}`, () => {
     }
   });
 
+  it('a short run sends its end alone; a longer one sends its state changes first, together and in order', async () => {
+    const stranger = await bareMeshHost();
+    try {
+      const mesh = b.daemon.mesh!;
+      await stranger.dial(multiaddr(mesh.addresses()[0]!));
+      const frames = new JsonFrames(await stranger.dialProtocol(mesh.host.peerId, RUN_PROTOCOL), 2 ** 20);
+      const framesOf = async (code: string) => {
+        await frames.write({ type: 'run', id: newRunId(), workload: js(code) });
+        const seen: string[] = [];
+        for (;;) {
+          const f = (await frames.read((v) => v)) as { type: string; state?: string };
+          seen.push(f.type === 'state' ? f.state! : f.type);
+          if (f.type === 'end') return seen;
+        }
+      };
+      const order = ['queued', 'placed', 'starting', 'running'];
+      /** Whatever state changes were sent came in order, each after the one before it, between accepted and end. */
+      const inOrder = (seen: string[]) => {
+        assert.deepEqual([seen[0], seen.at(-1)], ['accepted', 'end'], seen.join(', '));
+        const states = seen.slice(1, -1);
+        if (states.length > 0) assert.deepEqual(states, order.slice(order.indexOf(states[0]!), order.indexOf(states[0]!) + states.length), seen.join(', '));
+        return states;
+      };
+      // Ended within STATE_COALESCE_MS: the requester walks through the states itself (the first test sees
+      // them on A). The first run on a node boots its worker, and a busy host can hold any run up: of five
+      // trivial runs, one is enough.
+      const short: string[][] = [];
+      for (let i = 0; i < 5 && !short.some((s) => s.length === 0); i++) short.push(inOrder(await framesOf('export default () => 1')));
+      assert.ok(short.some((s) => s.length === 0), `a trivial run sent only accepted and end (${JSON.stringify(short)})`);
+      const longer = inOrder(await framesOf('export default () => { const t = Date.now(); while (Date.now() - t < 300); return 1 }'));
+      assert.equal(longer.at(-1), 'running', 'the run was running for 300 ms: that was sent before its end');
+    } finally {
+      await stranger.stop();
+    }
+  });
+
   it('a source over 256 KiB goes by blob: C fetches it from A', async () => {
     const padding = `/*${'x'.repeat(300 * 1024)}*/`;
     const run = await client.run(js(`${padding}\nexport default () => 'big'`, { placement: { node: c.daemon.node.id } }));
