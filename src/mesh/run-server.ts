@@ -143,6 +143,9 @@ async function serveRun(request: RunRequest, requester: RequesterFrames, { node,
   } finally {
     clearInterval(beat);
     clearTimeout(stateTimer);
+    // Left early (the requester went away): a write still under way fails with the stream, and the run
+    // was cancelled for it already; nobody awaits the chain any more.
+    chain.catch(() => undefined);
     node.events.off('state', onState);
     node.events.off('log', onLog);
   }

@@ -106,12 +106,17 @@ describe(`remote runs on ${RUN_PROTOCOL}`, () => {
     assert.ok(!runStreams(a).some((s) => s.id === kept[0]!.id), 'the dropped stream is gone');
   });
 
-  it('a stream carries runs one after another; a late cancel between them is ignored, a run over a live one is a protocol offence', async () => {
+  /** A bare libp2p host, not a member, with a run stream open to `d`. */
+  async function strangerTo(d: TestDaemon) {
     const stranger = await bareMeshHost();
+    const mesh = d.daemon.mesh!;
+    await stranger.dial(multiaddr(mesh.addresses()[0]!));
+    return { stranger, mesh, frames: new JsonFrames(await stranger.dialProtocol(mesh.host.peerId, RUN_PROTOCOL), 2 ** 20) };
+  }
+
+  it('a stream carries runs one after another; a late cancel between them is ignored, a run over a live one is a protocol offence', async () => {
+    const { stranger, mesh, frames } = await strangerTo(c);
     try {
-      const mesh = c.daemon.mesh!;
-      await stranger.dial(multiaddr(mesh.addresses()[0]!));
-      const frames = new JsonFrames(await stranger.dialProtocol(mesh.host.peerId, RUN_PROTOCOL), 2 ** 20);
       const read = async () => (await frames.read((v) => v)) as { type: string; run?: { id: string; state: string; result?: { output: unknown } } };
       const runUntilEnd = async (id: string, code: string) => {
         await frames.write({ type: 'run', id, workload: js(code) });
@@ -135,11 +140,8 @@ describe(`remote runs on ${RUN_PROTOCOL}`, () => {
   });
 
   it('a short run sends its end alone; a longer one sends its state changes first, together and in order', async () => {
-    const stranger = await bareMeshHost();
+    const { stranger, frames } = await strangerTo(b);
     try {
-      const mesh = b.daemon.mesh!;
-      await stranger.dial(multiaddr(mesh.addresses()[0]!));
-      const frames = new JsonFrames(await stranger.dialProtocol(mesh.host.peerId, RUN_PROTOCOL), 2 ** 20);
       const framesOf = async (code: string) => {
         await frames.write({ type: 'run', id: newRunId(), workload: js(code) });
         const seen: string[] = [];
