@@ -56,9 +56,14 @@ export async function unpackBzImage(bzImage: string, target: string, signal?: Ab
   }
 }
 
+/** Whether `head` (a file's first 0x206 bytes or more) starts an x86 boot image: the boot protocol's "HdrS" at 0x202. */
+export function isBzImage(head: Buffer): boolean {
+  return head.byteLength >= 0x206 && head.toString('latin1', 0x202, 0x206) === 'HdrS';
+}
+
 /** The compressed payload with its 4-byte size trailer, or why there is none. */
 function payloadOf(image: Buffer): Buffer | string {
-  if (image.byteLength < 0x250 || image.toString('latin1', 0x202, 0x206) !== 'HdrS') return 'it is not a bzImage (no "HdrS" at 0x202)';
+  if (image.byteLength < 0x250 || !isBzImage(image)) return 'it is not a bzImage (no "HdrS" at 0x202)';
   const version = image.readUInt16LE(0x206);
   if (version < 0x208) return `its boot protocol is ${version >> 8}.${version & 0xff}, older than 2.08, which first gave the payload's place`;
   const setupSectors = image[0x1f1] || 4;

@@ -353,6 +353,8 @@ describe('qemu pause, resume, snapshot and restore', { skip }, () => {
     await assert.rejects(driver.validate(bad(snapshot)), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /memory is 4096 bytes, not the \d+ recorded \(truncated or changed\)/.test(e.message));
     writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, qemuVersion: '1.0.0' }));
     await assert.rejects(driver.validate(bad(snapshot)), /snapshot: it was taken with QEMU 1\.0\.0; this node has /);
+    writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, files: { ...manifest.files, '../etc/passwd': 1 } }));
+    await assert.rejects(driver.validate(bad(snapshot)), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /it lists a file "\.\.\/etc\/passwd" that a QEMU snapshot does not hold/.test(e.message));
     await assert.rejects(driver.validate(bad(root.dir)), /snapshot: no manifest\.json/);
     assert.deepEqual(readdirSync(sandboxes), []);
   });

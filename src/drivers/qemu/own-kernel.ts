@@ -1,6 +1,6 @@
 // A microVM from the user's own kernel and initramfs: what is checked before QEMU starts, and how its end is read.
 import { promises as fs } from 'node:fs';
-import { pvhProblem } from '../../guest/vmlinux.ts';
+import { isBzImage, pvhProblem } from '../../guest/vmlinux.ts';
 import { InvalidInputError } from '../../spec/index.ts';
 import type { SandboxExit, SandboxRequest } from '../driver.ts';
 
@@ -27,7 +27,7 @@ async function head(file: string, bytes: number): Promise<{ data: Buffer; size: 
 export async function checkKernel(file: string): Promise<void> {
   const { data, size } = await head(file, 0x206);
   if (size > MAX_KERNEL_BYTES) throw new InvalidInputError(`source.kernel: ${size} bytes is over the ${MAX_KERNEL_BYTES}-byte limit`, { field: 'source.kernel' });
-  if (data.byteLength >= 0x206 && data.toString('latin1', 0x202, 0x206) === 'HdrS') return;
+  if (isBzImage(data)) return;
   if (data.toString('latin1', 0, 4) === '\x7fELF') {
     const problem = await pvhProblem(file);
     if (problem === undefined) return;

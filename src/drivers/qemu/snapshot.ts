@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { shellQuote } from '../../guest/agent.ts';
 import { run } from '../../util/exec.ts';
-import { MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
+import { checkSnapshotFiles, MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
 import type { QmpClient } from './qmp.ts';
 
 export const SNAPSHOT_FORMAT = 'vmesh-qemu-snapshot/1';
@@ -90,16 +90,18 @@ export async function captureMachine(qmp: QmpClient, machine: CapturedMachine, d
  */
 export async function readSnapshot(dir: string, here: { qemuVersion: string; accel: 'kvm' | 'tcg' }): Promise<SnapshotManifest> {
   const bad = snapshotRefused;
-  const m = (await readManifest<SnapshotManifest>(dir)) as SnapshotManifest;
+  const m = await readManifest<SnapshotManifest>(dir);
   if (m.format !== SNAPSHOT_FORMAT) throw bad(`format ${JSON.stringify(m.format)} is not ${SNAPSHOT_FORMAT}`);
   if (m.driver !== 'qemu') throw bad(`it was taken by the ${JSON.stringify(m.driver)} driver, not qemu`);
   if (m.qemuVersion !== here.qemuVersion) throw bad(`it was taken with QEMU ${m.qemuVersion}; this node has ${here.qemuVersion}`);
   if (m.accel !== here.accel) throw bad(`it was taken under ${m.accel}; this node runs guests under ${here.accel}`);
-  if (!(m.vcpus >= 1 && m.memoryMiB >= 1 && Array.isArray(m.outputs))) throw bad('its machine description is incomplete');
-  for (const [name, bytes] of Object.entries(m.files ?? {})) {
-    const file = SNAPSHOT_FILES[name as keyof typeof SNAPSHOT_FILES];
-    const st = await fs.stat(path.join(dir, file)).catch(() => undefined);
-    if (st === undefined || st.size !== bytes) throw bad(`${file} is ${st === undefined ? 'missing' : `${st.size} bytes, not the ${bytes} recorded`} (truncated or changed)`);
+  if (!(m.vcpus >= 1 && m.memoryMiB >= 1 && Array.isArray(m.outputs) && typeof m.files === 'object' && m.files !== null)) throw bad('its machine description is incomplete');
+  // The manifest names its files by role (memory, kernel, …); each role has its fixed file name.
+  const files: Record<string, number> = {};
+  for (const [role, bytes] of Object.entries(m.files)) {
+    if (!Object.hasOwn(SNAPSHOT_FILES, role) || role === 'manifest') throw bad(`it lists a file ${JSON.stringify(role)} that a QEMU snapshot does not hold`);
+    files[SNAPSHOT_FILES[role as keyof typeof SNAPSHOT_FILES]] = bytes;
   }
+  await checkSnapshotFiles(dir, files);
   return m;
 }

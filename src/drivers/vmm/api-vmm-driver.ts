@@ -40,6 +40,9 @@ interface VmmRunning extends VmProcess {
   readonly socket: string;
 }
 
+/** Writing or loading a snapshot moves the guest's whole memory through a file: more than an API call's usual 10 s. */
+const SNAPSHOT_CALL_TIMEOUT_MS = 300_000;
+
 /** The file names inside a sandbox directory: fixed, so that requests can name them relative to it. */
 export const SANDBOX_FILES = { socket: 'api.sock', pid: 'vmm.pid', initrd: 'initrd.cpio', disk: 'outputs.img' } as const;
 
@@ -137,10 +140,11 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   }
 
   async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<VmmSandbox> {
+    // A restore's whole check is its snapshot's, which prepareRestore reads once.
+    if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom, signal);
     await this.validate(request);
     const image = await this.guestImage(signal);
     const { kernel, modules } = this.guestKernel(image);
-    if (request.restoreFrom !== undefined) return this.prepareRestore(request, request.restoreFrom, kernel);
     const outputs = outputPaths(request.workload);
     const describe = (dir: string) => ({
       kernel,
@@ -157,8 +161,10 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   }
 
   /** A sandbox that continues a snapshot: its initramfs and outputs disk copied out of it, its machine as it was. */
-  private async prepareRestore(request: SandboxRequest, snapshot: string, kernel: string): Promise<VmmSandbox> {
-    const manifest = await readVmmSnapshot(snapshot, { driver: this.name, vmmVersion: await this.vmmVersion() });
+  private async prepareRestore(request: SandboxRequest, snapshot: string, signal?: AbortSignal): Promise<VmmSandbox> {
+    const manifest = await readVmmSnapshot(snapshot, { driver: this.name, vmmVersion: await this.vmmVersion(signal) });
+    // Not booted (the snapshot's memory holds it), but part of the machine's description.
+    const { kernel } = this.guestKernel(await this.guestImage(signal));
     const disk = VMM_SNAPSHOT_FILES.disk in manifest.files;
     const describe = (dir: string) => ({
       kernel,
@@ -183,9 +189,8 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     this.running.add(r);
     if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
-    const calls = p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p.restoreFrom);
-    // Loading a snapshot reads the whole memory file: more than the default minute may be needed.
-    for (const call of calls) await callApi(r.socket, call, { timeoutMs: 300_000, ...(signal === undefined ? {} : { signal }) });
+    const options = { ...(p.restoreFrom === undefined ? {} : { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS }), ...(signal === undefined ? {} : { signal }) };
+    for (const call of p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p.restoreFrom)) await callApi(r.socket, call, options);
     return r;
   }
 
@@ -225,9 +230,8 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     const p = r.prepared;
     if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
     await fs.mkdir(dir, { mode: 0o700 });
-    const options = { timeoutMs: 300_000, ...(signal === undefined ? {} : { signal }) };
-    await callApi(r.socket, this.pauseCall, options);
-    for (const call of this.snapshotCalls(path.resolve(dir))) await callApi(r.socket, call, options);
+    await callApi(r.socket, this.pauseCall, signal === undefined ? {} : { signal });
+    for (const call of this.snapshotCalls(path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
     return completeVmmSnapshot(dir, {
       driver: this.name,
       vmmVersion: await this.vmmVersion(signal),

@@ -3,7 +3,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { run } from '../../util/exec.ts';
-import { MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
+import { checkSnapshotFiles, MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
 
 export const VMM_SNAPSHOT_FORMAT = 'vmesh-vmm-snapshot/1';
 
@@ -69,20 +69,12 @@ export async function completeVmmSnapshot(dir: string, machine: VmmMachine): Pro
  */
 export async function readVmmSnapshot(dir: string, here: { driver: string; vmmVersion: string }): Promise<VmmSnapshotManifest> {
   const bad = snapshotRefused;
-  const m = (await readManifest<VmmSnapshotManifest>(dir)) as VmmSnapshotManifest;
+  const m = await readManifest<VmmSnapshotManifest>(dir);
   if (m.format !== VMM_SNAPSHOT_FORMAT) throw bad(`format ${JSON.stringify(m.format)} is not ${VMM_SNAPSHOT_FORMAT}`);
   if (m.driver !== here.driver) throw bad(`it was taken by the ${JSON.stringify(m.driver)} driver, not ${here.driver}`);
   if (m.vmmVersion !== here.vmmVersion) throw bad(`it was taken with ${here.driver} ${m.vmmVersion}; this node has ${here.vmmVersion}`);
   if (!(m.vcpus >= 1 && m.memoryMiB >= 1 && Array.isArray(m.outputs) && typeof m.files === 'object' && m.files !== null)) throw bad('its machine description is incomplete');
   if (!(VMM_SNAPSHOT_FILES.initrd in m.files)) throw bad(`it holds no ${VMM_SNAPSHOT_FILES.initrd}`);
-  // Every name first: nothing outside the directory is even looked at.
-  const outside = Object.keys(m.files).find((name) => name !== path.basename(name) || name.startsWith('.'));
-  if (outside !== undefined) throw bad(`it names a file ${JSON.stringify(outside)} outside its directory`);
-  for (const [name, bytes] of Object.entries(m.files)) {
-    const st = await fs.lstat(path.join(dir, name)).catch(() => undefined);
-    if (st === undefined || !st.isFile() || st.size !== bytes) {
-      throw bad(`${name} is ${st === undefined ? 'missing' : !st.isFile() ? 'not a plain file' : `${st.size} bytes, not the ${bytes} recorded`} (truncated or changed)`);
-    }
-  }
+  await checkSnapshotFiles(dir, m.files);
   return m;
 }
