@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { run } from '../src/util/exec.ts';
 import { Hosts } from '../test/hosts/harness.ts';
@@ -21,6 +21,16 @@ export interface BlobTransferResult {
   vmeshCpu: number[];
   /** The link's speed, when it had one (a token bucket on A's side); the namespace link is unlimited otherwise. */
   rateMbit?: number;
+  /** How many of B's fetches (the warm-up included) came over A's blob lane, and how many over the mesh stream. */
+  via: { lane: number; stream: number };
+}
+
+/** B's count of blobs fetched from a peer, by the way they came (its Prometheus metrics). */
+async function fetchesOf(home: string, address: string): Promise<{ lane: number; stream: number }> {
+  const token = readFileSync(`${home}/token`, 'utf8').trim();
+  const text = await (await fetch(`http://${address}:7420/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const count = (via: string) => Number(new RegExp(`^vmesh_blob_fetches_total\\{via="${via}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  return { lane: count('lane'), stream: count('stream') };
 }
 
 /**
@@ -48,7 +58,7 @@ function lines(child: ChildProcess): () => Promise<string> {
 }
 
 /**
- * One blob of `sizeMiB` held by host A, fetched by host B over `/vmesh/blob/1` (B's `GET /v1/blobs/:hash`
+ * One blob of `sizeMiB` held by host A, fetched by host B over `/vmesh/blob/2` (B's `GET /v1/blobs/:hash`
  * answers once the blob is verified and in B's store), against a plain TCP copy of the same file from A's
  * namespace to B's, alternating; B's copy is deleted before each fetch.
  */
@@ -73,7 +83,7 @@ export async function blobTransfer(sizeMiB: number, reps: number, log: (l: strin
     await fromSender();
     await fromReceiver();
 
-    const result: BlobTransferResult = { sizeMiB, tcp: [], vmesh: [], tcpCpu: [], vmeshCpu: [], ...(rateMbit === undefined ? {} : { rateMbit }) };
+    const result: BlobTransferResult = { sizeMiB, tcp: [], vmesh: [], tcpCpu: [], vmeshCpu: [], via: { lane: 0, stream: 0 }, ...(rateMbit === undefined ? {} : { rateMbit }) };
     for (let i = 0; i < reps + 1; i++) {
       let busy = hostBusySeconds();
       receiver.stdin!.write('go\n');
@@ -93,11 +103,12 @@ export async function blobTransfer(sizeMiB: number, reps: number, log: (l: strin
       result.tcpCpu.push(tcpCpu);
       result.vmeshCpu.push(vmeshCpu);
     }
+    result.via = await fetchesOf(b.home, b.address);
     const [tcp, vm] = [summarize(result.tcp).p50, summarize(result.vmesh).p50];
     const [tcpCpu, vmCpu] = [summarize(result.tcpCpu).p50, summarize(result.vmeshCpu).p50];
     log(
       `mesh: ${sizeMiB} MiB blob A → B${rateMbit === undefined ? '' : ` on a ${rateMbit} Mbit/s link`}: plain TCP p50 ${ms(tcp * 1000)} (${(sizeMiB / tcp).toFixed(0)} MiB/s, ${tcpCpu.toFixed(2)} core-s), ` +
-        `vmesh p50 ${ms(vm * 1000)} (${(sizeMiB / vm).toFixed(0)} MiB/s, ${vmCpu.toFixed(2)} core-s)`,
+        `vmesh p50 ${ms(vm * 1000)} (${(sizeMiB / vm).toFixed(0)} MiB/s, ${vmCpu.toFixed(2)} core-s; ${result.via.lane} over the lane, ${result.via.stream} over the mesh stream)`,
     );
     return result;
   } finally {

@@ -19,6 +19,9 @@ export class BlobMismatchError extends VmeshError {
 }
 
 /** A blob held by a live run cannot be removed. */
+/** Fewer bytes came than were announced: the source ended early (a sender that broke off, or lied). */
+export class BlobShortError extends BlobMismatchError {}
+
 export class BlobHeldError extends VmeshError {
   readonly code = 'blob_held';
   readonly status = 409;

@@ -5,9 +5,9 @@ import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { InvalidInputError } from '../spec/index.ts';
 import { hashingTap } from '../util/hashing-tap.ts';
-import { BlobHeldError, BlobIndex, BlobMismatchError, BlobTooLargeError } from './blob-index.ts';
+import { BlobHeldError, BlobIndex, BlobMismatchError, BlobShortError, BlobTooLargeError } from './blob-index.ts';
 
-export { BlobHeldError, BlobMismatchError, BlobStoreFullError, BlobTooLargeError } from './blob-index.ts';
+export { BlobHeldError, BlobMismatchError, BlobShortError, BlobStoreFullError, BlobTooLargeError } from './blob-index.ts';
 
 const HASH = /^sha256:([0-9a-f]{64})$/;
 
@@ -201,9 +201,9 @@ export class BlobStore {
     });
     const tmp = await this.tempPath();
     try {
-      await pipeline(source, cap, tap.stream, createWriteStream(tmp, { mode: 0o600 }), o.signal === undefined ? {} : { signal: o.signal });
+      await pipeline(source, gather(), cap, tap.stream, createWriteStream(tmp, { mode: 0o600 }), o.signal === undefined ? {} : { signal: o.signal });
       const [hash, bytes] = [tap.digest(), tap.bytes()];
-      if (o.size !== undefined && bytes !== o.size) throw new BlobMismatchError(`${bytes} bytes came of the ${o.size} announced`, { field: 'blob' });
+      if (o.size !== undefined && bytes !== o.size) throw new BlobShortError(`${bytes} bytes came of the ${o.size} announced`, { field: 'blob' });
       if (o.expect !== undefined && hash !== o.expect) throw new BlobMismatchError(`the bytes that came hash to ${hash}, not ${o.expect}`, { field: 'blob' });
       const created = !(await this.has(hash));
       await this.adopt(tmp, hash);
@@ -370,4 +370,31 @@ export class BlobStore {
     this.pathOf(hash);
     return (await this.loaded()).has(hash) && !this.arriving.has(hash);
   }
+}
+
+/** Bytes gathered before they are hashed and written: fewer, larger calls. */
+const GATHER_BYTES = 1 << 20;
+
+/**
+ * Joins small chunks into pieces of at least GATHER_BYTES. A TLS socket yields 16 KiB records; hashed and
+ * written one by one, a 256 MiB blob over the blob lane came at 112–164 MiB/s on loopback, and at
+ * 181–271 MiB/s gathered (five fetches each, two alternating rounds, 2026-12-03).
+ */
+function gather(): Transform {
+  let parts: Buffer[] = [];
+  let held = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      parts.push(chunk);
+      held += chunk.byteLength;
+      if (held < GATHER_BYTES) return done();
+      const whole = Buffer.concat(parts, held);
+      parts = [];
+      held = 0;
+      done(null, whole);
+    },
+    flush(done) {
+      done(null, held === 0 ? undefined : Buffer.concat(parts, held));
+    },
+  });
 }

@@ -34,6 +34,7 @@ export async function startDaemon(config: NodeConfig, logger: Logger = pino({ le
         describe: () => node.describe(),
         blobs: node.blobs,
         maxBlobBytes: config.limits.blobBytes,
+        onBlobFetched: (via) => node.metrics.blobFetches.inc({ via }),
       });
       const m = mesh;
       await mesh.serve(node);

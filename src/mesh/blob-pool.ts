@@ -1,4 +1,5 @@
 import type { PeerId } from '@libp2p/interface';
+import { multiaddr } from '@multiformats/multiaddr';
 import { CID } from 'multiformats/cid';
 import * as Digest from 'multiformats/hashes/digest';
 import type { Logger } from 'pino';
@@ -6,6 +7,7 @@ import { BlobStoreFullError, type BlobStore } from '../blobs/blob-store.ts';
 import type { CopiesPlaced } from '../node/remote.ts';
 import { isVmeshError } from '../spec/index.ts';
 import { BlobUnavailableError, fetchBlob, serveBlobs } from './blob-exchange.ts';
+import { BlobLane, laneAddresses } from './blob-lane.ts';
 import type { MeshHost } from './host.ts';
 import { askToKeep } from './keep-protocol.ts';
 import type { PeerGuard } from './peer-guard.ts';
@@ -18,6 +20,15 @@ export function blobCid(hash: string): CID {
   const hex = /^sha256:([0-9a-f]{64})$/.exec(hash)?.[1];
   if (hex === undefined) throw new Error(`not a sha256 blob hash: ${hash}`);
   return CID.createV1(RAW_CODEC, Digest.create(SHA2_256, Buffer.from(hex, 'hex')));
+}
+
+export interface BlobPoolOptions {
+  /** The largest blob this node fetches from a peer. */
+  maxBytes: number;
+  /** The blob lane's port (0: any free one), on each address `listen` names; undefined: no lane. */
+  lane?: { port: number; listen: string[] };
+  /** Told of each blob fetched from a peer, and which way its bytes came. */
+  onFetched?: (via: 'lane' | 'stream') => void;
 }
 
 export interface PoolFetchOptions {
@@ -37,19 +48,30 @@ export class BlobPool {
   /** Blobs waiting to be announced, oldest first; one DHT query at a time works through them. */
   private readonly pending = new Set<string>();
   private announcing = false;
+  private lane: BlobLane | undefined;
 
   constructor(
     private readonly host: MeshHost,
     private readonly guard: PeerGuard,
     readonly blobs: BlobStore,
     private readonly logger: Logger,
-    private readonly maxBytes: number,
+    private readonly o: BlobPoolOptions,
   ) {}
 
   async start(): Promise<void> {
-    await serveBlobs(this.host, this.blobs, this.guard, this.logger);
+    if (this.o.lane !== undefined) this.lane = await BlobLane.open(laneAddresses(this.o.lane.listen.map((a) => multiaddr(a))), this.o.lane.port, this.logger);
+    await serveBlobs(this.host, this.blobs, this.guard, this.logger, this.lane);
     this.blobs.onAdded((hash) => this.announce(hash));
     this.blobs.onRemoved((hash) => this.pending.delete(hash));
+  }
+
+  /** The blob lane's port, when this node runs one. */
+  get lanePort(): number | undefined {
+    return this.lane?.port;
+  }
+
+  async stop(): Promise<void> {
+    await this.lane?.close();
   }
 
   /**
@@ -87,11 +109,14 @@ export class BlobPool {
       if (id === this.host.peerId.toString() || tried.includes(id) || this.guard.isBanned(id)) return false;
       tried.push(id);
       try {
-        await fetchBlob(this.host, this.guard, peer, hash, this.blobs, {
-          maxBytes: this.maxBytes,
+        const { via } = await fetchBlob(this.host, this.guard, peer, hash, this.blobs, {
+          maxBytes: this.o.maxBytes,
+          lane: this.o.lane !== undefined,
+          logger: this.logger,
           ...(o.signal === undefined ? {} : { signal: o.signal }),
           ...(o.onProgress === undefined ? {} : { onProgress: o.onProgress }),
         });
+        this.o.onFetched?.(via);
         return true;
       } catch (err) {
         // Another peer would not help: the caller gave up, or this node has no room for the blob.

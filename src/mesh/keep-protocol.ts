@@ -11,7 +11,7 @@ import type { PeerGuard } from './peer-guard.ts';
 /**
  * `/vmesh/keep/1`: one node asks another to keep a copy of a blob it holds (a run's outputs archive, so
  * that it outlives the node that made it). The asked node fetches the blob from the asker alone, over
- * `/vmesh/blob/1`, verifying it as it comes, pins it against eviction for `mesh.keepCopiesForMs` (kept
+ * `/vmesh/blob/2`, verifying it as it comes, pins it against eviction for `mesh.keepCopiesForMs` (kept
  * copies take at most half a store), and answers once the copy is in its store.
  */
 export const KEEP_PROTOCOL = '/vmesh/keep/1';

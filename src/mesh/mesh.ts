@@ -31,6 +31,8 @@ export interface MeshOptions {
   blobs: BlobStore;
   /** The largest blob this node fetches from a peer. */
   maxBlobBytes: number;
+  /** Told of each blob fetched from a peer, and which way its bytes came. */
+  onBlobFetched?: (via: 'lane' | 'stream') => void;
 }
 
 /** One node of the mesh as this node sees it. */
@@ -93,7 +95,12 @@ export class Mesh {
     guard: PeerGuard,
   ) {
     this.guard = guard;
-    this.blobs = new BlobPool(host, guard, o.blobs, o.logger, o.maxBlobBytes);
+    const lane = o.config.blobLane ? { port: o.config.blobLanePort, listen: o.config.listen } : undefined;
+    this.blobs = new BlobPool(host, guard, o.blobs, o.logger, {
+      maxBytes: o.maxBlobBytes,
+      ...(lane === undefined ? {} : { lane }),
+      ...(o.onBlobFetched === undefined ? {} : { onFetched: o.onBlobFetched }),
+    });
     this.membership = new Membership(o.config.peerTtlMs);
     this.membership.on('join', (m) => {
       o.logger.info({ peer: m.id, addresses: m.advert.addresses }, 'node joined the mesh');
@@ -114,6 +121,7 @@ export class Mesh {
     try {
       await mesh.join();
     } catch (err) {
+      await mesh.blobs.stop();
       await host.stop();
       throw err;
     }
@@ -416,6 +424,7 @@ export class Mesh {
     clearTimeout(this.nudgeTimer);
     clearTimeout(this.checkTimer);
     this.runs?.close();
+    await this.blobs.stop();
     await this.host.stop();
   }
 }

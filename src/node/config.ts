@@ -28,6 +28,10 @@ const MeshSettings = Type.Object(
     inboundConnectionsPerSecond: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 100_000, description: 'new connections taken per second from one IP address (libp2p refuses the rest)' }),
     ),
+    blobLane: Type.Optional(
+      Type.Boolean({ description: 'send and take blobs over the blob lane, TLS on a port of its own beside the mesh connection (default true); false: over the mesh connection only' }),
+    ),
+    blobLanePort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65_535, description: 'the blob lane\'s TCP port on each address in listen (default 0: any free port)' })),
     labels: Type.Optional(NodeLabels),
     location: Type.Optional(NodeLocation),
   },
@@ -46,6 +50,8 @@ export interface MeshConfig {
   keepCopiesForMs: number;
   keepRunStreamsMs: number;
   inboundConnectionsPerSecond: number;
+  blobLane: boolean;
+  blobLanePort: number;
   labels: Record<string, string>;
   location?: Static<typeof NodeLocation>;
 }
@@ -330,6 +336,8 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
     keepCopiesForMs: 7 * 86_400_000,
     keepRunStreamsMs: 20_000,
     inboundConnectionsPerSecond: 5,
+    blobLane: true,
+    blobLanePort: 0,
     labels: {},
     ...rest,
   };

@@ -26,6 +26,12 @@ export class NodeMetrics {
   readonly failovers = new Counter({ name: 'vmesh_failovers_total', help: 'Nodes lost while they ran a placed run (the run is placed again while attempts remain)', registers: [this.registry] });
   readonly receiptsRefused = new Counter({ name: 'vmesh_receipts_refused_total', help: 'Remote runs whose receipt did not check', registers: [this.registry] });
   readonly verifications = new Counter({ name: 'vmesh_verifications_total', help: 'Verified runs, by mode and verdict', labelNames: ['mode', 'verdict'], registers: [this.registry] });
+  readonly blobFetches = new Counter({
+    name: 'vmesh_blob_fetches_total',
+    help: 'Blobs fetched from another node, by the way their bytes came (lane: the sender\'s blob lane; stream: the mesh connection)',
+    labelNames: ['via'],
+    registers: [this.registry],
+  });
   readonly free = new Gauge({ name: 'vmesh_free', help: 'What this node has not reserved', labelNames: ['resource'], registers: [this.registry] });
 
   constructor() {

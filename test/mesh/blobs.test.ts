@@ -10,6 +10,11 @@ import { JsonFrames } from '../../src/mesh/frames.ts';
 import type { MeshHost } from '../../src/mesh/host.ts';
 import { bareMeshHost, startMeshDaemon, until, type TestDaemon } from '../helpers/mesh.ts';
 
+/** How many blobs a node fetched from others, by the way their bytes came. */
+async function fetchesOf(d: TestDaemon): Promise<Array<{ via: string; n: number }>> {
+  return (await d.daemon.node.metrics.blobFetches.get()).values.map((v) => ({ via: String(v.labels.via), n: v.value }));
+}
+
 describe('blob pool', () => {
   const daemons: TestDaemon[] = [];
   let liar: MeshHost | undefined;
@@ -41,10 +46,11 @@ describe('blob pool', () => {
       }
     }
     assert.equal(from, d.daemon.node.id, 'the provider was D');
+    assert.deepEqual(await fetchesOf(b), [{ via: 'lane', n: 1 }], 'the bytes came over D\'s blob lane');
     const got = await b.daemon.node.blobs.get(hash);
     assert.ok(got !== undefined && got.equals(bytes), 'got !== undefined && got.equals(bytes)');
     assert.equal(await c.daemon.node.blobs.has(hash), false, 'nobody else was sent it');
-    const open = () => [b, d].flatMap((x) => x.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/blob/1')));
+    const open = () => [b, d].flatMap((x) => x.daemon.mesh!.host.getConnections().flatMap((conn) => conn.streams.filter((s) => s.protocol === '/vmesh/blob/2')));
     await until(() => open().length === 0, 5000, 'the blob streams to close');
   });
 
@@ -66,6 +72,6 @@ describe('blob pool', () => {
     assert.equal(await b.daemon.node.blobs.has(hash), false);
     assert.deepEqual(readdirSync(path.join(b.daemon.node.blobs.root, 'incoming')), [], 'no partial file left');
     const ban = b.daemon.mesh!.guard.list().find((x) => x.peer === liar!.peerId.toString());
-    assert.match(ban?.reason ?? '', /\/vmesh\/blob\/1: the bytes that came hash to sha256:[0-9a-f]{64}, not sha256:/);
+    assert.match(ban?.reason ?? '', /\/vmesh\/blob\/2: the bytes that came hash to sha256:[0-9a-f]{64}, not sha256:/);
   });
 });

@@ -93,7 +93,7 @@ describe('hostile peers', () => {
   it('disconnects and refuses a peer that sends oversized or malformed frames on a request protocol', async () => {
     const mesh = node.daemon.mesh!;
     const cases: Array<[Uint8Array, RegExp]> = [
-      [frame(new Uint8Array(300_000)), /\/vmesh\/blob\/1: a frame over 1024 bytes/],
+      [frame(new Uint8Array(300_000)), /\/vmesh\/blob\/2: a frame over 1024 bytes/],
       [frame(new Uint8Array(2000).fill(0x20)), /a frame of 2000 bytes where at most 1024 belong/],
       [frame(new TextEncoder().encode('{"hash": ')), /a frame that is not JSON/],
       [frame(new TextEncoder().encode('{"hash": "md5:abc"}')), /request\.hash: must match pattern/],
