@@ -4,6 +4,7 @@ import { createWriteStream, promises as fs } from 'node:fs';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { programHeaderBytes, programHeaders, PT_NOTE, x86ElfHeader } from '../util/elf.ts';
 
 /** Larger than any kernel a distribution ships uncompressed (Debian's 6.1 is 63 MiB): a payload that unpacks past it is refused. */
 export const MAX_VMLINUX_BYTES = 512 * 2 ** 20;
@@ -174,19 +175,12 @@ export async function pvhProblem(file: string): Promise<string | undefined> {
       const { buffer, bytesRead } = await handle.read(Buffer.alloc(length), 0, length, offset);
       return buffer.subarray(0, bytesRead);
     };
-    const header = await read(0, 64);
-    if (header.byteLength < 64 || header.toString('latin1', 0, 4) !== '\x7fELF') return 'what it holds is not an ELF file';
-    if (header[4] !== 2 || header[5] !== 1 || header.readUInt16LE(18) !== 62) return 'what it holds is not a little-endian 64-bit x86 ELF';
-    const phoff = Number(header.readBigUInt64LE(32));
-    const phentsize = header.readUInt16LE(54);
-    const phnum = header.readUInt16LE(56);
-    if (phentsize < 56 || phnum > 64) return 'its ELF program headers are malformed';
-    const headers = await read(phoff, phentsize * phnum);
-    for (let i = 0; i + 56 <= headers.byteLength; i += phentsize) {
-      if (headers.readUInt32LE(i) !== 4) continue; // PT_NOTE
-      const size = Number(headers.readBigUInt64LE(i + 32));
-      if (size > 1 << 20) return 'an ELF note segment is over 1 MiB';
-      if (hasPvhNote(await read(Number(headers.readBigUInt64LE(i + 8)), size))) return undefined;
+    const header = x86ElfHeader(await read(0, 64));
+    if (typeof header === 'string') return header;
+    for (const segment of programHeaders(header, await read(header.phoff, programHeaderBytes(header)))) {
+      if (segment.type !== PT_NOTE) continue;
+      if (segment.fileSize > 1 << 20) return 'an ELF note segment is over 1 MiB';
+      if (hasPvhNote(await read(segment.offset, segment.fileSize))) return undefined;
     }
     return 'its ELF has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY; a kernel built without CONFIG_PVH)';
   } finally {

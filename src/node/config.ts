@@ -90,6 +90,12 @@ const DriverSettings = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    nanos: Type.Optional(
+      Type.Object(
+        { ops: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the ops binary that builds unikernel images (default: ops on PATH)' })) },
+        { additionalProperties: false },
+      ),
+    ),
     oci: Type.Optional(
       Type.Object(
         {
@@ -126,6 +132,7 @@ export interface DriversConfig {
   preference: string[];
   firecracker: { binary?: string; kernel?: string };
   cloudHypervisor: { binary?: string };
+  nanos: { ops?: string };
   oci: { userNamespace?: IdMap | false };
 }
 
@@ -305,6 +312,7 @@ function driversConfig(home: string, d: Static<typeof DriverSettings>): DriversC
     preference: d.preference ?? [...DEFAULT_DRIVER_PREFERENCE],
     firecracker: { ...d.firecracker, ...(kernel === undefined ? {} : { kernel: path.resolve(home, kernel) }) },
     cloudHypervisor: { ...d.cloudHypervisor },
+    nanos: { ...d.nanos },
     oci: { ...d.oci },
   };
 }

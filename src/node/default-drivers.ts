@@ -2,6 +2,7 @@ import path from 'node:path';
 import { CloudHypervisorDriver } from '../drivers/cloud-hypervisor/driver.ts';
 import type { Driver } from '../drivers/driver.ts';
 import { FirecrackerDriver } from '../drivers/firecracker/driver.ts';
+import { NanosDriver } from '../drivers/nanos/driver.ts';
 import { OciDriver } from '../drivers/oci/driver.ts';
 import { QemuDriver } from '../drivers/qemu/driver.ts';
 import { QuickJsDriver } from '../drivers/quickjs/driver.ts';
@@ -27,6 +28,7 @@ export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: Driver
     workers: config.workers,
     workerIdleTimeoutMs: config.workerIdleMs,
   };
+  const qemu = new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) });
   return [
     new WasmDriver(options),
     new QuickJsDriver(options),
@@ -40,6 +42,8 @@ export function defaultDrivers({ nodeId, config, sandboxRoot, networks }: Driver
     }),
     new FirecrackerDriver({ sandboxRoot, ...config.drivers.firecracker, ...(networks === undefined ? {} : { networks }) }),
     new CloudHypervisorDriver({ sandboxRoot, ...config.drivers.cloudHypervisor, ...(networks === undefined ? {} : { networks }) }),
-    new QemuDriver({ sandboxRoot, ...(networks === undefined ? {} : { networks }) }),
+    qemu,
+    // The unikernel's QEMU takes the accelerator the QEMU driver found to boot here.
+    new NanosDriver({ sandboxRoot, ...config.drivers.nanos, accel: () => qemu.accelerator, ...(networks === undefined ? {} : { networks }) }),
   ];
 }

@@ -219,10 +219,10 @@ describe('HTTP API', () => {
     assert.ok(node.capacity.vcpus >= 1, 'node.capacity.vcpus >= 1');
     assert.deepEqual(node.free, node.capacity);
     const names = node.drivers.map((d) => d.name);
-    assert.deepEqual(names, ['firecracker', 'cloud-hypervisor', 'qemu', 'wasm', 'quickjs', 'oci']);
+    assert.deepEqual(names, ['firecracker', 'cloud-hypervisor', 'qemu', 'wasm', 'quickjs', 'oci', 'nanos']);
     for (const d of node.drivers) assert.ok(d.probe.available ? d.probe.version : d.probe.reason, `${d.name} says its version or why not`);
-    // oci may lack runc here; Firecracker and Cloud Hypervisor need binaries no Debian package has, and KVM.
-    const unavailable = node.drivers.filter((d) => !['oci', 'firecracker', 'cloud-hypervisor'].includes(d.name) && !d.probe.available);
+    // oci may lack runc here; Firecracker, Cloud Hypervisor and ops (for nanos) are binaries no Debian package has.
+    const unavailable = node.drivers.filter((d) => !['oci', 'firecracker', 'cloud-hypervisor', 'nanos'].includes(d.name) && !d.probe.available);
     assert.deepEqual(unavailable.map((d) => `${d.name}: ${d.probe.reason}`), [], 'every other driver is available here');
     assert.equal(node.network.range, '10.89.0.0/16');
     assert.ok(node.network.available || node.network.reason, 'says whether sandboxes get networks, and why not');

@@ -271,7 +271,7 @@ describe('vmesh CLI against a real detached node', () => {
     type Report = { drivers: Array<{ name: string; probe: { available: boolean } }>; choices: Array<{ kind: string; driver?: string; passedOver: Array<{ driver: string }> }> };
     const { drivers, choices } = json<Report>(await vmesh(home, ['--json', 'drivers']));
     // drivers.preference (firecracker, cloud-hypervisor, qemu by default) first, the rest in their own order.
-    assert.deepEqual(drivers.map((d) => d.name), ['firecracker', 'cloud-hypervisor', 'qemu', 'wasm', 'quickjs', 'oci']);
+    assert.deepEqual(drivers.map((d) => d.name), ['firecracker', 'cloud-hypervisor', 'qemu', 'wasm', 'quickjs', 'oci', 'nanos']);
     assert.deepEqual(drivers.slice(3, 5).map((d) => d.probe.available), [true, true]);
     assert.equal(choices.find((c) => c.kind === 'function')?.driver, 'wasm', 'a function goes to wasm first');
     const microvm = choices.find((c) => c.kind === 'microvm')!;
@@ -283,6 +283,8 @@ describe('vmesh CLI against a real detached node', () => {
     assert.match(table.stdout, /^wasm\s+function\s+language\s+yes/m);
     assert.match(table.stdout, /^function runs go to wasm$/m);
     assert.match(table.stdout, /^microvm runs go to /m);
+    const unikernel = choices.find((c) => c.kind === 'unikernel')!;
+    assert.equal(unikernel.driver ?? unikernel.passedOver[0]!.driver, 'nanos', 'a unikernel goes to nanos, or nanos says why not');
   });
 });
 

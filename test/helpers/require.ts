@@ -12,11 +12,11 @@ export function required(tool: string): boolean {
 }
 
 /**
- * Tools that `all` leaves out, because no Debian package gives them and they need a KVM that boots a
- * guest, which these machines (and CI) do not have: a host that has them names them to require them
+ * Tools that `all` leaves out, because no Debian package gives them (and Firecracker and Cloud Hypervisor
+ * need a KVM that boots a guest, which these machines and CI do not have): a host that has them names them to require them
  * (`VMESH_REQUIRE=all,firecracker,cloud-hypervisor`).
  */
-export const OUTSIDE_ALL: ReadonlySet<string> = new Set(['firecracker', 'cloud-hypervisor', 'kvm']);
+export const OUTSIDE_ALL: ReadonlySet<string> = new Set(['firecracker', 'cloud-hypervisor', 'kvm', 'ops', 'nanos-tools']);
 
 /** True when this kernel lets processes make user namespaces (what containers' own ones need). */
 export function userNamespacesAllowed(): boolean {

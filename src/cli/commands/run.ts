@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -10,7 +11,7 @@ import { printJson, table } from '../format.ts';
 import type { PlacementExplanation } from '../../placement/index.ts';
 import { collect, collectEnv, parseDuration, parseInteger, parseJson, parseMiB, parseNumber } from '../parse.ts';
 
-interface RunOptions {
+export interface RunOptions {
   kind: WorkloadKind;
   runtime?: 'wasm' | 'js';
   input?: unknown;
@@ -137,7 +138,9 @@ export function buildWorkload(file: string, args: string[], opts: RunOptions): W
     source = { file: path.resolve(file) };
   } else {
     const code = file === '-' ? readFileSync(0) : readFileSync(file);
-    source = isWasm(code) ? { inline: code.toString('base64'), encoding: 'base64' } : { inline: code.toString('utf8') };
+    // Text (a JavaScript module) goes as itself; bytes (a wasm module, a unikernel's ELF) as base64.
+    const text = opts.kind !== 'unikernel' && !isWasm(code) && isUtf8(code);
+    source = text ? { inline: code.toString('utf8') } : { inline: code.toString('base64'), encoding: 'base64' };
   }
   const workload: Workload = { kind: opts.kind, source, name };
   if (opts.runtime !== undefined) workload.runtime = opts.runtime;

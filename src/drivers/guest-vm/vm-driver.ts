@@ -7,7 +7,7 @@ import { defaultGuestCache, ensureGuestImage, type GuestImage } from '../../gues
 import type { Progress } from '../../guest/kernel.ts';
 import type { NetworkManager, SandboxNetwork } from '../../net/sandbox-network.ts';
 import { NO_OUTPUTS, type CollectedOutputs } from '../../outputs/pack.ts';
-import type { Workload } from '../../spec/index.ts';
+import type { Workload, WorkloadKind } from '../../spec/index.ts';
 import type { PreparedSandbox, RunningSandbox, SandboxIO, SandboxRequest, StopReason } from '../driver.ts';
 import { networkSpec, wantsNetwork } from '../sandbox-network.ts';
 import { guestRunArchive } from './default-guest.ts';
@@ -51,7 +51,7 @@ export interface VmProcess extends RunningSandbox {
  */
 export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
   abstract readonly name: string;
-  readonly kinds = ['microvm'] as const;
+  readonly kinds: readonly WorkloadKind[] = ['microvm'];
   readonly isolation = 'vm' as const;
   readonly inputFiles = true;
   readonly diskLimits = true;
@@ -67,7 +67,7 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
   }
 
   accepts(workload: Workload): boolean {
-    return workload.kind === 'microvm';
+    return this.kinds.includes(workload.kind);
   }
 
   /** The default guest image, built once per driver (and cached on disk across nodes). */

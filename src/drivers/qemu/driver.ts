@@ -95,6 +95,11 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     return this.status();
   }
 
+  /** The accelerator microVMs run with now (TCG until the KVM boot probe says a guest boots under KVM). */
+  get accelerator(): Accel {
+    return this.accel;
+  }
+
   /** The probe's answer as it stands: the accelerator changes once the KVM boot probe has run. */
   status(): DriverProbe {
     return { available: true, version: this.version, details: { accel: this.accel, machine: 'microvm', kvm: this.kvmNote } };

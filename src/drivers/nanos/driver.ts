@@ -1,0 +1,168 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { NO_OUTPUTS } from '../../outputs/pack.ts';
+import { InvalidInputError, outputPaths, UnsupportedError, type WorkloadKind } from '../../spec/index.ts';
+import { run } from '../../util/exec.ts';
+import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from '../driver.ts';
+import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox } from '../guest-vm/vm-driver.ts';
+import { stoppedExit } from '../guest-vm/session.ts';
+import { placeInputs } from '../inputs.ts';
+import { killLeftoverVms } from '../vmm/leftovers.ts';
+import { unikernelArgs, unikernelExit } from './command-line.ts';
+import { buildImage, opsHome, opsVersions } from './ops.ts';
+import { opsConfig, PROGRAM } from './ops-config.ts';
+import { checkProgram } from './program.ts';
+
+export interface NanosDriverOptions extends GuestVmOptions {
+  /** The ops binary (default `ops` on the PATH). */
+  ops?: string;
+  qemu?: string;
+  /** The accelerator QEMU runs the unikernel with: the QEMU driver's, which probed whether KVM boots here (default tcg). */
+  accel?: () => 'kvm' | 'tcg';
+}
+
+/** The least memory a unikernel is given: Nanos and its page tables, and the program. */
+export const MIN_UNIKERNEL_MEMORY_MIB = 64;
+/** Names of the images vmesh builds in ops's image directory (each moved out at once; a crash can leave one). */
+const IMAGE_PREFIX = 'vmesh-';
+
+interface NanosPrepared extends VmSandbox {
+  readonly image: string;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+}
+
+interface NanosRunning extends VmProcess {
+  readonly prepared: NanosPrepared;
+  consoleTail: string;
+}
+
+/**
+ * Nanos unikernels (kind `unikernel`): the run's program, a 64-bit x86 Linux ELF, built into a Nanos
+ * image by ops (`ops build`, with its args, env and input files in the config), then started by vmesh
+ * with QEMU, as ops would start it, but under vmesh's own timeout, cleanup and accelerator choice. The
+ * console is the run's stdout (Nanos merges the program's stdout and stderr on it); the program's exit
+ * code comes back through QEMU's isa-debug-exit port.
+ */
+export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> implements Driver {
+  readonly name = 'nanos';
+  override readonly kinds: readonly WorkloadKind[] = ['unikernel'];
+  private readonly ops: string;
+  private readonly qemu: string;
+  private version = '';
+
+  constructor(private readonly options: NanosDriverOptions = {}) {
+    super(options);
+    this.ops = options.ops ?? 'ops';
+    this.qemu = options.qemu ?? 'qemu-system-x86_64';
+  }
+
+  async probe(signal?: AbortSignal): Promise<DriverProbe> {
+    if (process.platform !== 'linux') return { available: false, reason: 'unikernels need Linux' };
+    const opts = { timeoutMs: 10_000, ...(signal === undefined ? {} : { signal }) };
+    try {
+      await run(this.qemu, ['--version'], opts);
+    } catch {
+      return { available: false, reason: `${this.qemu} not found (apt-get install qemu-system-x86)` };
+    }
+    let versions;
+    try {
+      versions = await opsVersions(this.ops, signal);
+    } catch {
+      return { available: false, reason: `${this.ops} not found: install ops (https://ops.city), then run \`ops update\` once for a Nanos kernel` };
+    }
+    if (versions.nanos === undefined) return { available: false, reason: `ops ${versions.ops} holds no Nanos kernel: run \`ops update\` once (it downloads one into ${opsHome()})` };
+    this.version = `ops ${versions.ops}, nanos ${versions.nanos}`;
+    return { available: true, version: this.version, details: { accel: this.accel() } };
+  }
+
+  private accel(): 'kvm' | 'tcg' {
+    return this.options.accel?.() ?? 'tcg';
+  }
+
+  /** A program and what it is run with; nothing that needs a shell, an agent or a network inside the guest yet. */
+  async validate(request: SandboxRequest): Promise<void> {
+    const w = request.workload;
+    if (request.restoreFrom !== undefined) throw new UnsupportedError('source: a unikernel cannot be restored from a snapshot yet', { field: 'source' });
+    if (request.kernel !== undefined || request.code.byteLength === 0) {
+      throw new InvalidInputError('source: a unikernel runs a program: give its ELF as source (inline base64, file or blob)', { field: 'source' });
+    }
+    const unsupported: Array<[string, unknown, string]> = [
+      ['command', w.command, 'give the program as source and its arguments as args'],
+      ['stdin', w.stdin, 'a unikernel has no stdin'],
+      ['workdir', w.workdir, 'the program runs in /'],
+      ['outputs', outputPaths(w).length > 0 ? w.outputs : undefined, 'files a unikernel writes cannot be returned yet'],
+    ];
+    for (const [field, given, why] of unsupported) {
+      if (given !== undefined) throw new InvalidInputError(`${field}: not for a unikernel (${why})`, { field });
+    }
+    if ((w.network?.egress ?? 'none') !== 'none' || (w.network?.ports?.length ?? 0) > 0) {
+      throw new UnsupportedError('network: a unikernel cannot have a network yet (egress none, no ports)', { field: 'network' });
+    }
+    if (request.resources.memoryMiB < MIN_UNIKERNEL_MEMORY_MIB) {
+      throw new InvalidInputError(`resources.memoryMiB: a unikernel needs at least ${MIN_UNIKERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
+    }
+    checkProgram(request.code);
+  }
+
+  /** Stages the program and its inputs, has ops build the image, and keeps only the image. */
+  async prepare(request: SandboxRequest, signal?: AbortSignal): Promise<NanosPrepared> {
+    await this.validate(request);
+    const describe = (dir: string) => ({
+      image: path.join(dir, 'image.raw'),
+      vcpus: request.resources.vcpus,
+      memoryMiB: request.resources.memoryMiB,
+      outputs: [],
+    });
+    return this.stage(request, describe, async (p) => {
+      const build = path.join(p.dir, 'build');
+      await fs.mkdir(build);
+      await fs.writeFile(path.join(build, PROGRAM), request.code, { mode: 0o755 });
+      if (request.inputs !== undefined) await placeInputs(path.join(build, 'in'), request.inputs);
+      await fs.writeFile(path.join(build, 'config.json'), JSON.stringify(opsConfig(request)));
+      const name = `${IMAGE_PREFIX}${request.runId}-${randomBytes(4).toString('hex')}`;
+      await buildImage(this.ops, build, PROGRAM, name, p.image, signal);
+      await fs.rm(build, { recursive: true, force: true });
+    });
+  }
+
+  async start(prepared: PreparedSandbox, io: SandboxIO): Promise<NanosRunning> {
+    const p = prepared as NanosPrepared;
+    const args = unikernelArgs({
+      accel: this.accel(),
+      vcpus: p.vcpus,
+      memoryMiB: p.memoryMiB,
+      image: p.image,
+      qmpSocket: path.join(p.dir, 'qmp.sock'),
+      pidFile: path.join(p.dir, 'qemu.pid'),
+      ...(p.request.resources.disk === undefined ? {} : { disk: p.request.resources.disk }),
+    });
+    const onStdout = (chunk: Buffer) => {
+      io.write('stdout', chunk);
+      running.consoleTail = (running.consoleTail + chunk.toString('latin1')).slice(-4096);
+    };
+    const running: NanosRunning = Object.assign(this.spawnVm(p, this.qemu, args, io, { onStdout }), { prepared: p, consoleTail: '' });
+    this.running.add(running);
+    return running;
+  }
+
+  async wait(sandbox: RunningSandbox): Promise<SandboxExit> {
+    const r = sandbox as NanosRunning;
+    try {
+      const status = await r.exited;
+      const base = { outputs: NO_OUTPUTS, usage: {} };
+      return stoppedExit(r.stopReason, r.prepared.request, base) ?? unikernelExit(status, r.errors, r.consoleTail, base);
+    } finally {
+      this.running.delete(r);
+    }
+  }
+
+  /** Kills the QEMU processes a previous node left, and removes their directories and any image ops built for them. */
+  async recover(): Promise<number> {
+    const images = path.join(opsHome(), 'images');
+    const names = await fs.readdir(images).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith(IMAGE_PREFIX)).map((n) => fs.rm(path.join(images, n), { force: true })));
+    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: 'nanos-', pidFile: 'qemu.pid', binary: 'qemu-system' });
+  }
+}

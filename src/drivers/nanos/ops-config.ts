@@ -1,0 +1,35 @@
+// The config.json vmesh hands `ops build` for one run. Written against ops 0.1.46 (types/config.go): the
+// JSON keys are the Go field names, and ops refuses a key it does not know.
+import type { SandboxRequest } from '../driver.ts';
+
+/** The program's name in the image: ops puts it at /<name> and hands the name as argv[0]. */
+export const PROGRAM = 'program';
+
+/** The fields of ops's config that vmesh sets. */
+export interface OpsConfig {
+  /** The program's arguments after argv[0]. */
+  Args: string[];
+  Env: Record<string, string>;
+  /** Files copied into the image, each at "/" + its path (relative to the directory ops runs in). */
+  Files: string[];
+  /** The image's size ("<n>m"): room for what the program writes beside what it came with. */
+  BaseVolumeSz: string;
+  /**
+   * Copied into the image's root manifest. `debug_exit`: Nanos ends the machine through QEMU's
+   * isa-debug-exit port with the program's exit code, which QEMU exits with as (code << 1) | 1;
+   * without it Nanos powers off through ACPI and every run would look like a success.
+   */
+  ManifestPassthrough: { debug_exit: 't' };
+}
+
+/** The config for `request`: its args and env, its input files (staged at in/<path>), an image of `diskMiB`. */
+export function opsConfig(request: SandboxRequest): OpsConfig {
+  const w = request.workload;
+  return {
+    Args: [...(w.args ?? [])],
+    Env: { ...(w.env ?? {}) },
+    Files: (request.inputs ?? []).map((input) => `in/${input.path}`),
+    BaseVolumeSz: `${Math.max(1, request.resources.diskMiB)}m`,
+    ManifestPassthrough: { debug_exit: 't' },
+  };
+}

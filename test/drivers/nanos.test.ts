@@ -1,0 +1,221 @@
+// The Nanos driver's parts that need no ops: the program check, the config ops is handed (against the
+// config ops 0.1.46 reads, restated from types/config.go with its keys closed, as ops decodes with
+// DisallowUnknownFields), the QEMU command line and how an exit status reads, and what is refused
+// before anything is built. The driver against a real ops is in test/vm/nanos.test.ts.
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import Type, { type TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import type { SandboxRequest } from '../../src/drivers/driver.ts';
+import { unikernelArgs, unikernelExit } from '../../src/drivers/nanos/command-line.ts';
+import { NanosDriver } from '../../src/drivers/nanos/driver.ts';
+import { opsConfig } from '../../src/drivers/nanos/ops-config.ts';
+import { checkProgram, GLIBC_LOADER } from '../../src/drivers/nanos/program.ts';
+import { NO_OUTPUTS } from '../../src/outputs/pack.ts';
+import type { ResolvedResources, Workload } from '../../src/spec/index.ts';
+import { testOutputs } from '../helpers/outputs.ts';
+import { BUSYBOX } from '../helpers/rootfs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+/** A minimal 64-bit ELF: its header, a PT_LOAD, and a PT_INTERP naming `interp` when given. */
+function elf(o: { machine?: number; type?: number; interp?: string; cut?: boolean } = {}): Uint8Array {
+  const ph = 56;
+  const count = o.interp === undefined ? 1 : 2;
+  const interp = Buffer.from(`${o.interp ?? ''}\0`);
+  const bytes = Buffer.alloc(64 + ph * count + (o.interp === undefined ? 0 : interp.byteLength));
+  bytes.write('\x7fELF', 0, 'latin1');
+  [bytes[4], bytes[5], bytes[6]] = [2, 1, 1];
+  bytes.writeUInt16LE(o.type ?? 2, 16);
+  bytes.writeUInt16LE(o.machine ?? 62, 18);
+  bytes.writeBigUInt64LE(64n, 32);
+  bytes.writeUInt16LE(ph, 54);
+  bytes.writeUInt16LE(count, 56);
+  bytes.writeUInt32LE(1, 64);
+  if (o.interp !== undefined) {
+    const at = 64 + ph;
+    bytes.writeUInt32LE(3, at);
+    bytes.writeBigUInt64LE(BigInt(64 + 2 * ph), at + 8);
+    bytes.writeBigUInt64LE(BigInt(interp.byteLength), at + 32);
+    interp.copy(bytes, 64 + 2 * ph);
+  }
+  return o.cut === true ? bytes.subarray(0, 64 + 10) : bytes;
+}
+
+describe('unikernel program check', () => {
+  it('takes a static program and one linked against glibc', () => {
+    assert.equal(checkProgram(elf()), 'static');
+    assert.equal(checkProgram(elf({ type: 3 })), 'static', 'a static PIE');
+    assert.equal(checkProgram(elf({ interp: GLIBC_LOADER })), 'glibc');
+    assert.equal(checkProgram(new Uint8Array(readFileSync(process.execPath))), 'glibc', 'node itself is linked against glibc');
+    if (existsSync(BUSYBOX)) assert.equal(checkProgram(new Uint8Array(readFileSync(BUSYBOX))), 'static', 'busybox-static');
+  });
+
+  it('refuses what is not a 64-bit x86 executable, naming source and why', () => {
+    const cases: Array<[Uint8Array, RegExp]> = [
+      [new TextEncoder().encode('#!/bin/sh\necho hi\n'), /not an ELF file/],
+      [elf({ machine: 183 }), /not a little-endian 64-bit x86 ELF/],
+      [elf({ type: 1 }), /not an executable \(e_type 1/],
+      [elf({ type: 4 }), /not an executable \(e_type 4/],
+      [elf({ cut: true }), /program headers are missing or cut off/],
+      [elf({ interp: '/bin/sh' }), /names "\/bin\/sh" as its loader; link it statically, or against glibc/],
+      [elf({ interp: '/lib/ld-musl-x86_64.so.1' }), /names "\/lib\/ld-musl-x86_64.so.1" as its loader/],
+    ];
+    for (const [code, why] of cases) {
+      assert.throws(() => checkProgram(code), (err: Error & { field?: string }) => err.field === 'source' && why.test(err.message) && /^source: a unikernel runs a 64-bit x86 Linux ELF program; /.test(err.message));
+    }
+  });
+});
+
+const closed = (properties: Record<string, TSchema>) =>
+  Type.Object(Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, Type.Optional(v)])), { additionalProperties: false });
+const strings = Type.Array(Type.String());
+const stringMap = Type.Record(Type.String(), Type.String());
+
+/** ops 0.1.46's config (types/config.go), the keys it has, with their Go types; RunConfig in part. */
+const OPS_CONFIG = closed({
+  Args: strings,
+  BaseVolumeSz: Type.String({ pattern: '^[0-9]+[kmgKMG]?$' }),
+  Boot: Type.String(),
+  BuildDir: Type.String(),
+  CloudConfig: Type.Object({}),
+  Debugflags: strings,
+  Description: Type.String(),
+  Dirs: strings,
+  DisableArgsCopy: Type.Boolean(),
+  Env: stringMap,
+  Files: strings,
+  Force: Type.Boolean(),
+  Kernel: Type.String(),
+  KlibDir: Type.String(),
+  Klibs: strings,
+  Language: Type.String(),
+  LocalFilesParentDirectory: Type.String(),
+  ManifestPassthrough: Type.Record(Type.String(), Type.Unknown()),
+  MapDirs: stringMap,
+  Mounts: stringMap,
+  NameServers: strings,
+  NanosVersion: Type.String(),
+  NightlyBuild: Type.Boolean(),
+  NoTrace: strings,
+  Program: Type.String(),
+  ProgramPath: Type.String(),
+  RebootOnExit: Type.Boolean(),
+  RunConfig: closed({ Accel: Type.Boolean(), CPUs: Type.Integer(), Memory: Type.String(), Ports: strings, Verbose: Type.Boolean(), ImageName: Type.String() }),
+  TargetConfig: stringMap,
+  TargetRoot: Type.String(),
+  TFSv4: Type.Boolean(),
+  UefiBoot: Type.String(),
+  Uefi: Type.Boolean(),
+  Version: Type.String(),
+  VolumesDir: Type.String(),
+});
+const OPS_CONFIG_CHECK = Compile(OPS_CONFIG);
+
+const resources: ResolvedResources = { vcpus: 1, memoryMiB: 128, diskMiB: 16, timeoutMs: 30_000, network: { egressMbps: 0, ingressMbps: 0 } };
+const { sink } = testOutputs();
+let seq = 0;
+function request(workload: Partial<Workload>, extra: Partial<SandboxRequest> = {}): SandboxRequest {
+  return {
+    runId: `nanos${++seq}`,
+    workload: { kind: 'unikernel', source: { inline: 'x' }, ...workload } as Workload,
+    code: elf(),
+    resources,
+    outputCapBytes: 65536,
+    outputs: sink,
+    ...extra,
+  };
+}
+
+describe('unikernel config for ops', () => {
+  it('carries args, env, input files, the disk size and debug_exit, in keys ops knows', () => {
+    const config = opsConfig(
+      request({ args: ['--port', '80'], env: { GREETING: 'hi=there', EMPTY: '' } }, { inputs: [{ path: 'data/a.txt', bytes: 2, data: new Uint8Array([104, 105]) }] }),
+    );
+    assert.deepEqual(config, {
+      Args: ['--port', '80'],
+      Env: { GREETING: 'hi=there', EMPTY: '' },
+      Files: ['in/data/a.txt'],
+      BaseVolumeSz: '16m',
+      ManifestPassthrough: { debug_exit: 't' },
+    });
+    assert.equal(OPS_CONFIG_CHECK.Check(JSON.parse(JSON.stringify(config))), true, 'ops 0.1.46 reads every key');
+    assert.equal(OPS_CONFIG_CHECK.Check({ ...config, Argz: [] }), false, 'the schema is closed, as ops is');
+  });
+});
+
+describe('unikernel QEMU command line and exit', () => {
+  const base = { outputs: NO_OUTPUTS, usage: {} };
+
+  it('boots the image on virtio-scsi with isa-debug-exit, QMP and no reboot', () => {
+    const args = unikernelArgs({ accel: 'tcg', vcpus: 1.5, memoryMiB: 96, image: '/s/a,b.raw', qmpSocket: '/s/qmp.sock', pidFile: '/s/qemu.pid', disk: { bps: 1000 } });
+    const joined = args.join(' ');
+    for (const part of ['-machine q35,accel=tcg', '-cpu max', '-smp 2', '-m 96M', '-nodefaults', '-no-reboot', '-serial stdio', '-device isa-debug-exit', '-pidfile /s/qemu.pid']) {
+      assert.ok(joined.includes(part), `${part} in ${joined}`);
+    }
+    assert.ok(args.includes('id=hd0,file=/s/a,,b.raw,format=raw,if=none,throttling.bps-total=1000'), 'the image, its comma doubled, throttled');
+    assert.equal(unikernelArgs({ accel: 'kvm', vcpus: 1, memoryMiB: 64, image: 'i', qmpSocket: 'q', pidFile: 'p' }).join(' ').includes('-cpu host'), true);
+  });
+
+  it('reads the program\'s exit code from QEMU\'s status, and tells QEMU\'s own failures apart', () => {
+    assert.deepEqual(unikernelExit(15, '', '', base), { ...base, outcome: 'exited', exitCode: 7 });
+    assert.deepEqual(unikernelExit(1, '', 'hello\n', base), { ...base, outcome: 'exited', exitCode: 0 });
+    const cases: Array<[number | null, string, RegExp]> = [
+      [1, 'qemu-system-x86_64: -drive id=hd0: Could not open image', /without an exit code \(qemu exited with 1\): qemu-system-x86_64: -drive/],
+      [(0x7e << 1) | 1, '', /the program faulted; its console ended: boot \| boom/],
+      [(0x7f << 1) | 1, '', /halted/],
+      [0, '', /without an exit code \(qemu exited with 0\)/],
+      [null, 'spawn qemu ENOENT', /qemu exited with null\): spawn qemu ENOENT/],
+    ];
+    // Nanos ends a program killed by signal 11 with code 11, as exit(11) would; its console says which.
+    const killed = unikernelExit(23, '', 'x\n*** signal 11 received by tid 2, errno 0, code 1\n    fault address 0x0\n', base);
+    assert.deepEqual([killed.outcome, killed.reason], ['crashed', 'the program was killed by signal 11: *** signal 11 received by tid 2, errno 0, code 1']);
+    assert.deepEqual(unikernelExit(23, '', 'it printed: signal 9 received\n', base).exitCode, 11, 'a program that merely prints about a signal exits with its code');
+    for (const [status, errors, why] of cases) {
+      const exit = unikernelExit(status, errors, 'boot\nboom\n', base);
+      assert.equal(exit.outcome, 'crashed', `${status}`);
+      assert.match(exit.reason ?? '', why);
+    }
+  });
+});
+
+describe('nanos driver without ops', () => {
+  const tmp = tempDir('vmesh-nanos-');
+  after(() => tmp.remove());
+
+  it('says what to install when ops is missing, and when it holds no Nanos kernel', async () => {
+    const missing = await new NanosDriver({ sandboxRoot: tmp.dir, ops: path.join(tmp.dir, 'no-ops') }).probe();
+    assert.equal(missing.available, false);
+    assert.match(missing.reason ?? '', /not found: install ops \(https:\/\/ops\.city\), then run `ops update`/);
+    // An ops that answers `version` as one with no kernel does (it prints 0.0 then).
+    const bare = path.join(tmp.dir, 'ops-without-kernel');
+    writeFileSync(bare, '#!/bin/sh\necho "Ops version: 0.1.46"\necho "Nanos version: 0.0"\n');
+    chmodSync(bare, 0o755);
+    const empty = await new NanosDriver({ sandboxRoot: tmp.dir, ops: bare }).probe();
+    if (empty.reason?.includes('qemu')) return; // no QEMU here: the ops check comes after it
+    assert.equal(empty.available, false);
+    assert.match(empty.reason ?? '', /ops 0\.1\.46 holds no Nanos kernel: run `ops update` once/);
+  });
+
+  it('refuses what a unikernel cannot do yet, naming the field, before anything is made', async () => {
+    const driver = new NanosDriver({ sandboxRoot: tmp.dir, ops: path.join(tmp.dir, 'no-ops') });
+    const cases: Array<[SandboxRequest, string, RegExp]> = [
+      [request({ command: ['sh'] }), 'command', /give the program as source/],
+      [request({ stdin: 'x' }), 'stdin', /no stdin/],
+      [request({ workdir: '/srv' }), 'workdir', /runs in \//],
+      [request({ outputs: ['result.txt'] }), 'outputs', /cannot be returned yet/],
+      [request({ network: { egress: 'internet' } }), 'network', /network/],
+      [request({}, { resources: { ...resources, memoryMiB: 32 } }), 'resources.memoryMiB', /at least 64 MiB/],
+      [request({}, { code: new Uint8Array(0) }), 'source', /give its ELF as source/],
+      [request({}, { code: new TextEncoder().encode('MZ') }), 'source', /not an ELF file/],
+      [request({}, { restoreFrom: tmp.dir }), 'source', /cannot be restored/],
+    ];
+    for (const [req, field, why] of cases) {
+      await assert.rejects(driver.validate(req), (err: Error & { field?: string }) => err.field === field && why.test(err.message), `${field}: ${why}`);
+      await assert.rejects(driver.prepare(req), (err: Error & { field?: string }) => err.field === field, `prepare refuses ${field} too`);
+    }
+    assert.deepEqual(readdirSync(tmp.dir).filter((n) => n.startsWith('nanos-')), [], 'no sandbox directory was made');
+    assert.equal(driver.liveSandboxes(), 0);
+  });
+});
