@@ -245,7 +245,7 @@ export class Mesh {
     }, node.config.trust.reportIntervalMs);
     report.unref();
     this.timers.push(report);
-    await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger);
+    await serveRuns(this.host, node, this.blobs, this.guard, this.o.logger, this.o.config.stateBatchMs);
     // The other members as placement sees them (without making this node's own advert, as nodes() does).
     const members = () => {
       const connected = new Set(this.host.getPeers().map((p) => p.toString()));

@@ -16,12 +16,6 @@ export const LOG_PIECE = 512 * 1024;
 /** Runs a peer may ask this node for, per second. */
 export const RUNS_PER_SECOND = 200;
 
-/**
- * A run's state changes are held this long after the first of them, then sent together, in order: a run
- * that ends sooner sends only its end (the requester walks through the states it did not hear), which
- * spares both nodes three frames of a short run.
- */
-export const STATE_COALESCE_MS = 20;
 /** After a cancel, how long the executing node has to report the end before contact counts as lost. */
 export const CANCEL_GRACE_MS = 15_000;
 /**

@@ -25,6 +25,9 @@ const MeshSettings = Type.Object(
     keepRunStreamsMs: Type.Optional(
       Type.Integer({ minimum: 0, maximum: 30_000, description: 'how long a stream to another node is kept between runs for the next run there (0: closed after each run)' }),
     ),
+    stateBatchMs: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 1000, description: 'how long a run this node executes for another holds its state changes to send them together (default 20; a run that ends sooner sends only its end)' }),
+    ),
     inboundConnectionsPerSecond: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 100_000, description: 'new connections taken per second from one IP address (libp2p refuses the rest)' }),
     ),
@@ -50,6 +53,7 @@ export interface MeshConfig {
   keepCopiesForMs: number;
   keepRunStreamsMs: number;
   inboundConnectionsPerSecond: number;
+  stateBatchMs: number;
   blobLane: boolean;
   blobLanePort: number;
   labels: Record<string, string>;
@@ -344,6 +348,8 @@ function meshConfig(m: Static<typeof MeshSettings>): MeshConfig {
     keepCopiesForMs: 7 * 86_400_000,
     keepRunStreamsMs: 20_000,
     inboundConnectionsPerSecond: 5,
+    // A short run's three state frames spared for 20 ms of delay on a longer run's states (src/mesh/run-server.ts).
+    stateBatchMs: 20,
     blobLane: true,
     blobLanePort: 0,
     labels: {},

@@ -11,7 +11,8 @@ import { Compile } from 'typebox/compile';
 import type { SandboxRequest } from '../../src/drivers/driver.ts';
 import { unikernelArgs, unikernelExit } from '../../src/drivers/nanos/command-line.ts';
 import { NanosDriver } from '../../src/drivers/nanos/driver.ts';
-import { opsConfig } from '../../src/drivers/nanos/ops-config.ts';
+import { netmaskOf, opsConfig } from '../../src/drivers/nanos/ops-config.ts';
+import type { SandboxNetwork } from '../../src/net/sandbox-network.ts';
 import { checkProgram, GLIBC_LOADER } from '../../src/drivers/nanos/program.ts';
 import { NO_OUTPUTS } from '../../src/outputs/pack.ts';
 import type { ResolvedResources, Workload } from '../../src/spec/index.ts';
@@ -102,7 +103,18 @@ const OPS_CONFIG = closed({
   Program: Type.String(),
   ProgramPath: Type.String(),
   RebootOnExit: Type.Boolean(),
-  RunConfig: closed({ Accel: Type.Boolean(), CPUs: Type.Integer(), Memory: Type.String(), Ports: strings, Verbose: Type.Boolean(), ImageName: Type.String() }),
+  RunConfig: closed({
+    Accel: Type.Boolean(),
+    CPUs: Type.Integer(),
+    Gateway: Type.String(),
+    ImageName: Type.String(),
+    IPAddress: Type.String(),
+    IPv6Address: Type.String(),
+    Memory: Type.String(),
+    NetMask: Type.String(),
+    Ports: strings,
+    Verbose: Type.Boolean(),
+  }),
   TargetConfig: stringMap,
   TargetRoot: Type.String(),
   TFSv4: Type.Boolean(),
@@ -143,6 +155,15 @@ describe('unikernel config for ops', () => {
     assert.equal(OPS_CONFIG_CHECK.Check(JSON.parse(JSON.stringify(config))), true, 'ops 0.1.46 reads every key');
     assert.equal(OPS_CONFIG_CHECK.Check({ ...config, Argz: [] }), false, 'the schema is closed, as ops is');
   });
+
+  it('gives a sandbox on a network its address, netmask, gateway and name servers', () => {
+    const link = { sandboxAddress: '10.89.0.6', hostAddress: '10.89.0.5', prefixLength: 30 };
+    const config = opsConfig(request({}), { link, nameservers: ['10.0.0.53'] } as unknown as SandboxNetwork);
+    assert.deepEqual([config.RunConfig, config.NameServers], [{ IPAddress: '10.89.0.6', NetMask: '255.255.255.252', Gateway: '10.89.0.5' }, ['10.0.0.53']]);
+    assert.equal(OPS_CONFIG_CHECK.Check(config), true, 'ops 0.1.46 reads every key');
+    assert.deepEqual([0, 8, 16, 24, 30, 32].map(netmaskOf), ['0.0.0.0', '255.0.0.0', '255.255.0.0', '255.255.255.0', '255.255.255.252', '255.255.255.255']);
+    assert.deepEqual(opsConfig(request({}), { link, nameservers: [] } as unknown as SandboxNetwork).NameServers, [], 'none, not ops\'s 8.8.8.8, without egress');
+  });
 });
 
 describe('unikernel QEMU command line and exit', () => {
@@ -155,6 +176,9 @@ describe('unikernel QEMU command line and exit', () => {
       assert.ok(joined.includes(part), `${part} in ${joined}`);
     }
     assert.ok(args.includes('id=hd0,file=/s/a,,b.raw,format=raw,if=none,throttling.bps-total=1000'), 'the image, its comma doubled, throttled');
+    assert.equal(joined.includes('-netdev'), false, 'no network unless asked');
+    const tap = unikernelArgs({ accel: 'tcg', vcpus: 1, memoryMiB: 64, image: 'i', qmpSocket: 'q', pidFile: 'p', tap: 'vm0' }).join(' ');
+    assert.ok(tap.includes('-netdev tap,id=net0,ifname=vm0,script=no,downscript=no -device virtio-net-pci,netdev=net0'), tap);
     assert.equal(unikernelArgs({ accel: 'kvm', vcpus: 1, memoryMiB: 64, image: 'i', qmpSocket: 'q', pidFile: 'p' }).join(' ').includes('-cpu host'), true);
   });
 
@@ -205,7 +229,7 @@ describe('nanos driver without ops', () => {
       [request({ stdin: 'x' }), 'stdin', /no stdin/],
       [request({ workdir: '/srv' }), 'workdir', /runs in \//],
       [request({ outputs: ['result.txt'] }), 'outputs', /cannot be returned yet/],
-      [request({ network: { egress: 'internet' } }), 'network', /network/],
+      [request({ network: { egress: 'internet' } }), 'network.egress', /no sandbox networking/],
       [request({}, { resources: { ...resources, memoryMiB: 32 } }), 'resources.memoryMiB', /at least 64 MiB/],
       [request({}, { code: new Uint8Array(0) }), 'source', /give its ELF as source/],
       [request({}, { code: new TextEncoder().encode('MZ') }), 'source', /not an ELF file/],

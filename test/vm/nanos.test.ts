@@ -18,6 +18,7 @@ import { NanosDriver } from '../../src/drivers/nanos/driver.ts';
 import type { ResolvedResources, Workload } from '../../src/spec/index.ts';
 import { startTestNode } from '../helpers/node.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
+import { createWorld } from '../helpers/world.ts';
 import { testOutputs } from '../helpers/outputs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -29,8 +30,34 @@ const PROGRAM = `
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+/* Connects to ip:port (giving up after 3 s) and prints what the server answers (the world's servers answer with the caller's address). */
+static int connect_to(const char *ip, int port) {
+  struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
+  inet_pton(AF_INET, ip, &to.sin_addr);
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  fcntl(s, F_SETFL, O_NONBLOCK);
+  struct pollfd p = { .fd = s, .events = POLLOUT };
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (connect(s, (struct sockaddr *)&to, sizeof to) != 0 && (errno != EINPROGRESS || poll(&p, 1, 3000) != 1 || getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)) {
+    puts("unreachable");
+    return 3;
+  }
+  fcntl(s, F_SETFL, 0);
+  char answer[128] = {0};
+  read(s, answer, sizeof answer - 1);
+  printf("the world says: %s\\n", answer);
+  return 0;
+}
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "hello";
+  if (!strcmp(mode, "connect") && argc > 3) return connect_to(argv[2], atoi(argv[3]));
   if (!strcmp(mode, "spin")) for (;;) {}
   if (!strcmp(mode, "crash")) { *(volatile int *)0 = 1; }
   if (!strcmp(mode, "exit0")) { puts("fine"); return 0; }
@@ -45,6 +72,11 @@ int main(int argc, char **argv) {
 `;
 
 const resources: ResolvedResources = { vcpus: 1, memoryMiB: 64, diskMiB: 16, timeoutMs: 60_000, network: { egressMbps: 0, ingressMbps: 0 } };
+
+const networkSkip = () =>
+  skipUnless('root', process.getuid?.() === 0, 'run the tests as root (sandbox networks need it)') ||
+  skipUnless('iproute2', hasCommand('ip', ['-V']), 'apt-get install iproute2') ||
+  skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables');
 
 function suite(name: string, skip: false | string, driverFor: (sandboxRoot: string) => NanosDriver, env: Record<string, string> = {}, ops?: string) {
   describe(name, { skip }, () => {
@@ -122,6 +154,27 @@ function suite(name: string, skip: false | string, driverFor: (sandboxRoot: stri
         assert.deepEqual([failed.state, failed.result?.exitCode], ['failed', 7], failed.reason);
       } finally {
         await remove();
+      }
+    });
+
+    it('reaches what its egress allows on a sandbox network, and nothing else', { skip: skip || networkSkip() }, async () => {
+      const world = await createWorld('vmtest-nk-world', { host: '10.224.0.1', address: '10.224.0.2' }, [7311, 7312]);
+      const { node, remove } = await startTestNode({ fileRoots: [], network: { range: '10.225.0.0/24' }, ...(ops === undefined ? {} : { drivers: { nanos: { ops } } }) });
+      try {
+        const connect = async (port: number) => {
+          const network = { egress: [{ cidr: `${world.address}/32`, ports: [7312] }] };
+          const args = ['connect', world.address, String(port)];
+          return node.waitFor((await node.submit({ kind: 'unikernel', source: { inline: Buffer.from(program).toString('base64'), encoding: 'base64' }, args, network, resources: { memoryMiB: 64, timeoutMs: 30_000 } })).id);
+        };
+        const allowed = await connect(7312);
+        assert.equal(allowed.state, 'succeeded', `${allowed.reason} ${allowed.result?.stdout.text}`);
+        assert.match(allowed.result!.stdout.text, new RegExp(`the world says: ${world.host.replace(/\./g, '\\.')}`), 'reached the allowed port, behind the host address');
+        const refused = await connect(7311);
+        assert.deepEqual([refused.state, refused.result?.exitCode], ['failed', 3], refused.result?.stdout.text);
+        assert.match(refused.result!.stdout.text, /unreachable/);
+      } finally {
+        await remove();
+        await world.remove();
       }
     });
 

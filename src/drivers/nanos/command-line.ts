@@ -12,6 +12,8 @@ export interface UnikernelSpec {
   disk?: { bps?: number; iops?: number };
   qmpSocket: string;
   pidFile: string;
+  /** The tap in the sandbox's network namespace that the guest's virtio-net device sits on. */
+  tap?: string;
 }
 
 /**
@@ -39,6 +41,7 @@ export function unikernelArgs(spec: UnikernelSpec): string[] {
     '-device', 'virtio-rng-pci',
     '-qmp', `unix:${qemuOption(spec.qmpSocket)},server=on,wait=off`,
     '-pidfile', spec.pidFile,
+    ...(spec.tap === undefined ? [] : ['-netdev', `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`, '-device', 'virtio-net-pci,netdev=net0']),
   ];
 }
 

@@ -8,6 +8,8 @@ import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit,
 import { GuestVmDriver, type GuestVmOptions, type VmProcess, type VmSandbox } from '../guest-vm/vm-driver.ts';
 import { stoppedExit } from '../guest-vm/session.ts';
 import { placeInputs } from '../inputs.ts';
+import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
+import { wantsNetwork } from '../sandbox-network.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { unikernelArgs, unikernelExit } from './command-line.ts';
 import { buildImage, opsHome, opsVersions } from './ops.ts';
@@ -81,7 +83,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
     return this.options.accel?.() ?? 'tcg';
   }
 
-  /** A program and what it is run with; nothing that needs a shell, an agent or a network inside the guest yet. */
+  /** A program and what it is run with; nothing that needs a shell or an agent inside the guest. */
   async validate(request: SandboxRequest): Promise<void> {
     const w = request.workload;
     if (request.restoreFrom !== undefined) throw new UnsupportedError('source: a unikernel cannot be restored from a snapshot yet', { field: 'source' });
@@ -97,9 +99,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
     for (const [field, given, why] of unsupported) {
       if (given !== undefined) throw new InvalidInputError(`${field}: not for a unikernel (${why})`, { field });
     }
-    if ((w.network?.egress ?? 'none') !== 'none' || (w.network?.ports?.length ?? 0) > 0) {
-      throw new UnsupportedError('network: a unikernel cannot have a network yet (egress none, no ports)', { field: 'network' });
-    }
+    wantsNetwork(request, this.options.networks);
     if (request.resources.memoryMiB < MIN_UNIKERNEL_MEMORY_MIB) {
       throw new InvalidInputError(`resources.memoryMiB: a unikernel needs at least ${MIN_UNIKERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
     }
@@ -116,11 +116,12 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       outputs: [],
     });
     return this.stage(request, describe, async (p) => {
+      await this.attachNetwork(p, signal);
       const build = path.join(p.dir, 'build');
       await fs.mkdir(build);
       await fs.writeFile(path.join(build, PROGRAM), request.code, { mode: 0o755 });
       if (request.inputs !== undefined) await placeInputs(path.join(build, 'in'), request.inputs);
-      await fs.writeFile(path.join(build, 'config.json'), JSON.stringify(opsConfig(request)));
+      await fs.writeFile(path.join(build, 'config.json'), JSON.stringify(opsConfig(request, p.network)));
       const name = `${IMAGE_PREFIX}${request.runId}-${randomBytes(4).toString('hex')}`;
       await buildImage(this.ops, build, PROGRAM, name, p.image, signal);
       await fs.rm(build, { recursive: true, force: true });
@@ -137,6 +138,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       qmpSocket: path.join(p.dir, 'qmp.sock'),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(p.request.resources.disk === undefined ? {} : { disk: p.request.resources.disk }),
+      ...(p.network === undefined ? {} : { tap: SANDBOX_TAP }),
     });
     const onStdout = (chunk: Buffer) => {
       io.write('stdout', chunk);

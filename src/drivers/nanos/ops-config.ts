@@ -1,5 +1,6 @@
 // The config.json vmesh hands `ops build` for one run. Written against ops 0.1.46 (types/config.go): the
 // JSON keys are the Go field names, and ops refuses a key it does not know.
+import type { SandboxNetwork } from '../../net/sandbox-network.ts';
 import type { SandboxRequest } from '../driver.ts';
 
 /** The program's name in the image: ops puts it at /<name> and hands the name as argv[0]. */
@@ -20,16 +21,39 @@ export interface OpsConfig {
    * without it Nanos powers off through ACPI and every run would look like a success.
    */
   ManifestPassthrough: { debug_exit: 't' };
+  /**
+   * The sandbox's address on its link: ops writes them into the manifest's root (`ipaddr`, `netmask`,
+   * `gateway`; lepton/image.go), where Nanos takes its first interface's static address from (src/net/net.c).
+   */
+  RunConfig?: { IPAddress: string; NetMask: string; Gateway: string };
+  /** /etc/resolv.conf's name servers (ops's default is 8.8.8.8: set even when empty, to none). */
+  NameServers?: string[];
 }
 
-/** The config for `request`: its args and env, its input files (staged at in/<path>), an image of `diskMiB`. */
-export function opsConfig(request: SandboxRequest): OpsConfig {
+/** A prefix length as a dotted netmask: 24 → 255.255.255.0. */
+export function netmaskOf(prefixLength: number): string {
+  const bits = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
+  return [24, 16, 8, 0].map((shift) => (bits >>> shift) & 0xff).join('.');
+}
+
+/**
+ * The config for `request`: its args and env, its input files (staged at in/<path>), an image of
+ * `diskMiB`, and the sandbox's address when it has a network.
+ */
+export function opsConfig(request: SandboxRequest, network?: SandboxNetwork): OpsConfig {
   const w = request.workload;
+  const link = network?.link;
   return {
     Args: [...(w.args ?? [])],
     Env: { ...(w.env ?? {}) },
     Files: (request.inputs ?? []).map((input) => `in/${input.path}`),
     BaseVolumeSz: `${Math.max(1, request.resources.diskMiB)}m`,
     ManifestPassthrough: { debug_exit: 't' },
+    ...(link === undefined
+      ? {}
+      : {
+          RunConfig: { IPAddress: link.sandboxAddress, NetMask: netmaskOf(link.prefixLength), Gateway: link.hostAddress },
+          NameServers: [...network!.nameservers],
+        }),
   };
 }
