@@ -252,6 +252,20 @@ export const Workload = Type.Object(
     readOnlyRoot: Type.Optional(
       Type.Boolean({ description: 'container: mount / read-only (only /tmp and /out writable); by default / is writable, through a layer of its own' }),
     ),
+    unikernel: Type.Optional(
+      Type.Object(
+        {
+          manifest: Type.Optional(
+            Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,63}$' }), Type.String({ maxLength: 1024 }), {
+              maxProperties: 32,
+              additionalProperties: false,
+              description: 'options for the Nanos kernel, into the image\'s manifest (e.g. expected_exit_code, readonly_rootfs, exec_protection)',
+            }),
+          ),
+        },
+        { additionalProperties: false, description: 'unikernel: how its Nanos image is built' },
+      ),
+    ),
     resources: Type.Optional(Resources),
     isolation: Type.Optional(IsolationLevel),
     network: Type.Optional(NetworkPolicy),

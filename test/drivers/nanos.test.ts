@@ -156,6 +156,12 @@ describe('unikernel config for ops', () => {
     assert.equal(OPS_CONFIG_CHECK.Check({ ...config, Argz: [] }), false, 'the schema is closed, as ops is');
   });
 
+  it('passes the run\'s Nanos options into the manifest, debug_exit staying vmesh\'s', () => {
+    const config = opsConfig(request({ unikernel: { manifest: { expected_exit_code: '7', exec_protection: 't' } } }));
+    assert.deepEqual(config.ManifestPassthrough, { expected_exit_code: '7', exec_protection: 't', debug_exit: 't' });
+    assert.equal(OPS_CONFIG_CHECK.Check(config), true);
+  });
+
   it('gives a sandbox on a network its address, netmask, gateway and name servers', () => {
     const link = { sandboxAddress: '10.89.0.6', hostAddress: '10.89.0.5', prefixLength: 30 };
     const config = opsConfig(request({}), { link, nameservers: ['10.0.0.53'] } as unknown as SandboxNetwork);
@@ -234,6 +240,8 @@ describe('nanos driver without ops', () => {
       [request({}, { code: new Uint8Array(0) }), 'source', /give its ELF as source/],
       [request({}, { code: new TextEncoder().encode('MZ') }), 'source', /not an ELF file/],
       [request({}, { restoreFrom: tmp.dir }), 'source', /cannot be restored/],
+      [request({ unikernel: { manifest: { debug_exit: 'f' } } }), 'unikernel.manifest.debug_exit', /set by vmesh itself/],
+      [request({ unikernel: { manifest: { mounts: '(x:/y)' } } }), 'unikernel.manifest.mounts', /set by vmesh itself/],
     ];
     for (const [req, field, why] of cases) {
       await assert.rejects(driver.validate(req), (err: Error & { field?: string }) => err.field === field && why.test(err.message), `${field}: ${why}`);

@@ -152,6 +152,12 @@ function suite(name: string, skip: false | string, driverFor: (sandboxRoot: stri
         assert.match(ok.result?.stdout.text ?? '', /fine/);
         const failed = await submit(['hello']);
         assert.deepEqual([failed.state, failed.result?.exitCode], ['failed', 7], failed.reason);
+        // The run's own Nanos options reach the kernel: exit 7 is what this program is expected to do.
+        const expected = await node.waitFor(
+          (await node.submit({ kind: 'unikernel', source: { inline: Buffer.from(program).toString('base64'), encoding: 'base64' }, args: ['hello'], unikernel: { manifest: { expected_exit_code: '7' } }, resources: { memoryMiB: 64 } })).id,
+        );
+        assert.deepEqual([expected.state, expected.result?.exitCode], ['succeeded', 0], expected.reason);
+        await assert.rejects(node.submit({ kind: 'unikernel', source: { inline: 'x' }, unikernel: { manifest: { 'Bad-Key': 'x' } } }), (err: Error & { field?: string }) => err.field?.startsWith('unikernel.manifest') === true);
       } finally {
         await remove();
       }

@@ -13,7 +13,7 @@ import { wantsNetwork } from '../sandbox-network.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { unikernelArgs, unikernelExit } from './command-line.ts';
 import { buildImage, opsHome, opsVersions } from './ops.ts';
-import { opsConfig, PROGRAM } from './ops-config.ts';
+import { opsConfig, PROGRAM, RESERVED_MANIFEST_KEYS } from './ops-config.ts';
 import { checkProgram } from './program.ts';
 
 export interface NanosDriverOptions extends GuestVmOptions {
@@ -100,6 +100,9 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       if (given !== undefined) throw new InvalidInputError(`${field}: not for a unikernel (${why})`, { field });
     }
     wantsNetwork(request, this.options.networks);
+    for (const key of Object.keys(w.unikernel?.manifest ?? {})) {
+      if (RESERVED_MANIFEST_KEYS.has(key)) throw new InvalidInputError(`unikernel.manifest.${key}: set by vmesh itself (${[...RESERVED_MANIFEST_KEYS].join(', ')} are)`, { field: `unikernel.manifest.${key}` });
+    }
     if (request.resources.memoryMiB < MIN_UNIKERNEL_MEMORY_MIB) {
       throw new InvalidInputError(`resources.memoryMiB: a unikernel needs at least ${MIN_UNIKERNEL_MEMORY_MIB} MiB`, { field: 'resources.memoryMiB' });
     }

@@ -20,7 +20,7 @@ export interface OpsConfig {
    * isa-debug-exit port with the program's exit code, which QEMU exits with as (code << 1) | 1;
    * without it Nanos powers off through ACPI and every run would look like a success.
    */
-  ManifestPassthrough: { debug_exit: 't' };
+  ManifestPassthrough: Record<string, string> & { debug_exit: 't' };
   /**
    * The sandbox's address on its link: ops writes them into the manifest's root (`ipaddr`, `netmask`,
    * `gateway`; lepton/image.go), where Nanos takes its first interface's static address from (src/net/net.c).
@@ -29,6 +29,14 @@ export interface OpsConfig {
   /** /etc/resolv.conf's name servers (ops's default is 8.8.8.8: set even when empty, to none). */
   NameServers?: string[];
 }
+
+/**
+ * Manifest keys a run's `unikernel.manifest` may not set: what vmesh or ops set themselves (the program,
+ * its arguments, environment and files, the address, the klibs) and what reaches outside the image (mounts).
+ */
+export const RESERVED_MANIFEST_KEYS: ReadonlySet<string> = new Set([
+  'arguments', 'boot', 'children', 'debug_exit', 'environment', 'gateway', 'ip6addr', 'ipaddr', 'klibs', 'mounts', 'netmask', 'program',
+]);
 
 /** A prefix length as a dotted netmask: 24 → 255.255.255.0. */
 export function netmaskOf(prefixLength: number): string {
@@ -48,7 +56,8 @@ export function opsConfig(request: SandboxRequest, network?: SandboxNetwork): Op
     Env: { ...(w.env ?? {}) },
     Files: (request.inputs ?? []).map((input) => `in/${input.path}`),
     BaseVolumeSz: `${Math.max(1, request.resources.diskMiB)}m`,
-    ManifestPassthrough: { debug_exit: 't' },
+    // The run's own options first: debug_exit is vmesh's (the exit code depends on it).
+    ManifestPassthrough: { ...w.unikernel?.manifest, debug_exit: 't' },
     ...(link === undefined
       ? {}
       : {
