@@ -154,6 +154,9 @@ describe('unikernel config for ops', () => {
     });
     assert.equal(OPS_CONFIG_CHECK.Check(JSON.parse(JSON.stringify(config))), true, 'ops 0.1.46 reads every key');
     assert.equal(OPS_CONFIG_CHECK.Check({ ...config, Argz: [] }), false, 'the schema is closed, as ops is');
+    const withOutputs = opsConfig(request({ outputs: ['result.txt'] }));
+    assert.deepEqual(withOutputs.Dirs, ['out'], 'an empty /out for the outputs');
+    assert.equal(OPS_CONFIG_CHECK.Check(withOutputs), true);
   });
 
   it('passes the run\'s Nanos options into the manifest, debug_exit staying vmesh\'s', () => {
@@ -234,7 +237,6 @@ describe('nanos driver without ops', () => {
       [request({ command: ['sh'] }), 'command', /give the program as source/],
       [request({ stdin: 'x' }), 'stdin', /no stdin/],
       [request({ workdir: '/srv' }), 'workdir', /runs in \//],
-      [request({ outputs: ['result.txt'] }), 'outputs', /cannot be returned yet/],
       [request({ network: { egress: 'internet' } }), 'network.egress', /no sandbox networking/],
       [request({}, { resources: { ...resources, memoryMiB: 32 } }), 'resources.memoryMiB', /at least 64 MiB/],
       [request({}, { code: new Uint8Array(0) }), 'source', /give its ELF as source/],

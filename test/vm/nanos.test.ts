@@ -36,6 +36,7 @@ const PROGRAM = `
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 /* Connects to ip:port (giving up after 3 s) and prints what the server answers (the world's servers answer with the caller's address). */
 static int connect_to(const char *ip, int port) {
   struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port) };
@@ -61,6 +62,18 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "spin")) for (;;) {}
   if (!strcmp(mode, "crash")) { *(volatile int *)0 = 1; }
   if (!strcmp(mode, "exit0")) { puts("fine"); return 0; }
+  if (!strcmp(mode, "write")) {
+    FILE *f = fopen("/out/result.txt", "w");
+    if (!f) { puts("no /out"); return 5; }
+    fputs("made in nanos\\n", f);
+    fclose(f);
+    mkdir("/out/sub", 0755);
+    f = fopen("/out/sub/deep.txt", "w");
+    fputs("deeper\\n", f);
+    fclose(f);
+    symlink("/etc/passwd", "/out/escape");
+    return 0;
+  }
   printf("hello from nanos, argv[2]=%s, GREETING=%s\\n", argc > 2 ? argv[2] : "-", getenv("GREETING"));
   FILE *in = fopen("/in/data/note.txt", "r");
   char line[64] = "no input";
@@ -131,6 +144,14 @@ function suite(name: string, skip: false | string, driverFor: (sandboxRoot: stri
       assert.match(stdout, /hello from nanos, argv\[2\]=second arg, GREETING=hi there/);
       assert.match(stdout, /input: from vmesh/);
       assert.match(stdout, /to stderr/, 'stderr shares the console');
+    });
+
+    it('returns the files the program wrote under /out, and nothing a symlink points at', async () => {
+      const { exit, stdout } = await run({ args: ['write'], outputs: ['result.txt', 'sub', 'escape', 'missing.txt'] });
+      assert.deepEqual([exit.outcome, exit.exitCode], ['exited', 0], stdout);
+      const files = Object.fromEntries(exit.outputs.files.map((f) => [f.path, Buffer.from(f.contentBase64 ?? '', 'base64').toString()]));
+      assert.deepEqual(files, { 'result.txt': 'made in nanos\n', 'sub/deep.txt': 'deeper\n' });
+      assert.deepEqual(exit.outputs.skipped.map((s) => s.path).sort(), ['escape', 'missing.txt'], JSON.stringify(exit.outputs.skipped));
     });
 
     it('tells exit 0 from a crash', async () => {

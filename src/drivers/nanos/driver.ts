@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { NO_OUTPUTS } from '../../outputs/pack.ts';
+import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
 import { InvalidInputError, outputPaths, UnsupportedError, type WorkloadKind } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from '../driver.ts';
@@ -12,7 +12,7 @@ import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
 import { wantsNetwork } from '../sandbox-network.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { unikernelArgs, unikernelExit } from './command-line.ts';
-import { buildImage, opsHome, opsVersions } from './ops.ts';
+import { buildImage, copyOut, opsHome, opsVersions } from './ops.ts';
 import { opsConfig, PROGRAM, RESERVED_MANIFEST_KEYS } from './ops-config.ts';
 import { checkProgram } from './program.ts';
 
@@ -94,7 +94,6 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       ['command', w.command, 'give the program as source and its arguments as args'],
       ['stdin', w.stdin, 'a unikernel has no stdin'],
       ['workdir', w.workdir, 'the program runs in /'],
-      ['outputs', outputPaths(w).length > 0 ? w.outputs : undefined, 'files a unikernel writes cannot be returned yet'],
     ];
     for (const [field, given, why] of unsupported) {
       if (given !== undefined) throw new InvalidInputError(`${field}: not for a unikernel (${why})`, { field });
@@ -116,7 +115,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       image: path.join(dir, 'image.raw'),
       vcpus: request.resources.vcpus,
       memoryMiB: request.resources.memoryMiB,
-      outputs: [],
+      outputs: outputPaths(request.workload),
     });
     return this.stage(request, describe, async (p) => {
       await this.attachNetwork(p, signal);
@@ -124,6 +123,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       await fs.mkdir(build);
       await fs.writeFile(path.join(build, PROGRAM), request.code, { mode: 0o755 });
       if (request.inputs !== undefined) await placeInputs(path.join(build, 'in'), request.inputs);
+      if (outputPaths(request.workload).length > 0) await fs.mkdir(path.join(build, 'out'));
       await fs.writeFile(path.join(build, 'config.json'), JSON.stringify(opsConfig(request, p.network)));
       const name = `${IMAGE_PREFIX}${request.runId}-${randomBytes(4).toString('hex')}`;
       await buildImage(this.ops, build, PROGRAM, name, p.image, signal);
@@ -157,9 +157,22 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
     try {
       const status = await r.exited;
       const base = { outputs: NO_OUTPUTS, usage: {} };
-      return stoppedExit(r.stopReason, r.prepared.request, base) ?? unikernelExit(status, r.errors, r.consoleTail, base);
+      const exit = stoppedExit(r.stopReason, r.prepared.request, base) ?? unikernelExit(status, r.errors, r.consoleTail, base);
+      // Nanos syncs its filesystem when the program exits, not when it is killed or faults.
+      return exit.outcome === 'exited' ? { ...exit, outputs: await this.outputsOf(r.prepared) } : exit;
     } finally {
       this.running.delete(r);
+    }
+  }
+
+  /** The declared outputs, from the image's /out once the unikernel has ended (copied out by ops). */
+  private async outputsOf(p: NanosPrepared): Promise<CollectedOutputs> {
+    if (p.outputs.length === 0) return NO_OUTPUTS;
+    try {
+      const out = await copyOut(this.ops, p.image, `${IMAGE_PREFIX}${path.basename(p.dir)}-out`, path.join(p.dir, 'copied'));
+      return await packOutputs(out, p.outputs, p.request.outputs);
+    } catch (err) {
+      return { files: [], skipped: p.outputs.map((o) => ({ path: o, reason: `not copied out of the image: ${(err as Error).message}` })) };
     }
   }
 

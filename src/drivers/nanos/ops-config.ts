@@ -1,6 +1,7 @@
 // The config.json vmesh hands `ops build` for one run. Written against ops 0.1.46 (types/config.go): the
 // JSON keys are the Go field names, and ops refuses a key it does not know.
 import type { SandboxNetwork } from '../../net/sandbox-network.ts';
+import { outputPaths } from '../../spec/index.ts';
 import type { SandboxRequest } from '../driver.ts';
 
 /** The program's name in the image: ops puts it at /<name> and hands the name as argv[0]. */
@@ -13,6 +14,8 @@ export interface OpsConfig {
   Env: Record<string, string>;
   /** Files copied into the image, each at "/" + its path (relative to the directory ops runs in). */
   Files: string[];
+  /** Directories copied into the image, each at "/" + its path: an empty `out` for a run that declares outputs. */
+  Dirs?: string[];
   /** The image's size ("<n>m"): room for what the program writes beside what it came with. */
   BaseVolumeSz: string;
   /**
@@ -45,8 +48,8 @@ export function netmaskOf(prefixLength: number): string {
 }
 
 /**
- * The config for `request`: its args and env, its input files (staged at in/<path>), an image of
- * `diskMiB`, and the sandbox's address when it has a network.
+ * The config for `request`: its args and env, its input files (staged at in/<path>), an empty /out for
+ * its outputs (staged at out), an image of `diskMiB`, and the sandbox's address when it has a network.
  */
 export function opsConfig(request: SandboxRequest, network?: SandboxNetwork): OpsConfig {
   const w = request.workload;
@@ -55,6 +58,7 @@ export function opsConfig(request: SandboxRequest, network?: SandboxNetwork): Op
     Args: [...(w.args ?? [])],
     Env: { ...(w.env ?? {}) },
     Files: (request.inputs ?? []).map((input) => `in/${input.path}`),
+    ...(outputPaths(w).length === 0 ? {} : { Dirs: ['out'] }),
     BaseVolumeSz: `${Math.max(1, request.resources.diskMiB)}m`,
     // The run's own options first: debug_exit is vmesh's (the exit code depends on it).
     ManifestPassthrough: { ...w.unikernel?.manifest, debug_exit: 't' },

@@ -72,3 +72,23 @@ async function moveFile(from: string, to: string): Promise<void> {
     await fs.rm(from, { force: true });
   }
 }
+
+/**
+ * Copies the image's `/out` into `dest` (a directory, made here), as `dest/out`, with `ops image cp`. ops
+ * reads images only from its own image directory, by name: the image is linked there under `name` for
+ * the copy. ops exits 0 even when the copy failed, so whether `dest/out` exists is what tells.
+ */
+export async function copyOut(binary: string, image: string, name: string, dest: string, signal?: AbortSignal): Promise<string> {
+  const images = path.join(opsHome(), 'images');
+  const link = path.join(images, name);
+  await fs.mkdir(images, { recursive: true });
+  await fs.mkdir(dest, { recursive: true });
+  await fs.symlink(image, link);
+  try {
+    const [command, args] = offline(binary, ['image', 'cp', name, '/out', dest, '-r']);
+    await run(command, args, { timeoutMs: BUILD_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
+  } finally {
+    await fs.rm(link, { force: true });
+  }
+  return path.join(dest, 'out');
+}
