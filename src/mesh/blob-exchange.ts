@@ -1,4 +1,5 @@
 import { createReadStream, promises as fs } from 'node:fs';
+import type { TLSSocket } from 'node:tls';
 import type { Connection, PeerId } from '@libp2p/interface';
 import { RateLimiter } from '@libp2p/utils';
 import type { Logger } from 'pino';
@@ -78,7 +79,7 @@ export async function serveBlobs(host: MeshHost, blobs: BlobStore, guard: PeerGu
           return void (await stream.close());
         }
         // Held while offered, so that eviction cannot take the file before the lane sends it.
-        if (request.lane === true && lane !== undefined) ticket = lane.offer(file, size, await blobs.hold([hash]));
+        if (request.lane === true && lane !== undefined) ticket = lane.offer(file, size, await blobs.hold([hash]), peer);
         await frames.write({ ok: true, size, ...(ticket === undefined ? {} : { lane: ticket }) });
         if (ticket !== undefined) {
           const { via } = await frames.read(readChoice, AbortSignal.timeout(CHOICE_TIMEOUT_MS));
@@ -120,6 +121,8 @@ export interface Fetched {
   bytes: number;
   /** Which way the bytes came: the sender's blob lane, or the mesh stream. */
   via: 'lane' | 'stream';
+  /** The sender offered its lane and it could not be reached (a firewall, another address). */
+  laneUnreachable: boolean;
 }
 
 /**
@@ -132,21 +135,23 @@ export async function fetchBlob(host: MeshHost, guard: PeerGuard, peer: PeerId, 
   const connection = await host.dial(peer, opts);
   const stream = await connection.newStream(BLOB_PROTOCOL, opts);
   let via: Fetched['via'] = 'stream';
+  let laneUnreachable = false;
+  let socket: TLSSocket | undefined;
   try {
     const frames = new JsonFrames(stream, MAX_FRAME, CHUNK);
     await frames.write({ hash, ...(o.lane === true ? { lane: true } : {}) }, signal);
     const header = await frames.read(readHeader, signal);
     if (!header.ok) throw new BlobUnavailableError(`${peer.toString()}: ${header.message}`, { field: 'blob' });
     if (header.size > o.maxBytes) throw new BlobUnavailableError(`${hash} is ${header.size} bytes, more than the ${o.maxBytes} this node takes`, { field: 'blob' });
-    let source: AsyncIterable<Uint8Array> | undefined;
     if (header.lane !== undefined) {
       const ip = ipOf(connection.remoteAddr);
-      source = ip === undefined ? undefined : await openLane(ip, header.lane, signal).catch((err: Error) => void o.logger?.debug({ err, peer: peer.toString() }, 'blob lane not reached; the bytes come over the mesh stream'));
-      if (source !== undefined) via = 'lane';
+      socket = ip === undefined ? undefined : await openLane(ip, header.lane, signal).catch((err: Error) => void o.logger?.debug({ err, peer: peer.toString() }, 'blob lane not reached; the bytes come over the mesh stream'));
+      if (socket !== undefined) via = 'lane';
+      else laneUnreachable = !(signal?.aborted ?? false);
       await frames.write({ via }, signal);
     }
     await stream.close(opts); // ends our side only: the bytes still come, unless they take the lane
-    source ??= (async function* () {
+    const source: AsyncIterable<Uint8Array> = socket ?? (async function* () {
       for (let received = 0; received < header.size; ) {
         const bytes = await frames.readChunk(signal);
         received += bytes.byteLength;
@@ -160,9 +165,10 @@ export async function fetchBlob(host: MeshHost, guard: PeerGuard, peer: PeerId, 
       ...(signal === undefined ? {} : { signal }),
       ...(o.onProgress === undefined ? {} : { onProgress: (bytes: number) => o.onProgress!(bytes, header.size) }),
     });
-    return { bytes: received.bytes, via };
+    return { bytes: received.bytes, via, laneUnreachable };
   } catch (err) {
     stream.abort(err as Error);
+    socket?.destroy(); // a lane opened and not read to its end (receive destroys one it consumed)
     // A lane that ended before all the bytes came broke off, as a connection can; more than were
     // announced, or the wrong ones, is a broken promise.
     const brokenOff = via === 'lane' && err instanceof BlobShortError;

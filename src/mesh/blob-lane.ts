@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
+import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
@@ -20,8 +20,10 @@ import Type, { type Static } from 'typebox';
 const TLS = { ciphers: 'PSK-AES128-GCM-SHA256', minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } as const;
 /** An offer not taken up within this long is withdrawn. */
 const OFFER_TTL_MS = 15_000;
-/** Offers open at once, and so transfers under way; a node asked for more sends over the mesh connection. */
+/** Offers open at once; a node asked for more sends over the mesh connection. */
 const MAX_OFFERS = 64;
+/** Offers open at once for one peer, so that one peer cannot take every offer. */
+const MAX_OFFERS_PER_PEER = 8;
 const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** A transfer that moves no byte for this long is ended. */
 const IDLE_TIMEOUT_MS = 30_000;
@@ -44,6 +46,7 @@ interface Offer {
   key: Buffer;
   release: () => void;
   timer: NodeJS.Timeout;
+  peer: string;
 }
 
 /** The sending end: TLS servers on the addresses the mesh listens on, each transfer one offer. */
@@ -63,7 +66,7 @@ export class BlobLane {
   static async open(ips: string[], port: number, logger: Logger): Promise<BlobLane> {
     const lane = new BlobLane(logger);
     try {
-      for (const ip of new Set(ips)) {
+      for (const ip of ips) {
         lane.servers.set(ip, await lane.listen(ip, port));
         port = lane.port!;
       }
@@ -95,8 +98,11 @@ export class BlobLane {
       socket.once('close', () => this.sockets.delete(socket));
     });
     server.on('tlsClientError', (err) => this.logger.debug({ err }, 'blob lane: a connection failed its handshake'));
-    server.listen(port, ip);
+    // A wildcard IPv6 address takes IPv4 too unless told not to, and then clashes with 0.0.0.0 on the same port.
+    server.listen({ port, host: ip, ipv6Only: isIPv6(ip) });
     await once(server, 'listening');
+    // After listening, an error (a failed accept) is logged rather than left to end the process.
+    server.on('error', (err) => this.logger.warn({ err, ip }, 'blob lane: the listener failed'));
     return server;
   }
 
@@ -109,18 +115,19 @@ export class BlobLane {
   /**
    * Offers the first `size` bytes of `file` to whoever shows the ticket, once, within OFFER_TTL_MS;
    * `release` runs when the transfer is over or the offer withdrawn. Undefined (and `release` run) when
-   * the lane is closed or too many offers are open.
+   * the lane is closed or too many offers are open, in all or for `peer` (the node the ticket goes to).
    */
-  offer(file: string, size: number, release: () => void): LaneTicket | undefined {
+  offer(file: string, size: number, release: () => void, peer = ''): LaneTicket | undefined {
     const port = this.port;
-    if (port === undefined || this.offers.size >= MAX_OFFERS) {
+    const forPeer = [...this.offers.values()].filter((o) => o.peer === peer).length;
+    if (port === undefined || this.offers.size >= MAX_OFFERS || forPeer >= MAX_OFFERS_PER_PEER) {
       release();
       return undefined;
     }
     const id = randomBytes(16).toString('hex');
     const key = randomBytes(32);
     const timer = setTimeout(() => this.withdraw(id), OFFER_TTL_MS).unref();
-    this.offers.set(id, { file, size, key, release, timer });
+    this.offers.set(id, { file, size, key, release, timer, peer });
     return { port, id, key: key.toString('hex') };
   }
 
@@ -160,15 +167,19 @@ export class BlobLane {
   }
 }
 
-/** The listening addresses' IPs a lane goes on: every IPv4 or IPv6 address of a TCP multiaddr. */
+/**
+ * The listening addresses' IPs a lane goes on: every IPv4 or IPv6 address of a TCP multiaddr, once, and
+ * none that a wildcard of its family (0.0.0.0, ::) already covers.
+ */
 export function laneAddresses(listen: Array<{ getComponents(): Array<{ name: string; value?: string }> }>): string[] {
-  const ips: string[] = [];
+  const ips = new Set<string>();
   for (const ma of listen) {
     const parts = ma.getComponents();
     const ip = parts.find((c) => c.name === 'ip4' || c.name === 'ip6')?.value;
-    if (ip !== undefined && parts.some((c) => c.name === 'tcp')) ips.push(ip);
+    if (ip !== undefined && parts.some((c) => c.name === 'tcp')) ips.add(ip);
   }
-  return ips;
+  const covered = (ip: string) => (isIPv6(ip) ? ip !== '::' && ips.has('::') : ip !== '0.0.0.0' && ips.has('0.0.0.0'));
+  return [...ips].filter((ip) => !covered(ip));
 }
 
 /**

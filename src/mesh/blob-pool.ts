@@ -13,6 +13,9 @@ import { askToKeep } from './keep-protocol.ts';
 import type { PeerGuard } from './peer-guard.ts';
 
 const RAW_CODEC = 0x55;
+/** A peer whose lane could not be reached is asked for its lane again after this long. */
+const LANE_RETRY_MS = 10 * 60_000;
+const MAX_REMEMBERED_LANES = 1024;
 const SHA2_256 = 0x12;
 
 /** The CID of a blob: CIDv1, raw codec, its sha256 as the multihash. */
@@ -49,6 +52,8 @@ export class BlobPool {
   private readonly pending = new Set<string>();
   private announcing = false;
   private lane: BlobLane | undefined;
+  /** Peers whose lane could not be reached, until when: their blobs come over the mesh stream meanwhile, without a wait for the lane. */
+  private readonly laneUnreachable = new Map<string, number>();
 
   constructor(
     private readonly host: MeshHost,
@@ -59,7 +64,13 @@ export class BlobPool {
   ) {}
 
   async start(): Promise<void> {
-    if (this.o.lane !== undefined) this.lane = await BlobLane.open(laneAddresses(this.o.lane.listen.map((a) => multiaddr(a))), this.o.lane.port, this.logger);
+    if (this.o.lane !== undefined) {
+      // Without its lane a node still sends and takes every blob, over the mesh connection.
+      this.lane = await BlobLane.open(laneAddresses(this.o.lane.listen.map((a) => multiaddr(a))), this.o.lane.port, this.logger).catch((err: Error) => {
+        this.logger.warn({ err, port: this.o.lane!.port }, 'blob lane not opened: blobs go over the mesh connection');
+        return undefined;
+      });
+    }
     await serveBlobs(this.host, this.blobs, this.guard, this.logger, this.lane);
     this.blobs.onAdded((hash) => this.announce(hash));
     this.blobs.onRemoved((hash) => this.pending.delete(hash));
@@ -109,14 +120,15 @@ export class BlobPool {
       if (id === this.host.peerId.toString() || tried.includes(id) || this.guard.isBanned(id)) return false;
       tried.push(id);
       try {
-        const { via } = await fetchBlob(this.host, this.guard, peer, hash, this.blobs, {
+        const { via, laneUnreachable } = await fetchBlob(this.host, this.guard, peer, hash, this.blobs, {
           maxBytes: this.o.maxBytes,
-          lane: this.o.lane !== undefined,
+          lane: this.o.lane !== undefined && (this.laneUnreachable.get(id) ?? 0) < Date.now(),
           logger: this.logger,
           ...(o.signal === undefined ? {} : { signal: o.signal }),
           ...(o.onProgress === undefined ? {} : { onProgress: o.onProgress }),
         });
         this.o.onFetched?.(via);
+        if (laneUnreachable) this.noteLaneUnreachable(id);
         return true;
       } catch (err) {
         // Another peer would not help: the caller gave up, or this node has no room for the blob.
@@ -140,6 +152,11 @@ export class BlobPool {
       this.logger.debug({ err, hash }, 'provider lookup ended');
     }
     throw new BlobUnavailableError(`no node of the mesh could provide ${hash}${tried.length > 0 ? ` (asked ${tried.join(', ')})` : ' (no provider found)'}`, { field: 'blob' });
+  }
+
+  private noteLaneUnreachable(peer: string): void {
+    if (this.laneUnreachable.size >= MAX_REMEMBERED_LANES) this.laneUnreachable.delete(this.laneUnreachable.keys().next().value!);
+    this.laneUnreachable.set(peer, Date.now() + LANE_RETRY_MS);
   }
 
   /**

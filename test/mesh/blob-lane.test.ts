@@ -69,10 +69,20 @@ describe('blob lane', () => {
     await assert.rejects(openLane('127.0.0.1', ticket), 'a withdrawn offer cannot be taken');
   });
 
+  it('holds at most 8 offers for one peer', async () => {
+    let released = 0;
+    const tickets = Array.from({ length: 9 }, () => lane.offer(file, 1, () => released++, 'peer-a'));
+    assert.equal(tickets.filter((t) => t !== undefined).length, 8, 'eight for peer-a');
+    assert.equal(released, 1, 'the ninth refused and let go');
+    const other = lane.offer(file, 1, () => released++, 'peer-b');
+    assert.notEqual(other, undefined, 'another peer still gets one');
+    for (const t of [...tickets, other]) if (t !== undefined) lane.withdraw(t.id);
+  });
+
   it('holds at most 64 offers; close withdraws every one', async () => {
     let released = 0;
     const tickets: Array<LaneTicket | undefined> = [];
-    for (let i = 0; i < 65; i++) tickets.push(lane.offer(file, 1, () => released++));
+    for (let i = 0; i < 65; i++) tickets.push(lane.offer(file, 1, () => released++, `peer-${i % 9}`));
     assert.equal(tickets.filter((t) => t !== undefined).length, 64, '64 offers open');
     assert.equal(released, 1, 'the 65th was refused and its blob let go at once');
     await lane.close();
@@ -81,9 +91,20 @@ describe('blob lane', () => {
     lane = await BlobLane.open(['127.0.0.1'], 0, logger);
   });
 
-  it('listens on the TCP addresses the mesh listens on', () => {
-    const addrs = ['/ip4/10.0.0.2/tcp/7421', '/ip6/::1/tcp/7421', '/ip4/10.0.0.3/udp/7421', '/dns4/example.org/tcp/1'].map((a) => multiaddr(a));
+  it('listens on the TCP addresses the mesh listens on, once each, on one port', async () => {
+    const addrs = ['/ip4/10.0.0.2/tcp/7421', '/ip6/::1/tcp/7421', '/ip4/10.0.0.3/udp/7421', '/dns4/example.org/tcp/1', '/ip4/10.0.0.2/tcp/7422'].map((a) => multiaddr(a));
     assert.deepEqual(laneAddresses(addrs), ['10.0.0.2', '::1']);
+    const wild = ['/ip4/0.0.0.0/tcp/1', '/ip4/10.0.0.2/tcp/1', '/ip6/::/tcp/1', '/ip6/::1/tcp/1'].map((a) => multiaddr(a));
+    assert.deepEqual(laneAddresses(wild), ['0.0.0.0', '::'], 'a wildcard covers the other addresses of its family');
+    // IPv4 and IPv6 on one port: the IPv6 listener takes IPv6 only (it clashed with IPv4 on the same port before).
+    const both = await BlobLane.open(['127.0.0.1', '::1'], 0, logger);
+    try {
+      const ticket = both.offer(file, 10, () => {})!;
+      const got = Buffer.concat(await (await openLane('::1', ticket)).toArray());
+      assert.ok(got.equals(bytes.subarray(0, 10)), 'served over IPv6 on the same port');
+    } finally {
+      await both.close();
+    }
   });
 });
 
@@ -149,6 +170,10 @@ describe('blob lane between nodes', () => {
     assert.deepEqual(choice, { via: 'stream' }, 'B said it wants the bytes on the stream');
     assert.ok((await b.daemon.node.blobs.get(hash))?.equals(bytes), 'B holds the blob');
     assert.equal((await fetchesOf(b)).stream, (before.stream ?? 0) + 1, 'counted as come over the stream');
+    // A lane that could not be reached is not asked for again soon: the next fetch spares the wait.
+    await b.daemon.node.blobs.remove(hash);
+    await b.daemon.mesh!.blobs.fetch(hash, { hints: [host.peerId], lookup: false });
+    assert.equal(asked, undefined, 'the second fetch did not ask for the lane');
   });
 
   it('bans a peer whose lane sends the wrong bytes, and keeps nothing', async () => {
@@ -178,10 +203,27 @@ describe('blob lane between nodes', () => {
     assert.equal(b.daemon.mesh!.guard.isBanned(host.peerId.toString()), false, 'a lane that broke off is not an offence');
   });
 
+  it('a node whose lane port is taken starts without its lane, and still sends blobs', async () => {
+    const taken = createServer().listen(0, '127.0.0.1');
+    await new Promise((resolve) => taken.once('listening', resolve));
+    try {
+      const c = await startMeshDaemon({ join: b.daemon.mesh!.addresses(), blobLanePort: (taken.address() as { port: number }).port });
+      daemons.push(c);
+      assert.equal(c.daemon.mesh!.blobs.lanePort, undefined, 'no lane');
+      await until(() => c.daemon.mesh!.nodes().length >= 2, 10_000, 'C to see B');
+      const bytes = randomBytes(20_000);
+      const hash = await c.daemon.node.blobs.put(bytes);
+      await b.daemon.mesh!.blobs.fetch(hash, { hints: [c.daemon.mesh!.host.peerId], lookup: false });
+      assert.ok((await b.daemon.node.blobs.get(hash))?.equals(bytes), 'B took the blob from C over the mesh stream');
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
   it('a node with the lane switched off neither asks for it nor offers it', async () => {
     const a = await startMeshDaemon({ join: b.daemon.mesh!.addresses(), blobLane: false });
     daemons.push(a);
-    await until(() => a.daemon.mesh!.nodes().length === 2, 10_000, 'A and B to see each other');
+    await until(() => a.daemon.mesh!.nodes().length >= 2, 10_000, 'A and B to see each other');
     const [toA, toB] = [randomBytes(50_000), randomBytes(50_000)];
     const [onA, onB] = [await a.daemon.node.blobs.put(toA), await b.daemon.node.blobs.put(toB)];
     const before = await fetchesOf(b);

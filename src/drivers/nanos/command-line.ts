@@ -55,14 +55,16 @@ const NANOS_HALT = 0x7f;
  * which is also how N = 0 reads: they are told apart by what QEMU printed on stderr. A program killed by
  * a signal ends with the signal's number as its code (Nanos's VM_EXIT_SIGNAL), as an exit(11) would:
  * Nanos's console line for the signal tells them apart. A machine that never started its program
- * (a triple fault, under `-no-reboot`) exits 0.
+ * (a triple fault, under `-no-reboot`) exits 0. A process's status keeps 8 bits, so exit codes 0–125
+ * come back as they are; 126 and 127 are Nanos's own, and a code above 127 loses its top bit.
  */
 export function unikernelExit(status: number | null, qemuErrors: string, consoleTail: string, base: Pick<SandboxExit, 'outputs' | 'usage'>): SandboxExit {
   const said = () => {
     const last = consoleTail.trim().split('\n').slice(-5).join(' | ');
     return qemuErrors.trim() ? `: ${qemuErrors.trim()}` : last ? `; its console ended: ${last}` : '';
   };
-  if (status === null || status % 2 === 0 || (status === 1 && /qemu-system/.test(qemuErrors))) {
+  const failed = qemuErrors.split('\n').some((l) => /qemu-system/.test(l) && !/warning:/i.test(l));
+  if (status === null || status % 2 === 0 || (status === 1 && failed)) {
     return { ...base, outcome: 'crashed', exitCode: null, reason: `the unikernel ended without an exit code (qemu exited with ${status})${said()}` };
   }
   const code = status >> 1;

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { NO_OUTPUTS, packOutputs, type CollectedOutputs } from '../../outputs/pack.ts';
@@ -26,8 +26,15 @@ export interface NanosDriverOptions extends GuestVmOptions {
 
 /** The least memory a unikernel is given: Nanos and its page tables, and the program. */
 export const MIN_UNIKERNEL_MEMORY_MIB = 64;
-/** Names of the images vmesh builds in ops's image directory (each moved out at once; a crash can leave one). */
-const IMAGE_PREFIX = 'vmesh-';
+/** How long copying a run's outputs out of its image may take. */
+const COPY_OUT_TIMEOUT_MS = 120_000;
+/**
+ * Names of the images a node builds in ops's image directory, which every node on the host shares: each
+ * is moved out at once (a crash can leave one), and `recover` removes this node's only.
+ */
+function imagePrefix(sandboxRoot: string): string {
+  return `vmesh-${createHash('sha256').update(sandboxRoot).digest('hex').slice(0, 8)}-`;
+}
 
 interface NanosPrepared extends VmSandbox {
   readonly image: string;
@@ -125,7 +132,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       if (request.inputs !== undefined) await placeInputs(path.join(build, 'in'), request.inputs);
       if (outputPaths(request.workload).length > 0) await fs.mkdir(path.join(build, 'out'));
       await fs.writeFile(path.join(build, 'config.json'), JSON.stringify(opsConfig(request, p.network)));
-      const name = `${IMAGE_PREFIX}${request.runId}-${randomBytes(4).toString('hex')}`;
+      const name = `${imagePrefix(this.sandboxRoot)}${request.runId}-${randomBytes(4).toString('hex')}`;
       await buildImage(this.ops, build, PROGRAM, name, p.image, signal);
       await fs.rm(build, { recursive: true, force: true });
     });
@@ -169,7 +176,8 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
   private async outputsOf(p: NanosPrepared): Promise<CollectedOutputs> {
     if (p.outputs.length === 0) return NO_OUTPUTS;
     try {
-      const out = await copyOut(this.ops, p.image, `${IMAGE_PREFIX}${path.basename(p.dir)}-out`, path.join(p.dir, 'copied'));
+      const name = `${imagePrefix(this.sandboxRoot)}${path.basename(p.dir)}-out`;
+      const out = await copyOut(this.ops, p.image, name, path.join(p.dir, 'copied'), AbortSignal.timeout(COPY_OUT_TIMEOUT_MS));
       return await packOutputs(out, p.outputs, p.request.outputs);
     } catch (err) {
       return { files: [], skipped: p.outputs.map((o) => ({ path: o, reason: `not copied out of the image: ${(err as Error).message}` })) };
@@ -180,7 +188,8 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
   async recover(): Promise<number> {
     const images = path.join(opsHome(), 'images');
     const names = await fs.readdir(images).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => n.startsWith(IMAGE_PREFIX)).map((n) => fs.rm(path.join(images, n), { force: true })));
+    const mine = imagePrefix(this.sandboxRoot);
+    await Promise.all(names.filter((n) => n.startsWith(mine)).map((n) => fs.rm(path.join(images, n), { force: true })));
     return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: 'nanos-', pidFile: 'qemu.pid', binary: 'qemu-system' });
   }
 }

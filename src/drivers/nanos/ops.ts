@@ -58,6 +58,7 @@ export async function buildImage(binary: string, dir: string, program: string, n
   try {
     await moveFile(built, target);
   } catch {
+    await fs.rm(built, { force: true });
     throw new CommandError([command, ...args].join(' '), 0, `no image came of it: ${stripVTControlCharacters(printed).trim().slice(-1000) || 'it printed nothing'}`);
   }
 }
