@@ -163,6 +163,8 @@ describe(`remote runs on ${RUN_PROTOCOL}`, () => {
         return states;
       };
       // Ended within stateBatchMs: the requester walks through the states itself (the first test sees them on A).
+      // The node's first run boots its function worker, which can take more than a second on a busy host.
+      inOrder(await framesOf('export default () => 0'));
       assert.deepEqual(inOrder(await framesOf('export default () => 1')), [], 'a trivial run sent only accepted and end');
       const longer = inOrder(await framesOf('export default () => { const t = Date.now(); while (Date.now() - t < 2000); return 1 }'));
       assert.equal(longer.at(-1), 'running', 'the run was running for 2 s: that was sent before its end');
