@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -97,6 +98,8 @@ describe('blob lane', () => {
     const wild = ['/ip4/0.0.0.0/tcp/1', '/ip4/10.0.0.2/tcp/1', '/ip6/::/tcp/1', '/ip6/::1/tcp/1'].map((a) => multiaddr(a));
     assert.deepEqual(laneAddresses(wild), ['0.0.0.0', '::'], 'a wildcard covers the other addresses of its family');
     // IPv4 and IPv6 on one port: the IPv6 listener takes IPv6 only (it clashed with IPv4 on the same port before).
+    const ipv6Loopback = Object.values(os.networkInterfaces()).some((addrs) => addrs?.some((a) => a.address === '::1'));
+    if (!ipv6Loopback) return; // a host without IPv6 on loopback: the part above still ran
     const both = await BlobLane.open(['127.0.0.1', '::1'], 0, logger);
     try {
       const ticket = both.offer(file, 10, () => {})!;
