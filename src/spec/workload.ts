@@ -247,7 +247,7 @@ export const Workload = Type.Object(
     stdin: Type.Optional(Type.String({ maxLength: MAX_INLINE_BYTES, description: 'utf8 text fed to stdin' })),
     input: Type.Optional(Type.Unknown({ description: 'JSON input passed to a js function' })),
     inputs: Type.Optional(
-      Type.Array(InputFile, { maxItems: MAX_INPUT_FILES, description: 'container, microvm: files placed read-only under /in before the workload starts' }),
+      Type.Array(InputFile, { maxItems: MAX_INPUT_FILES, description: 'container, microvm, unikernel: files placed read-only under /in before the workload starts' }),
     ),
     readOnlyRoot: Type.Optional(
       Type.Boolean({ description: 'container: mount / read-only (only /tmp and /out writable); by default / is writable, through a layer of its own' }),
