@@ -1,6 +1,6 @@
 // The QEMU command line of a Nanos unikernel, and how its end reads.
 import type { SandboxExit } from '../driver.ts';
-import { qemuOption } from '../qemu/command-line.ts';
+import { driveThrottle, qemuOption } from '../qemu/command-line.ts';
 
 export interface UnikernelSpec {
   accel: 'kvm' | 'tcg';
@@ -23,10 +23,6 @@ export interface UnikernelSpec {
  * the machine rather than booting it again.
  */
 export function unikernelArgs(spec: UnikernelSpec): string[] {
-  const throttle = [
-    ...(spec.disk?.bps === undefined ? [] : [`throttling.bps-total=${spec.disk.bps}`]),
-    ...(spec.disk?.iops === undefined ? [] : [`throttling.iops-total=${spec.disk.iops}`]),
-  ];
   return [
     '-machine', `q35,accel=${spec.accel}`,
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
@@ -35,7 +31,7 @@ export function unikernelArgs(spec: UnikernelSpec): string[] {
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-serial', 'stdio',
     '-device', 'virtio-scsi-pci,id=scsi0',
-    '-drive', [`id=hd0,file=${qemuOption(spec.image)},format=raw,if=none`, ...throttle].join(','),
+    '-drive', [`id=hd0,file=${qemuOption(spec.image)},format=raw,if=none`, ...driveThrottle(spec.disk)].join(','),
     '-device', 'scsi-hd,bus=scsi0.0,drive=hd0',
     '-device', 'isa-debug-exit',
     '-device', 'virtio-rng-pci',

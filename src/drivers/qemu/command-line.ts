@@ -54,10 +54,7 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
     '-pidfile', spec.pidFile,
   ];
   if (spec.incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(spec.incoming)}`);
-  const throttle = [
-    ...(spec.disk?.bps === undefined ? [] : [`throttling.bps-total=${spec.disk.bps}`]),
-    ...(spec.disk?.iops === undefined ? [] : [`throttling.iops-total=${spec.disk.iops}`]),
-  ];
+  const throttle = driveThrottle(spec.disk);
   if (spec.rootDisk !== undefined) {
     args.push('-drive', [`id=root,file=${qemuOption(spec.rootDisk)},format=raw,if=none,snapshot=on`, ...throttle].join(','), '-device', 'virtio-blk-device,drive=root');
   }
@@ -65,6 +62,11 @@ export function microVmArgs(spec: MicroVmSpec): string[] {
     args.push('-drive', [`id=outputs,file=${qemuOption(spec.outputsDisk)},format=raw,if=none,cache=unsafe`, ...throttle].join(','), '-device', 'virtio-blk-device,drive=outputs');
   }
   return args;
+}
+
+/** QEMU's block throttling options for a drive, from a run's disk limits (bytes and operations per second, reads and writes together). */
+export function driveThrottle(disk: { bps?: number; iops?: number } | undefined): string[] {
+  return [...(disk?.bps === undefined ? [] : [`throttling.bps-total=${disk.bps}`]), ...(disk?.iops === undefined ? [] : [`throttling.iops-total=${disk.iops}`])];
 }
 
 /** A value inside a QEMU `key=value,...` option: a comma is written twice. */
