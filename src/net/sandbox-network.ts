@@ -111,15 +111,16 @@ export class NetworkManager {
    * Turns a sandbox network into one a microVM can join: inside the namespace, the sandbox end of the veth
    * pair gives up its address and is bridged with a tap device, so that the guest behind the tap holds the
    * sandbox address itself. The bandwidth channel (the qdiscs on both veth ends) and the firewall (on the
-   * host end) apply unchanged. The tap goes with the namespace. Returns the tap's name.
+   * host end) apply unchanged. The tap goes with the namespace. Returns the tap's name. A VMM that opens
+   * the tap as another user than root (a jailed Firecracker) needs it made theirs: `owner`.
    */
-  async bridgeTap(net: SandboxNetwork, signal?: AbortSignal): Promise<string> {
+  async bridgeTap(net: SandboxNetwork, signal?: AbortSignal, owner?: { uid: number; gid: number }): Promise<string> {
     const o = { signal };
     const ipn = (...args: string[]) => run('ip', ['-n', net.netns, ...args], o);
     await ipn('addr', 'flush', 'dev', SANDBOX_IF);
     await ipn('link', 'add', BRIDGE_IF, 'type', 'bridge');
     await ipn('link', 'set', SANDBOX_IF, 'master', BRIDGE_IF);
-    await ipn('tuntap', 'add', 'dev', SANDBOX_TAP, 'mode', 'tap');
+    await ipn('tuntap', 'add', 'dev', SANDBOX_TAP, 'mode', 'tap', ...(owner === undefined ? [] : ['user', String(owner.uid), 'group', String(owner.gid)]));
     await ipn('link', 'set', SANDBOX_TAP, 'master', BRIDGE_IF);
     await ipn('link', 'set', SANDBOX_TAP, 'up');
     await ipn('link', 'set', BRIDGE_IF, 'up');

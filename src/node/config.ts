@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Type, { type Static } from 'typebox';
+import type { JailerOptions } from '../drivers/firecracker/jailer.ts';
 import type { IdMap } from '../drivers/oci/user-namespace.ts';
 import { DEFAULT_SANDBOX_RANGE } from '../net/host.ts';
 import { DEFAULT_MESH_PORT, DEFAULT_PORT, defaultHome } from './home.ts';
@@ -84,6 +85,16 @@ const DriverSettings = Type.Object(
         {
           binary: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the firecracker binary (default: firecracker on PATH)' })),
           kernel: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'an uncompressed vmlinux built with Firecracker\'s recommended guest config; relative to the node\'s home' })),
+          jailer: Type.Optional(
+            Type.Object(
+              {
+                binary: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the jailer binary of the same release as firecracker (default: jailer on PATH)' })),
+                uid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'the unprivileged user each jailed Firecracker runs as' }),
+                gid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'its group' }),
+              },
+              { additionalProperties: false, description: 'run each Firecracker under its jailer (chroot, own mount namespace, this uid:gid); the node must be root' },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -134,7 +145,7 @@ export const DEFAULT_DRIVER_PREFERENCE = ['firecracker', 'cloud-hypervisor', 'qe
 
 export interface DriversConfig {
   preference: string[];
-  firecracker: { binary?: string; kernel?: string };
+  firecracker: { binary?: string; kernel?: string; jailer?: JailerOptions };
   cloudHypervisor: { binary?: string };
   nanos: { ops?: string };
   oci: { userNamespace?: IdMap | false };

@@ -1,4 +1,7 @@
 import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import path from 'node:path';
 
 export interface CommandResult {
   stdout: string;
@@ -25,4 +28,18 @@ export function run(command: string, args: readonly string[], options: { timeout
       else reject(new CommandError([command, ...args].join(' '), typeof err.code === 'number' ? err.code : null, stderr || err.message));
     });
   });
+}
+
+/** Where `command` is: itself when it names a path, else the first executable file of that name on PATH. */
+export async function findCommand(command: string): Promise<string | undefined> {
+  const candidates = command.includes('/') ? [path.resolve(command)] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, command));
+  for (const c of candidates) {
+    try {
+      await access(c, constants.X_OK);
+      if ((await stat(c)).isFile()) return c;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
 }

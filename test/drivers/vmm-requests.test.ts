@@ -25,6 +25,7 @@ import {
   FIRECRACKER_PAUSE,
   FIRECRACKER_RESUME,
 } from '../../src/drivers/firecracker/requests.ts';
+import { chrootDir, jailedSocket, jailerArgs, jailerVersion, jailOwnerProblem } from '../../src/drivers/firecracker/jailer.ts';
 import { guestMac } from '../../src/drivers/vmm/api-vmm-driver.ts';
 import { bandwidthLimiter } from '../../src/drivers/vmm/rate-limit.ts';
 import type { ApiCall } from '../../src/drivers/vmm/unix-http.ts';
@@ -199,6 +200,35 @@ describe('Firecracker requests (v1.16.1 API)', () => {
     const calls = firecrackerBootCalls(machine);
     const typo = { ...calls[2]!, body: { ...(calls[2]!.body as object), vcpus: 2 } };
     assert.throws(() => assertDocumented(FIRECRACKER, [typo]), /machine-config/);
+  });
+});
+
+describe('Firecracker\'s jailer (v1.16.1, docs/jailer.md)', () => {
+  const launch = { id: 'r0abc-1', execFile: '/opt/fc/firecracker', uid: 123, gid: 100, chrootBase: '/var/vmesh/s/jail', firecrackerArgs: ['--api-sock', '/run/firecracker.socket'] };
+
+  it('builds the documented command line: id, exec file, uid, gid, chroot base, netns, then Firecracker\'s own after --', () => {
+    assert.deepEqual(jailerArgs(launch), ['--id', 'r0abc-1', '--exec-file', '/opt/fc/firecracker', '--uid', '123', '--gid', '100', '--chroot-base-dir', '/var/vmesh/s/jail', '--', '--api-sock', '/run/firecracker.socket']);
+    assert.deepEqual(jailerArgs({ ...launch, netns: '/run/netns/vmesh-r0abc' }).slice(10, 13), ['--netns', '/run/netns/vmesh-r0abc', '--']);
+    assert.ok(!jailerArgs(launch).some((a) => a.startsWith('--cgroup') || a === '--daemonize' || a === '--new-pid-ns'), 'no cgroup, and the pid stays Firecracker\'s');
+  });
+
+  it('names the chroot <base>/<exec file name>/<id>/root and the socket inside it', () => {
+    assert.equal(chrootDir('/var/vmesh/s/jail', '/opt/fc/firecracker-v1.16.1-x86_64', 'r0abc-1'), '/var/vmesh/s/jail/firecracker-v1.16.1-x86_64/r0abc-1/root');
+    assert.equal(jailedSocket('/j/root'), '/j/root/run/firecracker.socket');
+  });
+
+  it('refuses what the jailer refuses: an id that is not 1 to 64 letters, digits and hyphens, relative paths, root as the jail\'s user', () => {
+    for (const id of ['', 'a_b', 'a'.repeat(65), 'a/b']) assert.throws(() => jailerArgs({ ...launch, id }), /jailer id .*: expected 1 to 64 letters, digits and hyphens/, id);
+    assert.doesNotThrow(() => jailerArgs({ ...launch, id: 'a'.repeat(64) }));
+    assert.throws(() => jailerArgs({ ...launch, execFile: 'firecracker' }), /must be absolute/);
+    assert.match(jailOwnerProblem({ uid: 0, gid: 100 }) ?? '', /jailer\.uid: expected an unprivileged id/);
+    assert.match(jailOwnerProblem({ uid: 123, gid: 1.5 }) ?? '', /jailer\.gid: expected an unprivileged id/);
+    assert.equal(jailOwnerProblem({ uid: 123, gid: 100 }), undefined);
+  });
+
+  it('reads the release from `jailer --version`', () => {
+    assert.equal(jailerVersion('Jailer v1.16.1\n\n'), '1.16.1');
+    assert.equal(jailerVersion('Firecracker v1.16.1\n'), undefined);
   });
 });
 

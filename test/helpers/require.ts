@@ -16,7 +16,7 @@ export function required(tool: string): boolean {
  * need a KVM that boots a guest, which these machines and CI do not have): a host that has them names them to require them
  * (`VMESH_REQUIRE=all,firecracker,cloud-hypervisor`).
  */
-export const OUTSIDE_ALL: ReadonlySet<string> = new Set(['firecracker', 'cloud-hypervisor', 'kvm', 'ops', 'nanos-tools']);
+export const OUTSIDE_ALL: ReadonlySet<string> = new Set(['firecracker', 'cloud-hypervisor', 'kvm', 'jailer', 'ops', 'nanos-tools']);
 
 /** True when this kernel lets processes make user namespaces (what containers' own ones need). */
 export function userNamespacesAllowed(): boolean {

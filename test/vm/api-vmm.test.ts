@@ -6,7 +6,7 @@
 // What is not: the VMMs themselves. test/vm/vmm-binaries.test.ts runs the drivers against the real binaries
 // wherever they and KVM are present.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CloudHypervisorDriver } from '../../src/drivers/cloud-hypervisor/driver.ts';
@@ -21,6 +21,7 @@ import { COUNTING, startCounting } from '../helpers/counting-guest.ts';
 import { hasCommand, skipUnless } from '../helpers/require.ts';
 import { BUSYBOX } from '../helpers/rootfs.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { leakTestNetworks } from '../helpers/leak-networks.ts';
 
 const guestSkip =
   skipUnless('busybox', existsSync(BUSYBOX), 'apt-get install busybox-static') ||
@@ -28,6 +29,17 @@ const guestSkip =
 const qemuSkip = guestSkip || skipUnless('qemu', hasCommand('qemu-system-x86_64'), 'apt-get install qemu-system-x86');
 
 const STAND_IN = path.resolve('test/fixtures/stand-in-vmm.mjs');
+const STAND_IN_JAILER = path.resolve('test/fixtures/stand-in-jailer.sh');
+/** The jail's user and group in these tests: ids no account holds. */
+const JAIL_ID = 64123;
+const jailSkip =
+  guestSkip ||
+  skipUnless('root', process.getuid?.() === 0, 'run the tests as root (the jailer is started as root)') ||
+  skipUnless('setpriv', hasCommand('setpriv', ['--version']), 'apt-get install util-linux') ||
+  skipUnless('python3', hasCommand('python3', ['--version']), 'apt-get install python3 (the stand-in attaches taps with it)') ||
+  skipUnless('iproute2', hasCommand('ip', ['-V']), 'apt-get install iproute2') ||
+  skipUnless('nftables', hasCommand('nft', ['--version']), 'apt-get install nftables') ||
+  skipUnless('node-for-all', (statSync(process.execPath).mode & 0o001) !== 0, `make ${process.execPath} executable by every user (the stand-in Firecracker runs as an unprivileged one)`);
 const { sink, blobs } = testOutputs();
 let seq = 0;
 
@@ -80,6 +92,20 @@ async function run(driver: ApiVmmDriver, req: SandboxRequest) {
   await driver.validate(req);
   const exit = await runInSandbox(driver, req, { write: (_s, d) => void out.push(Buffer.from(d).toString()), total() {} });
   return { exit, stdout: out.join('') };
+}
+
+/** Starts a guest that never ends (98 MiB: the stand-in Firecracker's), snapshots it into `snapshot`, and ends it. */
+async function snapshotOfSleeper(driver: ApiVmmDriver, snapshot: string) {
+  const prepared = await driver.prepare(request(vm('sleep 1000', { outputs: ['r'] }), { memoryMiB: 98 }));
+  try {
+    const sandbox = await driver.start(prepared, { write() {}, total() {} });
+    const manifest = await driver.snapshot(sandbox, snapshot);
+    await driver.stop(sandbox, 'cancelled');
+    await driver.wait(sandbox);
+    return manifest;
+  } finally {
+    await driver.cleanup(prepared);
+  }
 }
 
 describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () => {
@@ -154,17 +180,9 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
     const scratch = tempDir('vmesh-fc-snap-');
     try {
       const snapshot = path.join(scratch.dir, 'snap');
-      const prepared = await driver.prepare(request(vm('sleep 1000', { outputs: ['r'] }), { memoryMiB: 98 }));
-      try {
-        const sandbox = await driver.start(prepared, { write() {}, total() {} });
-        const manifest = await driver.snapshot(sandbox, snapshot);
-        assert.deepEqual([manifest.driver, manifest.vmmVersion, manifest.vcpus, manifest.memoryMiB, manifest.outputs], ['firecracker', '1.16.1', 1, 98, ['r']]);
-        assert.deepEqual(Object.keys(manifest.files).sort(), ['initrd.cpio', 'memory', 'outputs.img', 'vmstate']);
-        await driver.stop(sandbox, 'cancelled');
-        await driver.wait(sandbox);
-      } finally {
-        await driver.cleanup(prepared);
-      }
+      const manifest = await snapshotOfSleeper(driver, snapshot);
+      assert.deepEqual([manifest.driver, manifest.vmmVersion, manifest.vcpus, manifest.memoryMiB, manifest.outputs], ['firecracker', '1.16.1', 1, 98, ['r']]);
+      assert.deepEqual(Object.keys(manifest.files).sort(), ['initrd.cpio', 'memory', 'outputs.img', 'vmstate']);
       assert.deepEqual(fc.requests().slice(-2).map((c) => [c.method, c.path, c.body]), [
         ['PATCH', '/vm', { state: 'Paused' }],
         ['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: `${snapshot}/vmstate`, mem_file_path: `${snapshot}/memory` }],
@@ -183,14 +201,14 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
 
       // A snapshot that is truncated, or from another Firecracker or driver, is refused before anything starts.
       const bad = () => driver.validate({ ...request(vm('true')), restoreFrom: snapshot });
-      const manifest = JSON.parse(readFileSync(path.join(snapshot, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+      const written = JSON.parse(readFileSync(path.join(snapshot, 'manifest.json'), 'utf8')) as Record<string, unknown>;
       truncateSync(path.join(snapshot, 'memory'), 100);
       await assert.rejects(bad(), (e: unknown) => e instanceof InvalidInputError && e.field === 'snapshot' && /memory is 100 bytes, not the 65536 recorded \(truncated or changed\)/.test(e.message));
-      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, vmmVersion: '1.15.0' }));
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...written, vmmVersion: '1.15.0' }));
       await assert.rejects(bad(), /snapshot: it was taken with firecracker 1\.15\.0; this node has 1\.16\.1/);
-      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, driver: 'cloud-hypervisor' }));
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...written, driver: 'cloud-hypervisor' }));
       await assert.rejects(bad(), /snapshot: it was taken by the "cloud-hypervisor" driver, not firecracker/);
-      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...manifest, files: { ...(manifest.files as object), '../memory': 100 } }));
+      writeFileSync(path.join(snapshot, 'manifest.json'), JSON.stringify({ ...written, files: { ...(written.files as object), '../memory': 100 } }));
       await assert.rejects(bad(), /snapshot: it names a file "\.\.\/memory" outside its directory/);
       assert.deepEqual(readdirSync(root.dir), [], 'no sandbox directory is left');
       assert.equal(driver.liveSandboxes(), 0);
@@ -226,6 +244,129 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
     const orphan = spawn(fc.binary, ['--api-sock', path.join(left, 'api.sock')], { stdio: 'ignore', detached: true });
     writeFileSync(path.join(left, 'vmm.pid'), `${orphan.pid}\n`);
     await new Promise((r) => setTimeout(r, 300));
+    const gone = new Promise((resolve) => orphan.once('exit', resolve));
+    assert.equal(await driver.recover(), 1);
+    await gone;
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+});
+
+describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () => {
+  // The stand-in Firecracker runs as the jail's user, so everything it runs must be reachable by that user.
+  const fc = standIn('firecracker');
+  chmodSync(fc.dir.dir, 0o755);
+  const script = path.join(fc.dir.dir, 'stand-in-vmm.mjs');
+  copyFileSync(STAND_IN, script);
+  const log = path.join(fc.dir.dir, 'requests.jsonl');
+  writeFileSync(log, '', { mode: 0o666 });
+  chmodSync(log, 0o666);
+  writeFileSync(fc.binary, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(script)} firecracker ${JSON.stringify(log)} "$@"\n`, { mode: 0o755 });
+  chmodSync(fc.kernel, 0o644);
+  const root = tempDir('vmesh-fc-jail-');
+  const jailer = { binary: STAND_IN_JAILER, uid: JAIL_ID, gid: JAIL_ID };
+  const make = (o: Partial<FirecrackerOptions> = {}) => new FirecrackerDriver({ sandboxRoot: root.dir, binary: fc.binary, kvmDevice: fc.kvm, kernel: fc.kernel, apiTimeoutMs: 10_000, jailer, ...o });
+  const driver = make();
+  after(async () => {
+    await driver.close();
+    root.remove();
+    fc.dir.remove();
+  });
+  const started = (from: number) => fc.entries().slice(from).filter((e) => e.started) as (Logged & { uid: number; gid: number; chroot?: string })[];
+
+  it('is available only with a jailer of Firecracker\'s release and an unprivileged user, and says which is missing', async () => {
+    assert.deepEqual(await driver.probe(), { available: true, version: '1.16.1', details: { api: 'written against v1.16.1', jailer: 'uid 64123, gid 64123' } });
+    assert.match((await make({ jailer: { ...jailer, binary: path.join(fc.dir.dir, 'no-jailer') } }).probe()).reason ?? '', /the jailer .*no-jailer was not found/);
+    const old = path.join(fc.dir.dir, 'old-jailer');
+    writeFileSync(old, '#!/bin/sh\necho "Jailer v1.15.0"\n', { mode: 0o755 });
+    assert.match((await make({ jailer: { ...jailer, binary: old } }).probe()).reason ?? '', /is v1\.15\.0, not v1\.16\.1 like firecracker: use the two binaries of one release/);
+    assert.match((await make({ jailer: { ...jailer, uid: 0 } }).probe()).reason ?? '', /drivers\.firecracker\.jailer\.uid: expected an unprivileged id/);
+  });
+
+  it('boots a jailed Firecracker as the jail\'s user, every file it opens inside its chroot, and leaves nothing behind', async () => {
+    const before = fc.entries().length;
+    const req = request(vm('echo hi', { outputs: ['r'] }));
+    const { exit, stdout } = await run(driver, req);
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(stdout, 'hello from the stand-in firecracker\n');
+    const vmm = started(before)[0]!;
+    assert.deepEqual([vmm.uid, vmm.gid], [JAIL_ID, JAIL_ID], 'Firecracker ran as the jail\'s user');
+    assert.match(vmm.chroot ?? '', new RegExp(`^${root.dir}/firecracker-${req.runId}-\\w{6}/jail/firecracker/${req.runId}/root$`));
+    assert.deepEqual(vmm.started!.slice(0, 4), [`--id=${req.runId}`, '--start-time-us=0', '--start-time-cpu-us=0', '--api-sock'], 'the jailer execs Firecracker with its id first');
+    const calls = fc.entries().slice(before).filter((c) => c.path !== undefined && c.path !== '/');
+    assert.deepEqual(calls.map((c) => `${c.method} ${c.path}`), ['PUT /logger', 'PUT /metrics', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/outputs', 'PUT /balloon', 'PUT /actions']);
+    // Names inside the chroot; the stand-in opened each as the jail's user (read, or read-write for the drive and logs).
+    assert.deepEqual(calls[3]!.body, { kernel_image_path: 'vmlinux', initrd_path: 'initrd.cpio', boot_args: 'console=ttyS0 reboot=k panic=1 pci=off quiet loglevel=1' });
+    assert.equal((calls[4]!.body as { path_on_host: string }).path_on_host, 'outputs.img');
+    assert.equal(alive(vmm.pid), false);
+    assert.deepEqual(readdirSync(root.dir), [], 'no sandbox directory, so no chroot, is left');
+    assert.equal(driver.liveSandboxes(), 0);
+    assert.equal(statSync(fc.kernel).uid, 0, 'the operator\'s kernel is still root\'s');
+  });
+
+  it('copies a kernel that the jail\'s user cannot read, and gives the copy', async () => {
+    const secret = path.join(fc.dir.dir, 'vmlinux-0600');
+    copyFileSync(fc.kernel, secret);
+    chmodSync(secret, 0o600);
+    const { exit } = await run(make({ kernel: secret }), request(vm('true')));
+    assert.equal(exit.outcome, 'exited', exit.reason);
+    assert.equal(statSync(secret).uid, 0);
+    assert.equal(statSync(secret).mode & 0o777, 0o600);
+  });
+
+  it('snapshots inside the chroot, moves the snapshot out as root\'s, and a new jailed Firecracker goes on from it', async () => {
+    const scratch = tempDir('vmesh-fc-jail-snap-');
+    try {
+      const snapshot = path.join(scratch.dir, 'snap');
+      const manifest = await snapshotOfSleeper(driver, snapshot);
+      assert.deepEqual(Object.keys(manifest.files).sort(), ['initrd.cpio', 'memory', 'outputs.img', 'vmstate']);
+      assert.deepEqual(fc.requests().slice(-1).map((c) => [c.method, c.path, c.body]), [['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: 'snapshot/vmstate', mem_file_path: 'snapshot/memory' }]]);
+      for (const f of ['vmstate', 'memory']) {
+        const st = statSync(path.join(snapshot, f));
+        assert.deepEqual([st.uid, st.mode & 0o777], [0, 0o600], `${f} is root's again`);
+      }
+      const before = fc.entries().length;
+      const { exit, stdout } = await run(driver, { ...request(vm('true')), restoreFrom: snapshot });
+      assert.equal(exit.outcome, 'exited', exit.reason);
+      assert.equal(stdout, 'restored by the stand-in firecracker with 98 MiB\n');
+      const loading = fc.entries().slice(before).filter((e) => e.method !== undefined && e.path !== '/');
+      assert.deepEqual(loading.map((e) => [e.path, e.body]), [['/snapshot/load', { snapshot_path: './vmstate', mem_backend: { backend_type: 'File', backend_path: './memory' }, resume_vm: true }]]);
+      assert.equal(statSync(path.join(snapshot, 'memory')).uid, 0, 'the restore used a copy: the snapshot stays root\'s');
+      assert.deepEqual(readdirSync(root.dir), []);
+    } finally {
+      scratch.remove();
+    }
+  });
+
+  it('joins the sandbox\'s network namespace through --netns and opens a tap made the jail user\'s; nothing is left', async () => {
+    const leases = tempDir('vmesh-fc-jail-net-');
+    const { networks, counts, close } = leakTestNetworks(leases.dir, '10.226.0.0/24', 'vjail');
+    const d = make({ networks });
+    try {
+      const before = fc.entries().length;
+      const { exit } = await run(d, request(vm('true', { network: { egress: 'internet' } }), { network: { egressMbps: 0, ingressMbps: 5 } }));
+      assert.equal(exit.outcome, 'exited', exit.reason);
+      const nic = fc.entries().slice(before).find((e) => e.path?.startsWith('/network-interfaces/'));
+      assert.equal(nic?.body?.host_dev_name, 'tap0', 'the stand-in attached the tap, which exists only in the sandbox\'s namespace, as the jail\'s user');
+      assert.deepEqual(counts(), { interfaces: 0, namespaces: 0, leases: 0 });
+      assert.deepEqual(readdirSync(root.dir).filter((n) => n.startsWith('firecracker-')), []);
+    } finally {
+      await d.close();
+      await close();
+      leases.remove();
+    }
+  });
+
+  it('kills a jailed Firecracker a crashed node left, known by its --id', async () => {
+    const left = path.join(root.dir, 'firecracker-rcrashed0000-abcdef');
+    mkdirSync(path.join(left, 'jail'), { recursive: true });
+    const { spawn } = await import('node:child_process');
+    const args = ['--id', 'rcrashed0000', '--exec-file', fc.binary, '--uid', String(JAIL_ID), '--gid', String(JAIL_ID), '--chroot-base-dir', path.join(left, 'jail'), '--', '--api-sock', '/run/firecracker.socket'];
+    const orphan = spawn(STAND_IN_JAILER, args, { stdio: 'ignore', detached: true });
+    writeFileSync(path.join(left, 'vmm.pid'), `${orphan.pid}\n`);
+    const socket = path.join(left, 'jail/firecracker/rcrashed0000/root/run/firecracker.socket');
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(existsSync(socket), 'the orphan is up');
+    assert.ok(!readFileSync(`/proc/${orphan.pid}/cmdline`, 'utf8').includes(left), 'its command line does not name its directory');
     const gone = new Promise((resolve) => orphan.once('exit', resolve));
     assert.equal(await driver.recover(), 1);
     await gone;

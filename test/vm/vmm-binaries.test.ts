@@ -33,6 +33,18 @@ driverCompliance('firecracker (real binary)', (sandboxRoot) => new FirecrackerDr
     guest(),
 });
 
+// Under the real jailer too (the release archive's jailer beside firecracker), as a user no account holds.
+const jailer = { uid: Number(process.env.VMESH_JAILER_UID ?? 64123), gid: Number(process.env.VMESH_JAILER_UID ?? 64123) };
+driverCompliance('firecracker under its jailer (real binaries)', (sandboxRoot) => new FirecrackerDriver({ sandboxRoot, jailer, ...(kernel ? { kernel } : {}) }), guestFixtures, {
+  ...options,
+  skip:
+    skipUnless('firecracker', hasCommand('firecracker') && kernel !== undefined, 'firecracker v1.16.1 on PATH (github.com/firecracker-microvm/firecracker/releases) and VMESH_FIRECRACKER_KERNEL set to an uncompressed vmlinux built with its recommended guest config') ||
+    skipUnless('jailer', hasCommand('jailer'), 'jailer v1.16.1 on PATH, from the same Firecracker release archive') ||
+    skipUnless('root', process.getuid?.() === 0, 'run the tests as root (the jailer is started as root)') ||
+    kvm() ||
+    guest(),
+});
+
 driverCompliance('cloud-hypervisor (real binary)', (sandboxRoot) => new CloudHypervisorDriver({ sandboxRoot }), guestFixtures, {
   ...options,
   skip: skipUnless('cloud-hypervisor', hasCommand('cloud-hypervisor'), 'cloud-hypervisor v53.0 on PATH (github.com/cloud-hypervisor/cloud-hypervisor/releases)') || kvm() || guest(),

@@ -45,7 +45,7 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
     return /cloud-hypervisor v?(\d+\.\d+(?:\.\d+)?\S*)/.exec(printed)?.[1];
   }
 
-  protected async guestProblem(): Promise<string | undefined> {
+  protected async hostProblem(): Promise<string | undefined> {
     return undefined; // the default guest's Debian bzImage boots as it is
   }
 
@@ -73,11 +73,11 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
     });
   }
 
-  protected snapshotCalls(dir: string): ApiCall[] {
+  protected snapshotCalls(_p: VmmSandbox, dir: string): ApiCall[] {
     return cloudHypervisorSnapshotCalls(dir);
   }
 
-  protected restoreCalls(dir: string): ApiCall[] {
+  protected restoreCalls(_p: VmmSandbox, dir: string): ApiCall[] {
     return cloudHypervisorRestoreCalls(dir);
   }
 }

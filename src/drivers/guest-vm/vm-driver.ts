@@ -104,7 +104,12 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
     const networks = this.vmOptions.networks;
     if (!wantsNetwork(p.request, networks)) return;
     p.network = await networks!.create(networkSpec(p.request), signal);
-    await networks!.bridgeTap(p.network, signal);
+    await networks!.bridgeTap(p.network, signal, this.tapOwner());
+  }
+
+  /** The user the VMM opens its tap as, when it is not root (a jailed Firecracker): the tap is made theirs. */
+  protected tapOwner(): { uid: number; gid: number } | undefined {
+    return undefined;
   }
 
   /**
@@ -120,11 +125,18 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
 
   /**
    * Starts the VMM, in the sandbox's network namespace when it has one (nsenter execs it: the pid is the
-   * VMM's). Its stdout is the guest's serial console, fed to the agent's session unless `onStdout` takes it.
+   * VMM's; a launcher that joins it itself, `joinsNetwork`, is not wrapped). Its stdout is the guest's serial console, fed to the agent's session unless `onStdout` takes it.
    * The returned object is updated as the process runs (`errors`): extend it with Object.assign, never a copy.
    */
-  protected spawnVm(p: P, binary: string, args: readonly string[], io: SandboxIO, opts: { cwd?: string; env?: Record<string, string>; onStdout?: (chunk: Buffer) => void } = {}): VmProcess {
-    const [command, argv] = p.network === undefined ? [binary, [...args]] : ['nsenter', [`--net=${p.network.netnsPath}`, '--', binary, ...args]];
+  protected spawnVm(
+    p: P,
+    binary: string,
+    args: readonly string[],
+    io: SandboxIO,
+    opts: { cwd?: string; env?: Record<string, string>; onStdout?: (chunk: Buffer) => void; joinsNetwork?: boolean } = {},
+  ): VmProcess {
+    const wrap = p.network !== undefined && !opts.joinsNetwork;
+    const [command, argv] = wrap ? ['nsenter', [`--net=${p.network!.netnsPath}`, '--', binary, ...args]] : [binary, [...args]];
     const child = spawn(command, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),

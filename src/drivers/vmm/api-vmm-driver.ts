@@ -67,7 +67,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   protected abstract readonly pauseCall: ApiCall;
   protected abstract readonly resumeCall: ApiCall;
   /** The version `probe` found: a snapshot loads only into the version that took it. */
-  private version = '';
+  protected version = '';
 
   protected readonly binary: string;
 
@@ -80,18 +80,31 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   protected abstract vmmBinary(): string;
   /** The version in what `--version` printed, or undefined when it is not this VMM. */
   protected abstract parseVersion(printed: string): string | undefined;
-  /** Why this host cannot boot the guest beyond the binary and KVM (a missing kernel), or undefined. */
-  protected abstract guestProblem(): Promise<string | undefined>;
+  /** Why this host cannot run the VMM beyond the binary and KVM (a missing kernel, a jailer), or undefined. */
+  protected abstract hostProblem(): Promise<string | undefined>;
   /** The kernel this VMM boots and the modules the agent loads for it. */
   protected abstract guestKernel(image: GuestImage): { kernel: string; modules: string[] };
   /** The VMM's command line (its API socket inside the sandbox directory). */
   protected abstract vmmArgs(p: VmmSandbox): string[];
+  /**
+   * What is spawned: the VMM itself by default; a launcher (Firecracker's jailer) that execs it in the
+   * same process, joining the sandbox's network namespace itself (`joinsNetwork`), when a driver says so.
+   */
+  protected vmmCommand(p: VmmSandbox): { command: string; args: string[]; joinsNetwork?: boolean } {
+    return { command: this.binary, args: this.vmmArgs(p) };
+  }
   /** The requests that describe the machine and boot it, in order. */
   protected abstract bootCalls(p: VmmSandbox): ApiCall[];
   /** The requests that write a snapshot of the paused VM into `dir` (absolute). */
-  protected abstract snapshotCalls(dir: string): ApiCall[];
+  protected abstract snapshotCalls(p: VmmSandbox, dir: string): ApiCall[];
+  /** Moves what `snapshotCalls` wrote elsewhere (inside a jail) into `dir`. */
+  protected async collectSnapshot(_p: VmmSandbox, _dir: string): Promise<void> {}
   /** The requests that load the snapshot in `dir` into a VMM that has no VM yet, and let it run. */
-  protected abstract restoreCalls(dir: string): ApiCall[];
+  protected abstract restoreCalls(p: VmmSandbox, dir: string): ApiCall[];
+  /** What `probe` shows beside the API version (a jailer's user). */
+  protected probeDetails(): Record<string, string> {
+    return {};
+  }
   /** Checks of the resources that this VMM limits further than vmesh does (e.g. a vCPU maximum). */
   protected abstract validateMachine(request: SandboxRequest): void;
   /** Files the VMM expects to exist before it is told about them (a log it appends to). */
@@ -114,9 +127,9 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     } catch {
       return { available: false, version, reason: `${this.name} needs KVM and ${kvm} is not there or not writable (load kvm_intel or kvm_amd; nested virtualization on a VM)` };
     }
-    const problem = await this.guestProblem();
+    const problem = await this.hostProblem();
     if (problem !== undefined) return { available: false, version, reason: problem };
-    return { available: true, version, details: { api: `written against ${this.pinnedVersion}` } };
+    return { available: true, version, details: { api: `written against ${this.pinnedVersion}`, ...this.probeDetails() } };
   }
 
   /** The VMM's version, as `probe` found it (probing now if it has not yet). */
@@ -185,12 +198,14 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   async start(prepared: PreparedSandbox, io: SandboxIO, signal?: AbortSignal): Promise<VmmRunning> {
     const p = prepared as VmmSandbox;
     // The process object itself, not a copy: its stderr keeps landing in `errors`.
-    const r: VmmRunning = Object.assign(this.spawnVm(p, this.binary, this.vmmArgs(p), io, { cwd: p.dir }), { prepared: p, socket: path.join(p.dir, SANDBOX_FILES.socket) });
+    const { command, args, joinsNetwork } = this.vmmCommand(p);
+    const vm = this.spawnVm(p, command, args, io, { cwd: p.dir, ...(joinsNetwork ? { joinsNetwork } : {}) });
+    const r: VmmRunning = Object.assign(vm, { prepared: p, socket: path.join(p.dir, SANDBOX_FILES.socket) });
     this.running.add(r);
     if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
     const options = { ...(p.restoreFrom === undefined ? {} : { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS }), ...(signal === undefined ? {} : { signal }) };
-    for (const call of p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p.restoreFrom)) await callApi(r.socket, call, options);
+    for (const call of p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p, p.restoreFrom)) await callApi(r.socket, call, options);
     return r;
   }
 
@@ -231,7 +246,8 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
     await fs.mkdir(dir, { mode: 0o700 });
     await callApi(r.socket, this.pauseCall, signal === undefined ? {} : { signal });
-    for (const call of this.snapshotCalls(path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
+    for (const call of this.snapshotCalls(p, path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
+    await this.collectSnapshot(p, dir);
     return completeVmmSnapshot(dir, {
       driver: this.name,
       vmmVersion: await this.vmmVersion(signal),
@@ -256,7 +272,12 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
 
   /** Kills the VMMs a previous node left (found by their pid files) and removes their directories. */
   recover(): Promise<number> {
-    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: `${this.name}-`, pidFile: SANDBOX_FILES.pid, binary: path.basename(this.binary) });
+    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: `${this.name}-`, pidFile: SANDBOX_FILES.pid, binary: path.basename(this.binary), marks: (d) => this.leftoverMarks(d) });
+  }
+
+  /** Whole arguments of a VMM's command line that tie it to the sandbox directory `dirName`, besides its path. */
+  protected leftoverMarks(_dirName: string): string[] {
+    return [];
   }
 }
 
