@@ -89,10 +89,11 @@ const DriverSettings = Type.Object(
             Type.Object(
               {
                 binary: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'the jailer binary of the same release as firecracker (default: jailer on PATH)' })),
-                uid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'the unprivileged user each jailed Firecracker runs as' }),
-                gid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'its group' }),
+                uid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'the first of the unprivileged users jailed Firecrackers run as, one per live jail' }),
+                gid: Type.Integer({ minimum: 1, maximum: 2 ** 32 - 2, description: 'the first of their groups' }),
+                ids: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536, description: 'how many users and groups from uid and gid (default 256): how many jailed VMs at once' })),
               },
-              { additionalProperties: false, description: 'run each Firecracker under its jailer (chroot, own mount namespace, this uid:gid); the node must be root' },
+              { additionalProperties: false, description: 'run each Firecracker under its jailer (a chroot, a mount namespace and a user of its own); the node must be root' },
             ),
           ),
         },

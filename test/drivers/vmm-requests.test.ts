@@ -21,6 +21,7 @@ import {
   firecrackerId,
   firecrackerRestoreCalls,
   firecrackerSnapshotCalls,
+  snapshotPathsIn,
   FIRECRACKER_DESCRIBE,
   FIRECRACKER_PAUSE,
   FIRECRACKER_RESUME,
@@ -182,8 +183,8 @@ describe('Firecracker requests (v1.16.1 API)', () => {
   });
 
   it('takes a full snapshot into a directory and loads one from a file, resuming it', () => {
-    const taken = firecrackerSnapshotCalls('/snaps/a');
-    const loaded = firecrackerRestoreCalls('/snaps/a');
+    const taken = firecrackerSnapshotCalls(snapshotPathsIn('/snaps/a'));
+    const loaded = firecrackerRestoreCalls(snapshotPathsIn('/snaps/a'));
     assertDocumented(FIRECRACKER, [...taken, ...loaded]);
     assert.deepEqual(taken[0]!.body, { snapshot_type: 'Full', snapshot_path: '/snaps/a/vmstate', mem_file_path: '/snaps/a/memory' });
     // mem_backend, not the deprecated mem_file_path; exactly one of the two may be given.

@@ -6,7 +6,7 @@
 // What is not: the VMMs themselves. test/vm/vmm-binaries.test.ts runs the drivers against the real binaries
 // wherever they and KVM are present.
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CloudHypervisorDriver } from '../../src/drivers/cloud-hypervisor/driver.ts';
@@ -245,8 +245,12 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
     writeFileSync(path.join(left, 'vmm.pid'), `${orphan.pid}\n`);
     await new Promise((r) => setTimeout(r, 300));
     const gone = new Promise((resolve) => orphan.once('exit', resolve));
-    assert.equal(await driver.recover(), 1);
-    await gone;
+    try {
+      assert.equal(await driver.recover(), 1);
+      await gone;
+    } finally {
+      if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
+    }
     assert.deepEqual(readdirSync(root.dir), []);
   });
 });
@@ -274,12 +278,23 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
   const started = (from: number) => fc.entries().slice(from).filter((e) => e.started) as (Logged & { uid: number; gid: number; chroot?: string })[];
 
   it('is available only with a jailer of Firecracker\'s release and an unprivileged user, and says which is missing', async () => {
-    assert.deepEqual(await driver.probe(), { available: true, version: '1.16.1', details: { api: 'written against v1.16.1', jailer: 'uid 64123, gid 64123' } });
+    assert.deepEqual(await driver.probe(), { available: true, version: '1.16.1', details: { api: 'written against v1.16.1', jailer: 'uid 64123–64378, gid 64123–64378' } });
     assert.match((await make({ jailer: { ...jailer, binary: path.join(fc.dir.dir, 'no-jailer') } }).probe()).reason ?? '', /the jailer .*no-jailer was not found/);
     const old = path.join(fc.dir.dir, 'old-jailer');
     writeFileSync(old, '#!/bin/sh\necho "Jailer v1.15.0"\n', { mode: 0o755 });
     assert.match((await make({ jailer: { ...jailer, binary: old } }).probe()).reason ?? '', /is v1\.15\.0, not v1\.16\.1 like firecracker: use the two binaries of one release/);
     assert.match((await make({ jailer: { ...jailer, uid: 0 } }).probe()).reason ?? '', /drivers\.firecracker\.jailer\.uid: expected an unprivileged id/);
+    // Jails are built only where no one but root can swap the directories under them.
+    const open = tempDir('vmesh-fc-jail-open-');
+    try {
+      chmodSync(open.dir, 0o777);
+      const careless = make({ sandboxRoot: path.join(open.dir, 'sandboxes') });
+      assert.match((await careless.probe()).reason ?? '', /vmesh-fc-jail-open-\w+ is not root's alone \(owner 0, mode 777\): jails are built only under directories that only root can change/);
+      await assert.rejects(run(careless, request(vm('true'))), /is not root's alone/);
+      assert.equal(existsSync(path.join(open.dir, 'sandboxes')) ? readdirSync(path.join(open.dir, 'sandboxes')).length : 0, 0, 'no sandbox is left');
+    } finally {
+      open.remove();
+    }
   });
 
   it('boots a jailed Firecracker as the jail\'s user, every file it opens inside its chroot, and leaves nothing behind', async () => {
@@ -291,7 +306,8 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
     const vmm = started(before)[0]!;
     assert.deepEqual([vmm.uid, vmm.gid], [JAIL_ID, JAIL_ID], 'Firecracker ran as the jail\'s user');
     assert.match(vmm.chroot ?? '', new RegExp(`^${root.dir}/firecracker-${req.runId}-\\w{6}/jail/firecracker/${req.runId}/root$`));
-    assert.deepEqual(vmm.started!.slice(0, 4), [`--id=${req.runId}`, '--start-time-us=0', '--start-time-cpu-us=0', '--api-sock'], 'the jailer execs Firecracker with its id first');
+    assert.deepEqual(vmm.started!.slice(0, 2), ['--id', req.runId], 'the jailer execs Firecracker with its id first');
+    assert.deepEqual(vmm.started!.slice(-2), ['--api-sock', '/run/firecracker.socket']);
     const calls = fc.entries().slice(before).filter((c) => c.path !== undefined && c.path !== '/');
     assert.deepEqual(calls.map((c) => `${c.method} ${c.path}`), ['PUT /logger', 'PUT /metrics', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/outputs', 'PUT /balloon', 'PUT /actions']);
     // Names inside the chroot; the stand-in opened each as the jail's user (read, or read-write for the drive and logs).
@@ -303,7 +319,7 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
     assert.equal(statSync(fc.kernel).uid, 0, 'the operator\'s kernel is still root\'s');
   });
 
-  it('copies a kernel that the jail\'s user cannot read, and gives the copy', async () => {
+  it('copies a kernel that the jail\'s user cannot read, and gives the copy; links what a symbolic link names', async () => {
     const secret = path.join(fc.dir.dir, 'vmlinux-0600');
     copyFileSync(fc.kernel, secret);
     chmodSync(secret, 0o600);
@@ -311,6 +327,30 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
     assert.equal(exit.outcome, 'exited', exit.reason);
     assert.equal(statSync(secret).uid, 0);
     assert.equal(statSync(secret).mode & 0o777, 0o600);
+    const linked = path.join(fc.dir.dir, 'vmlinux-current');
+    symlinkSync('vmlinux', linked);
+    const again = await run(make({ kernel: linked }), request(vm('true')));
+    assert.equal(again.exit.outcome, 'exited', again.exit.reason);
+  });
+
+  it('gives each live jail a user of its own, and takes it back when the VM ends or its jailer fails', async () => {
+    const before = fc.entries().length;
+    const prepared = [await driver.prepare(request(vm('sleep 1000'), { memoryMiB: 98 })), await driver.prepare(request(vm('sleep 1000'), { memoryMiB: 98 }))];
+    try {
+      for (const p of prepared) await driver.stop(await driver.start(p, { write() {}, total() {} }), 'cancelled');
+    } finally {
+      for (const p of prepared) await driver.cleanup(p);
+    }
+    assert.deepEqual(started(before).map((e) => [e.uid, e.gid]), [[JAIL_ID, JAIL_ID], [JAIL_ID + 1, JAIL_ID + 1]]);
+
+    const refusing = path.join(fc.dir.dir, 'refusing-jailer');
+    writeFileSync(refusing, '#!/bin/sh\n[ "$1" = --version ] && { echo "Jailer v1.16.1"; exit 0; }\necho "Jailer error: Failed to create cgroup (stand-in)" >&2\nexit 1\n', { mode: 0o755 });
+    await assert.rejects(run(make({ jailer: { ...jailer, binary: refusing } }), request(vm('true'))), /firecracker exited before its API answered: Jailer error: Failed to create cgroup \(stand-in\)/);
+    assert.deepEqual(readdirSync(root.dir), [], 'the failed jail\'s directory is gone');
+
+    const next = fc.entries().length;
+    assert.equal((await run(driver, request(vm('true')))).exit.outcome, 'exited');
+    assert.deepEqual(started(next).map((e) => e.uid), [JAIL_ID], 'the first user is free again');
   });
 
   it('snapshots inside the chroot, moves the snapshot out as root\'s, and a new jailed Firecracker goes on from it', async () => {
@@ -319,7 +359,7 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
       const snapshot = path.join(scratch.dir, 'snap');
       const manifest = await snapshotOfSleeper(driver, snapshot);
       assert.deepEqual(Object.keys(manifest.files).sort(), ['initrd.cpio', 'memory', 'outputs.img', 'vmstate']);
-      assert.deepEqual(fc.requests().slice(-1).map((c) => [c.method, c.path, c.body]), [['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: 'snapshot/vmstate', mem_file_path: 'snapshot/memory' }]]);
+      assert.deepEqual(fc.requests().slice(-1).map((c) => [c.method, c.path, c.body]), [['PUT', '/snapshot/create', { snapshot_type: 'Full', snapshot_path: 'vmstate', mem_file_path: 'memory' }]]);
       for (const f of ['vmstate', 'memory']) {
         const st = statSync(path.join(snapshot, f));
         assert.deepEqual([st.uid, st.mode & 0o777], [0, 0o600], `${f} is root's again`);
@@ -329,12 +369,60 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
       assert.equal(exit.outcome, 'exited', exit.reason);
       assert.equal(stdout, 'restored by the stand-in firecracker with 98 MiB\n');
       const loading = fc.entries().slice(before).filter((e) => e.method !== undefined && e.path !== '/');
-      assert.deepEqual(loading.map((e) => [e.path, e.body]), [['/snapshot/load', { snapshot_path: './vmstate', mem_backend: { backend_type: 'File', backend_path: './memory' }, resume_vm: true }]]);
+      assert.deepEqual(loading.map((e) => [e.path, e.body]), [['/snapshot/load', { snapshot_path: 'restore-vmstate', mem_backend: { backend_type: 'File', backend_path: 'restore-memory' }, resume_vm: true }]]);
       assert.equal(statSync(path.join(snapshot, 'memory')).uid, 0, 'the restore used a copy: the snapshot stays root\'s');
       assert.deepEqual(readdirSync(root.dir), []);
     } finally {
       scratch.remove();
     }
+  });
+
+  it('takes no link out of a jail: a snapshot file that is a symbolic or a hard link is refused, and what it names is untouched', async () => {
+    const canary = path.join(fc.dir.dir, 'canary');
+    writeFileSync(canary, 'host file');
+    chmodSync(canary, 0o644);
+    chownSync(canary, JAIL_ID + 77, JAIL_ID + 77);
+    // 99 MiB: the stand-in leaves a symbolic link to the canary as its memory file; 100 MiB: a hard link to the initramfs.
+    for (const memoryMiB of [99, 100]) {
+      const scratch = tempDir('vmesh-fc-jail-hostile-');
+      try {
+        const prepared = await driver.prepare(request(vm('sleep 1000'), { memoryMiB }));
+        try {
+          const sandbox = await driver.start(prepared, { write() {}, total() {} });
+          await assert.rejects(driver.snapshot(sandbox, path.join(scratch.dir, 'snap')), /the jail's memory is not a plain file of the jail's own \(a link put in its place\?\)/);
+          await driver.stop(sandbox, 'cancelled');
+          await driver.wait(sandbox);
+          assert.equal(existsSync(path.join(scratch.dir, 'snap', 'memory')), false, `${memoryMiB} MiB: nothing was taken as the memory`);
+          assert.equal(statSync(path.join(prepared.dir, 'initrd.cpio')).uid, JAIL_ID, `${memoryMiB} MiB: the initramfs is still the jail's`);
+        } finally {
+          await driver.cleanup(prepared);
+        }
+      } finally {
+        scratch.remove();
+      }
+    }
+    const st = statSync(canary);
+    assert.deepEqual([st.uid, st.mode & 0o777, readFileSync(canary, 'utf8')], [JAIL_ID + 77, 0o644, 'host file']);
+    assert.deepEqual(readdirSync(root.dir), []);
+  });
+
+  it('speaks to a running jailed VM only through the socket its Firecracker made', async () => {
+    const req = request(vm('sleep 1000'), { memoryMiB: 98 });
+    const prepared = await driver.prepare(req);
+    try {
+      const sandbox = await driver.start(prepared, { write() {}, total() {} });
+      await driver.pause(sandbox);
+      const [dir] = readdirSync(root.dir).filter((n) => n.startsWith(`firecracker-${req.runId}-`));
+      const socket = path.join(root.dir, dir!, 'jail/firecracker', req.runId, 'root/run/firecracker.socket');
+      renameSync(socket, `${socket}.moved`);
+      symlinkSync(`${socket}.moved`, socket);
+      await assert.rejects(driver.resume(sandbox), /the jail's API socket is not the one its Firecracker made/);
+      await driver.stop(sandbox, 'cancelled');
+      await driver.wait(sandbox);
+    } finally {
+      await driver.cleanup(prepared);
+    }
+    assert.deepEqual(readdirSync(root.dir), []);
   });
 
   it('joins the sandbox\'s network namespace through --netns and opens a tap made the jail user\'s; nothing is left', async () => {
@@ -368,8 +456,12 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
     assert.ok(existsSync(socket), 'the orphan is up');
     assert.ok(!readFileSync(`/proc/${orphan.pid}/cmdline`, 'utf8').includes(left), 'its command line does not name its directory');
     const gone = new Promise((resolve) => orphan.once('exit', resolve));
-    assert.equal(await driver.recover(), 1);
-    await gone;
+    try {
+      assert.equal(await driver.recover(), 1);
+      await gone;
+    } finally {
+      if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
+    }
     assert.deepEqual(readdirSync(root.dir), []);
   });
 });

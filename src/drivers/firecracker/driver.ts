@@ -2,11 +2,12 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { GuestImage } from '../../guest/image.ts';
 import { InvalidInputError } from '../../spec/index.ts';
-import type { SandboxRequest } from '../driver.ts';
+import type { PreparedSandbox, SandboxRequest } from '../driver.ts';
 import { ApiVmmDriver, guestDiskLimits, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
-import { findCommand, run } from '../../util/exec.ts';
-import { chrootDir, jailedSocket, JAILED_API_SOCKET, jailerArgs, jailerVersion, jailOwnerProblem, stageJail, type JailerOptions, type JailFile } from './jailer.ts';
+import { run } from '../../util/exec.ts';
+import type { JailerOptions, JailFile } from './jailer.ts';
+import { Jails } from './jails.ts';
 import {
   FIRECRACKER_API_VERSION,
   FIRECRACKER_DESCRIBE,
@@ -19,6 +20,7 @@ import {
   firecrackerId,
   firecrackerRestoreCalls,
   firecrackerSnapshotCalls,
+  snapshotPathsIn,
 } from './requests.ts';
 
 export interface FirecrackerOptions extends ApiVmmOptions {
@@ -37,8 +39,8 @@ export interface FirecrackerOptions extends ApiVmmOptions {
 
 const LOG_FILE = 'firecracker.log';
 const METRICS_FILE = 'metrics.json';
-/** Inside a jail: the chroot base (in the sandbox directory), the kernel's name, where a snapshot is written. */
-const JAIL = { base: 'jail', kernel: 'vmlinux', snapshot: 'snapshot' } as const;
+/** Names inside a jail: the operator's kernel, and the copies of a snapshot being restored (apart from those a new snapshot writes). */
+const JAILED = { kernel: 'vmlinux', restore: { state: 'restore-vmstate', memory: 'restore-memory' } } as const;
 
 /**
  * MicroVMs with Firecracker: `firecracker --api-sock`, configured through its REST API (machine, boot
@@ -63,11 +65,12 @@ export class FirecrackerDriver extends ApiVmmDriver {
   protected readonly pauseCall = FIRECRACKER_PAUSE;
   protected readonly resumeCall = FIRECRACKER_RESUME;
 
-  /** The firecracker binary's absolute path, for the jailer (found by the probe). */
-  private execFile: string | undefined;
+  /** The jails, when Firecracker runs under its jailer. */
+  private readonly jails: Jails | undefined;
 
   constructor(private readonly fc: FirecrackerOptions = {}) {
     super(fc);
+    this.jails = fc.jailer === undefined ? undefined : new Jails(fc.jailer, this.binary, this.sandboxRoot);
   }
 
   protected vmmBinary(): string {
@@ -79,46 +82,11 @@ export class FirecrackerDriver extends ApiVmmDriver {
   }
 
   protected async hostProblem(): Promise<string | undefined> {
-    return (await this.jailerProblem()) ?? (await this.kernelProblem());
+    return (await this.jails?.problem(this.version)) ?? (await this.kernelProblem());
   }
 
   protected override probeDetails(): Record<string, string> {
-    const j = this.fc.jailer;
-    return j === undefined ? {} : { jailer: `uid ${j.uid}, gid ${j.gid}` };
-  }
-
-  /** With a jailer configured: whether it is Firecracker's own release, and whether the node can run it. */
-  private async jailerProblem(): Promise<string | undefined> {
-    const j = this.fc.jailer;
-    if (j === undefined) return undefined;
-    const owner = jailOwnerProblem(j);
-    if (owner !== undefined) return owner;
-    if (process.getuid?.() !== 0) return 'the jailer (drivers.firecracker.jailer) must be started as root: run the node as root, or leave the jailer out';
-    const binary = j.binary ?? 'jailer';
-    let printed: string;
-    try {
-      printed = (await run(binary, ['--version'], { timeoutMs: 10_000 })).stdout;
-    } catch {
-      return `the jailer ${binary} was not found (it ships in Firecracker's release archive beside firecracker)`;
-    }
-    const version = jailerVersion(printed);
-    if (version !== this.version) return `the jailer ${binary} is ${version === undefined ? 'not Firecracker\'s jailer' : `v${version}`}, not v${this.version} like firecracker: use the two binaries of one release`;
-    try {
-      await this.firecrackerPath();
-    } catch (err) {
-      return (err as Error).message;
-    }
-    return undefined;
-  }
-
-  /** The firecracker binary as the jailer names it: absolute, its links resolved (the chroot is named after it). */
-  private async firecrackerPath(): Promise<string> {
-    if (this.execFile === undefined) {
-      const found = await findCommand(this.binary);
-      if (found === undefined) throw new Error(`the firecracker binary ${this.binary} could not be found for the jailer`);
-      this.execFile = await fs.realpath(found);
-    }
-    return this.execFile;
+    return this.jails === undefined ? {} : { jailer: this.jails.describe() };
   }
 
   private async kernelProblem(): Promise<string | undefined> {
@@ -145,34 +113,20 @@ export class FirecrackerDriver extends ApiVmmDriver {
   protected override async stageFiles(p: VmmSandbox): Promise<void> {
     await fs.writeFile(path.join(p.dir, LOG_FILE), '', { mode: 0o600 });
     await fs.writeFile(path.join(p.dir, METRICS_FILE), '', { mode: 0o600 });
-    if (this.fc.jailer !== undefined) await this.stageJail(p, this.fc.jailer);
-  }
-
-  /**
-   * The chroot, made before the jailer runs (it leaves an existing one as it is), with every file the
-   * API will name; the API socket's link in the sandbox directory (a Unix socket's path is limited to 107
-   * bytes, which the chroot's path can pass).
-   */
-  private async stageJail(p: VmmSandbox, j: JailerOptions): Promise<void> {
-    await this.firecrackerPath();
-    const chroot = this.chroot(p);
-    const owned = (name: string): JailFile => ({ source: path.join(p.dir, name), name, owned: true });
-    const files: JailFile[] = [owned(LOG_FILE), owned(METRICS_FILE), owned(SANDBOX_FILES.initrd), { source: p.kernel, name: JAIL.kernel, owned: false }];
-    if (p.outputsDisk !== undefined) files.push(owned(SANDBOX_FILES.disk));
+    if (this.jails === undefined) return;
+    // Every file the requests name, under that name in the chroot; a snapshot to restore is copied in,
+    // not linked: the jail's user may write what it is given, and the snapshot may be restored again.
+    const given = (name: string): JailFile => ({ source: path.join(p.dir, name), name, owned: true });
+    const files = [given(LOG_FILE), given(METRICS_FILE), given(SANDBOX_FILES.initrd), { source: p.kernel, name: JAILED.kernel, owned: false }];
+    if (p.outputsDisk !== undefined) files.push(given(SANDBOX_FILES.disk));
     if (p.restoreFrom !== undefined) {
-      // Copied, not linked: the jail's user may write what it is given, and the snapshot may be restored again.
-      for (const f of Object.values(FIRECRACKER_SNAPSHOT_FILES)) {
-        await run('cp', ['--sparse=always', path.join(p.restoreFrom, f), path.join(p.dir, f)]);
-        files.push(owned(f));
+      for (const [key, name] of Object.entries(FIRECRACKER_SNAPSHOT_FILES)) {
+        const copy = JAILED.restore[key as keyof typeof FIRECRACKER_SNAPSHOT_FILES];
+        await run('cp', ['--sparse=always', path.join(p.restoreFrom, name), path.join(p.dir, copy)]);
+        files.push(given(copy));
       }
     }
-    await stageJail(chroot, j, files, [JAIL.snapshot]);
-    await fs.symlink(path.relative(p.dir, jailedSocket(chroot)), path.join(p.dir, SANDBOX_FILES.socket));
-  }
-
-  private chroot(p: VmmSandbox): string {
-    if (this.execFile === undefined) throw new Error('firecracker: the jail was not staged');
-    return chrootDir(path.join(p.dir, JAIL.base), this.execFile, firecrackerId(p.request.runId));
+    await this.jails.stage(p, files, path.join(p.dir, SANDBOX_FILES.socket));
   }
 
   protected vmmArgs(p: VmmSandbox): string[] {
@@ -180,37 +134,35 @@ export class FirecrackerDriver extends ApiVmmDriver {
   }
 
   protected override vmmCommand(p: VmmSandbox): { command: string; args: string[]; joinsNetwork?: boolean } {
-    const j = this.fc.jailer;
-    if (j === undefined) return super.vmmCommand(p);
-    if (this.execFile === undefined) throw new Error('firecracker: the jail was not staged');
-    const args = jailerArgs({
-      id: firecrackerId(p.request.runId),
-      execFile: this.execFile,
-      uid: j.uid,
-      gid: j.gid,
-      chrootBase: path.join(p.dir, JAIL.base),
-      ...(p.network === undefined ? {} : { netns: p.network.netnsPath }),
-      firecrackerArgs: ['--api-sock', JAILED_API_SOCKET],
-    });
-    return { command: j.binary ?? 'jailer', args, joinsNetwork: true };
+    return this.jails?.command(p) ?? super.vmmCommand(p);
   }
 
-  /** A jailed Firecracker's command line names only its id (`--id=<id>`); the directory is `firecracker-<run>-XXXXXX`. */
+  protected override tapOwner(p: VmmSandbox): { uid: number; gid: number } | undefined {
+    return this.jails?.owner(p);
+  }
+
+  protected override async checkApi(p: VmmSandbox): Promise<void> {
+    await this.jails?.checkSocket(p);
+  }
+
+  override async cleanup(prepared: PreparedSandbox): Promise<void> {
+    await super.cleanup(prepared);
+    this.jails?.release(prepared as VmmSandbox);
+  }
+
+  protected override async leftoverBinary(): Promise<string> {
+    return (await this.jails?.leftoverBinary()) ?? super.leftoverBinary();
+  }
+
   protected override leftoverMarks(dirName: string): string[] {
-    const runId = dirName.slice(`${this.name}-`.length, -'-XXXXXX'.length);
-    return runId === '' ? [] : [`--id=${firecrackerId(runId)}`];
-  }
-
-  protected override tapOwner(): { uid: number; gid: number } | undefined {
-    const j = this.fc.jailer;
-    return j === undefined ? undefined : { uid: j.uid, gid: j.gid };
+    return this.jails?.leftoverMarks(dirName, this.name) ?? [];
   }
 
   protected bootCalls(p: VmmSandbox): ApiCall[] {
     return firecrackerBootCalls({
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
-      kernel: this.fc.jailer === undefined ? p.kernel : JAIL.kernel,
+      kernel: this.jails === undefined ? p.kernel : JAILED.kernel,
       initrd: SANDBOX_FILES.initrd,
       bootArgs: firecrackerBootArgs(),
       logFile: LOG_FILE,
@@ -221,32 +173,17 @@ export class FirecrackerDriver extends ApiVmmDriver {
     });
   }
 
-  /** Jailed, Firecracker writes the snapshot into the chroot's `snapshot` directory (relative to its `/`). */
+  /** Jailed, Firecracker writes the snapshot at its chroot's top (names relative to its `/`), and it is taken out from there. */
   protected snapshotCalls(_p: VmmSandbox, dir: string): ApiCall[] {
-    return firecrackerSnapshotCalls(this.fc.jailer === undefined ? dir : JAIL.snapshot);
+    return firecrackerSnapshotCalls(this.jails === undefined ? snapshotPathsIn(dir) : FIRECRACKER_SNAPSHOT_FILES);
   }
 
-  /** Moves a jailed snapshot's files out of the chroot into `dir`, the node's again (root's, and out of the jail's reach). */
   protected override async collectSnapshot(p: VmmSandbox, dir: string): Promise<void> {
-    if (this.fc.jailer === undefined) return;
-    for (const f of Object.values(FIRECRACKER_SNAPSHOT_FILES)) {
-      const from = path.join(this.chroot(p), JAIL.snapshot, f);
-      const to = path.join(dir, f);
-      try {
-        await fs.rename(from, to);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-        await run('cp', ['--sparse=always', from, to]);
-        await fs.rm(from);
-      }
-      await fs.chown(to, 0, 0);
-      await fs.chmod(to, 0o600);
-    }
+    await this.jails?.takeSnapshot(p, Object.values(FIRECRACKER_SNAPSHOT_FILES), dir);
   }
 
   protected restoreCalls(_p: VmmSandbox, dir: string): ApiCall[] {
-    // Jailed, the snapshot's files are at the chroot's top (stageJail).
-    return firecrackerRestoreCalls(this.fc.jailer === undefined ? dir : '.');
+    return firecrackerRestoreCalls(this.jails === undefined ? snapshotPathsIn(dir) : JAILED.restore);
   }
 }
 

@@ -75,34 +75,29 @@ export const FIRECRACKER_RESUME: ApiCall = { method: 'PATCH', path: '/vm', body:
 /** The files a Firecracker snapshot is made of, inside the snapshot's directory. */
 export const FIRECRACKER_SNAPSHOT_FILES = { state: 'vmstate', memory: 'memory' } as const;
 
-/** A full snapshot of the paused microVM into `dir` (SnapshotCreateParams). */
-export function firecrackerSnapshotCalls(dir: string): ApiCall[] {
-  return [
-    {
-      method: 'PUT',
-      path: '/snapshot/create',
-      body: { snapshot_type: 'Full', snapshot_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.state}`, mem_file_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.memory}` },
-    },
-  ];
+/** Where a snapshot's two files are (or go), as Firecracker is told them. */
+export interface FirecrackerSnapshotPaths {
+  state: string;
+  memory: string;
+}
+
+/** The snapshot's files inside the directory `dir`. */
+export function snapshotPathsIn(dir: string): FirecrackerSnapshotPaths {
+  return { state: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.state}`, memory: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.memory}` };
+}
+
+/** A full snapshot of the paused microVM into those files (SnapshotCreateParams). */
+export function firecrackerSnapshotCalls(to: FirecrackerSnapshotPaths): ApiCall[] {
+  return [{ method: 'PUT', path: '/snapshot/create', body: { snapshot_type: 'Full', snapshot_path: to.state, mem_file_path: to.memory } }];
 }
 
 /**
- * Loads a snapshot from `dir` into a Firecracker that has been configured with nothing (SnapshotLoadParams:
+ * Loads a snapshot from those files into a Firecracker that has been configured with nothing (SnapshotLoadParams:
  * the memory from a file, the microVM resumed once loaded). The drives it had are opened again at the
  * paths they were given, relative to Firecracker's working directory: the new sandbox's copies.
  */
-export function firecrackerRestoreCalls(dir: string): ApiCall[] {
-  return [
-    {
-      method: 'PUT',
-      path: '/snapshot/load',
-      body: {
-        snapshot_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.state}`,
-        mem_backend: { backend_type: 'File', backend_path: `${dir}/${FIRECRACKER_SNAPSHOT_FILES.memory}` },
-        resume_vm: true,
-      },
-    },
-  ];
+export function firecrackerRestoreCalls(from: FirecrackerSnapshotPaths): ApiCall[] {
+  return [{ method: 'PUT', path: '/snapshot/load', body: { snapshot_path: from.state, mem_backend: { backend_type: 'File', backend_path: from.memory }, resume_vm: true } }];
 }
 
 /** GET / answers InstanceInfo once the API server is up. */

@@ -104,11 +104,11 @@ export abstract class GuestVmDriver<P extends VmSandbox, R extends VmProcess> {
     const networks = this.vmOptions.networks;
     if (!wantsNetwork(p.request, networks)) return;
     p.network = await networks!.create(networkSpec(p.request), signal);
-    await networks!.bridgeTap(p.network, signal, this.tapOwner());
+    await networks!.bridgeTap(p.network, signal, this.tapOwner(p));
   }
 
   /** The user the VMM opens its tap as, when it is not root (a jailed Firecracker): the tap is made theirs. */
-  protected tapOwner(): { uid: number; gid: number } | undefined {
+  protected tapOwner(_p: P): { uid: number; gid: number } | undefined {
     return undefined;
   }
 

@@ -228,11 +228,15 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   }
 
   async pause(sandbox: RunningSandbox): Promise<void> {
-    await callApi((sandbox as VmmRunning).socket, this.pauseCall);
+    const r = sandbox as VmmRunning;
+    await this.checkApi(r.prepared);
+    await callApi(r.socket, this.pauseCall);
   }
 
   async resume(sandbox: RunningSandbox): Promise<void> {
-    await callApi((sandbox as VmmRunning).socket, this.resumeCall);
+    const r = sandbox as VmmRunning;
+    await this.checkApi(r.prepared);
+    await callApi(r.socket, this.resumeCall);
   }
 
   /**
@@ -245,6 +249,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     const p = r.prepared;
     if (p.network !== undefined) throw new UnsupportedError('snapshot: a microvm with a network cannot be captured yet', { field: 'id' });
     await fs.mkdir(dir, { mode: 0o700 });
+    await this.checkApi(p);
     await callApi(r.socket, this.pauseCall, signal === undefined ? {} : { signal });
     for (const call of this.snapshotCalls(p, path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
     await this.collectSnapshot(p, dir);
@@ -271,14 +276,22 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   }
 
   /** Kills the VMMs a previous node left (found by their pid files) and removes their directories. */
-  recover(): Promise<number> {
-    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: `${this.name}-`, pidFile: SANDBOX_FILES.pid, binary: path.basename(this.binary), marks: (d) => this.leftoverMarks(d) });
+  async recover(): Promise<number> {
+    return killLeftoverVms({ sandboxRoot: this.sandboxRoot, prefix: `${this.name}-`, pidFile: SANDBOX_FILES.pid, binary: await this.leftoverBinary(), marks: (d) => this.leftoverMarks(d) });
   }
 
-  /** Whole arguments of a VMM's command line that tie it to the sandbox directory `dirName`, besides its path. */
+  /** The name a leftover VMM's command line holds. */
+  protected async leftoverBinary(): Promise<string> {
+    return path.basename(this.binary);
+  }
+
+  /** Runs of arguments (NUL-joined) of a VMM's command line that tie it to the sandbox directory `dirName`, besides its path. */
   protected leftoverMarks(_dirName: string): string[] {
     return [];
   }
+
+  /** Checked before vmesh speaks to a VM whose guest has run (a jail's socket that its user could have replaced). */
+  protected async checkApi(_p: VmmSandbox): Promise<void> {}
 }
 
 /** The run's disk I/O limits, for both VMMs' drive descriptions. */

@@ -11,8 +11,8 @@ export interface VmDirectories {
   /** A word the VMM's command line holds (its binary's name), so that a recycled pid is left alone. */
   binary: string;
   /**
-   * Whole arguments that, besides the directory's path, show that a command line was started for that
-   * directory (a jailed Firecracker's names only its id), given the directory's name.
+   * Runs of whole arguments (joined by NUL) that, besides the directory's path, show that a command line
+   * was started for that directory (a jailed Firecracker's names only its id), given the directory's name.
    */
   marks?: (dirName: string) => string[];
 }
@@ -29,8 +29,8 @@ export async function killLeftoverVms(where: VmDirectories): Promise<number> {
     const dir = path.join(where.sandboxRoot, e);
     const pid = Number((await fs.readFile(path.join(dir, where.pidFile), 'utf8').catch(() => '')).trim());
     const cmdline = pid > 0 ? await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '') : '';
-    const args = cmdline.split('\0');
-    if (cmdline.includes(where.binary) && (cmdline.includes(dir) || (where.marks?.(e) ?? []).some((m) => args.includes(m)))) {
+    const args = `\0${cmdline}`;
+    if (cmdline.includes(where.binary) && (cmdline.includes(dir) || (where.marks?.(e) ?? []).some((m) => args.includes(`\0${m}\0`)))) {
       try {
         process.kill(pid, 'SIGKILL');
         killed++;
