@@ -225,6 +225,8 @@ describe('Firecracker\'s jailer (v1.16.1, docs/jailer.md)', () => {
     assert.match(jailOwnerProblem({ uid: 0, gid: 100 }) ?? '', /jailer\.uid: expected an unprivileged id/);
     assert.match(jailOwnerProblem({ uid: 123, gid: 1.5 }) ?? '', /jailer\.gid: expected an unprivileged id/);
     assert.equal(jailOwnerProblem({ uid: 123, gid: 100 }), undefined);
+    assert.match(jailOwnerProblem({ uid: 123, gid: 100, ids: 0 }) ?? '', /jailer\.ids: expected 1 to 65536, got 0/);
+    assert.match(jailOwnerProblem({ uid: 2 ** 32 - 10, gid: 100, ids: 256 }) ?? '', /jailer\.uid: expected an unprivileged id \(1 to 4294967039 with 256 ids\)/);
   });
 
   it('reads the release from `jailer --version`', () => {
