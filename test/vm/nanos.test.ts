@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "hello";
   if (!strcmp(mode, "connect") && argc > 3) return connect_to(argv[2], atoi(argv[3]));
   if (!strcmp(mode, "spin")) for (;;) {}
+  if (!strcmp(mode, "count")) for (int i = 0;; i++) { printf("tick %d\\n", i); fflush(stdout); usleep(100000); }
   if (!strcmp(mode, "crash")) { *(volatile int *)0 = 1; }
   if (!strcmp(mode, "exit0")) { puts("fine"); return 0; }
   if (!strcmp(mode, "write")) {
@@ -203,6 +204,40 @@ function suite(name: string, skip: false | string, driverFor: (sandboxRoot: stri
         await remove();
         await world.remove();
       }
+    });
+
+    it('pauses a running unikernel (its output stops) and resumes it (it goes on counting)', async () => {
+      let stdout = '';
+      const request: SandboxRequest = {
+        runId: `nanosvm${++seq}`,
+        workload: { kind: 'unikernel', source: { inline: '' }, args: ['count'] } as Workload,
+        code: program,
+        resources,
+        outputCapBytes: 1 << 20,
+        outputs: testOutputs().sink,
+      };
+      const ticks = () => [...stdout.matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
+      const until = async (ok: () => boolean, what: string) => {
+        for (const deadline = Date.now() + 30_000; !ok(); await new Promise((r) => setTimeout(r, 50))) if (Date.now() > deadline) assert.fail(`${what}; the console said: ${stdout.slice(-300)}`);
+      };
+      const prepared = await driver.prepare(request);
+      try {
+        const sandbox = await driver.start(prepared, { write: (_s, chunk) => void (stdout += Buffer.from(chunk).toString()), total: () => {} });
+        await until(() => ticks().length >= 3, 'the program counts');
+        await driver.pause!(sandbox);
+        await new Promise((r) => setTimeout(r, 300)); // a tick already on its way out
+        const atPause = ticks().length;
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(ticks().length, atPause, 'no tick while paused (15 would have come)');
+        await driver.resume!(sandbox);
+        await until(() => ticks().length >= atPause + 3, 'the program counts on after resume');
+        assert.deepEqual(ticks(), ticks().map((_, i) => i), 'it went on from where it stopped');
+        await driver.stop(sandbox, 'cancelled');
+        assert.equal((await driver.wait(sandbox)).outcome, 'cancelled');
+      } finally {
+        await driver.cleanup(prepared);
+      }
+      assert.equal(driver.liveSandboxes(), 0);
     });
 
     it('stops a program that never ends at its timeout, and leaves nothing behind', async () => {

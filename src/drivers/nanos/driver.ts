@@ -15,6 +15,7 @@ import { unikernelArgs, unikernelExit } from './command-line.ts';
 import { buildImage, copyOut, opsHome, opsVersions } from './ops.ts';
 import { opsConfig, PROGRAM, RESERVED_MANIFEST_KEYS } from './ops-config.ts';
 import { checkProgram } from './program.ts';
+import { closeQmp, qmpOf, type QmpClient } from '../qemu/qmp.ts';
 
 export interface NanosDriverOptions extends GuestVmOptions {
   /** The ops binary (default `ops` on the PATH). */
@@ -45,6 +46,7 @@ interface NanosPrepared extends VmSandbox {
 interface NanosRunning extends VmProcess {
   readonly prepared: NanosPrepared;
   consoleTail: string;
+  qmp?: Promise<QmpClient>;
 }
 
 /**
@@ -52,7 +54,8 @@ interface NanosRunning extends VmProcess {
  * image by ops (`ops build`, with its args, env and input files in the config), then started by vmesh
  * with QEMU, as ops would start it, but under vmesh's own timeout, cleanup and accelerator choice. The
  * console is the run's stdout (Nanos merges the program's stdout and stderr on it); the program's exit
- * code comes back through QEMU's isa-debug-exit port.
+ * code comes back through QEMU's isa-debug-exit port. Pause and resume stop and continue the unikernel's
+ * vCPUs through QMP; a unikernel is not captured into a snapshot yet.
  */
 export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> implements Driver {
   readonly name = 'nanos';
@@ -157,6 +160,21 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
     const running: NanosRunning = Object.assign(this.spawnVm(p, this.qemu, args, io, { onStdout }), { prepared: p, consoleTail: '' });
     this.running.add(running);
     return running;
+  }
+
+  /** Stops the unikernel's vCPUs (its clock with them); `resume` goes on. */
+  async pause(sandbox: RunningSandbox): Promise<void> {
+    const r = sandbox as NanosRunning;
+    await (await qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'))).execute('stop');
+  }
+
+  async resume(sandbox: RunningSandbox): Promise<void> {
+    const r = sandbox as NanosRunning;
+    await (await qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'))).execute('cont');
+  }
+
+  protected override releaseVm(r: NanosRunning): void {
+    closeQmp(r);
   }
 
   async wait(sandbox: RunningSandbox): Promise<SandboxExit> {

@@ -14,7 +14,7 @@ import { kvmHostKey, probeKvmBoot, readKvmVerdict, writeKvmVerdict } from './kvm
 import { defaultGuestCache, type GuestImage } from '../../guest/image.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
-import { QmpClient } from './qmp.ts';
+import { closeQmp, qmpOf, type QmpClient } from './qmp.ts';
 import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
 
 export type Accel = 'kvm' | 'tcg';
@@ -262,9 +262,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
   }
 
   private qmp(r: QemuRunning, signal?: AbortSignal): Promise<QmpClient> {
-    r.qmp ??= QmpClient.connect(path.join(r.prepared.dir, 'qmp.sock'), signal === undefined ? {} : { signal });
-    r.qmp.catch(() => (r.qmp = undefined));
-    return r.qmp;
+    return qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'), signal);
   }
 
   /** Pauses the guest's vCPUs (its clock stops with them); `resume` goes on. */
@@ -321,7 +319,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
   }
 
   protected override releaseVm(r: QemuRunning): void {
-    void r.qmp?.then((q) => q.close()).catch(() => {});
+    closeQmp(r);
   }
 
   /** Kills the QEMU processes a previous node left (found by their pid files) and removes their directories. */

@@ -113,3 +113,15 @@ export class QmpClient {
     this.socket.destroy();
   }
 }
+
+/** A VM's QMP connection, made on first use and kept on `holder` (dropped when it fails, so the next use connects again). */
+export function qmpOf(holder: { qmp?: Promise<QmpClient> }, socketPath: string, signal?: AbortSignal): Promise<QmpClient> {
+  holder.qmp ??= QmpClient.connect(socketPath, signal === undefined ? {} : { signal });
+  holder.qmp.catch(() => (holder.qmp = undefined));
+  return holder.qmp;
+}
+
+/** Closes a VM's QMP connection, if it has one. */
+export function closeQmp(holder: { qmp?: Promise<QmpClient> }): void {
+  void holder.qmp?.then((q) => q.close()).catch(() => {});
+}
