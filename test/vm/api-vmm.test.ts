@@ -6,6 +6,7 @@
 // What is not: the VMMs themselves. test/vm/vmm-binaries.test.ts runs the drivers against the real binaries
 // wherever they and KVM are present.
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -101,6 +102,17 @@ async function run(driver: ApiVmmDriver, req: SandboxRequest) {
   await driver.validate(req);
   const exit = await runInSandbox(driver, req, { write: (_s, d) => void out.push(Buffer.from(d).toString()), total() {} });
   return { exit, stdout: out.join('') };
+}
+
+/** `driver.recover()` kills `orphan`, and only it (killed here should it not be, so that nothing outlives a failure). */
+async function killsOrphan(driver: ApiVmmDriver, orphan: ChildProcess): Promise<void> {
+  const gone = new Promise((resolve) => orphan.once('exit', resolve));
+  try {
+    assert.equal(await driver.recover(), 1);
+    await gone;
+  } finally {
+    if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
+  }
 }
 
 /** Starts a guest that never ends (98 MiB: the stand-in Firecracker's), snapshots it into `snapshot`, and ends it. */
@@ -253,13 +265,7 @@ describe('firecracker driver, against a stand-in VMM', { skip: guestSkip }, () =
     const orphan = spawn(fc.binary, ['--api-sock', path.join(left, 'api.sock')], { stdio: 'ignore', detached: true });
     writeFileSync(path.join(left, 'vmm.pid'), `${orphan.pid}\n`);
     await new Promise((r) => setTimeout(r, 300));
-    const gone = new Promise((resolve) => orphan.once('exit', resolve));
-    try {
-      assert.equal(await driver.recover(), 1);
-      await gone;
-    } finally {
-      if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
-    }
+    await killsOrphan(driver, orphan);
     assert.deepEqual(readdirSync(root.dir), []);
   });
 });
@@ -471,13 +477,7 @@ describe('firecracker driver under a stand-in jailer', { skip: jailSkip }, () =>
     for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(existsSync(socket), 'the orphan is up');
     assert.ok(!readFileSync(`/proc/${orphan.pid}/cmdline`, 'utf8').includes(left), 'its command line does not name its directory');
-    const gone = new Promise((resolve) => orphan.once('exit', resolve));
-    try {
-      assert.equal(await driver.recover(), 1);
-      await gone;
-    } finally {
-      if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
-    }
+    await killsOrphan(driver, orphan);
     assert.deepEqual(readdirSync(root.dir), []);
   });
 });

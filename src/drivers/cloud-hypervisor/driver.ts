@@ -73,11 +73,11 @@ export class CloudHypervisorDriver extends ApiVmmDriver {
     });
   }
 
-  protected snapshotCalls(_p: VmmSandbox, dir: string): ApiCall[] {
+  protected snapshotCalls(dir: string): ApiCall[] {
     return cloudHypervisorSnapshotCalls(dir);
   }
 
-  protected restoreCalls(_p: VmmSandbox, dir: string): ApiCall[] {
+  protected restoreCalls(dir: string): ApiCall[] {
     return cloudHypervisorRestoreCalls(dir);
   }
 }

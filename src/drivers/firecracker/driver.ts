@@ -1,11 +1,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { copySparse } from '../../util/files.ts';
 import type { GuestImage } from '../../guest/image.ts';
 import { InvalidInputError } from '../../spec/index.ts';
 import type { PreparedSandbox, SandboxRequest } from '../driver.ts';
 import { ApiVmmDriver, guestDiskLimits, guestNic, SANDBOX_FILES, type ApiVmmOptions, type VmmSandbox } from '../vmm/api-vmm-driver.ts';
 import type { ApiCall } from '../vmm/unix-http.ts';
-import { run } from '../../util/exec.ts';
 import type { JailerOptions, JailFile } from './jailer.ts';
 import { Jails } from './jails.ts';
 import {
@@ -122,7 +122,7 @@ export class FirecrackerDriver extends ApiVmmDriver {
     if (p.restoreFrom !== undefined) {
       for (const [key, name] of Object.entries(FIRECRACKER_SNAPSHOT_FILES)) {
         const copy = JAILED.restore[key as keyof typeof FIRECRACKER_SNAPSHOT_FILES];
-        await run('cp', ['--sparse=always', path.join(p.restoreFrom, name), path.join(p.dir, copy)]);
+        await copySparse(path.join(p.restoreFrom, name), path.join(p.dir, copy));
         files.push(given(copy));
       }
     }
@@ -174,7 +174,7 @@ export class FirecrackerDriver extends ApiVmmDriver {
   }
 
   /** Jailed, Firecracker writes the snapshot at its chroot's top (names relative to its `/`), and it is taken out from there. */
-  protected snapshotCalls(_p: VmmSandbox, dir: string): ApiCall[] {
+  protected snapshotCalls(dir: string): ApiCall[] {
     return firecrackerSnapshotCalls(this.jails === undefined ? snapshotPathsIn(dir) : FIRECRACKER_SNAPSHOT_FILES);
   }
 
@@ -182,7 +182,7 @@ export class FirecrackerDriver extends ApiVmmDriver {
     await this.jails?.takeSnapshot(p, Object.values(FIRECRACKER_SNAPSHOT_FILES), dir);
   }
 
-  protected restoreCalls(_p: VmmSandbox, dir: string): ApiCall[] {
+  protected restoreCalls(dir: string): ApiCall[] {
     return firecrackerRestoreCalls(this.jails === undefined ? snapshotPathsIn(dir) : JAILED.restore);
   }
 }

@@ -7,7 +7,7 @@
 // drive or a log, writable) by that uid: vmesh hard-links the run's files in and gives them to it.
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { run } from '../../util/exec.ts';
+import { copySparse, linkOrCopy, moveFile } from '../../util/files.ts';
 
 export interface JailerOptions {
   /** The jailer binary (default: jailer on PATH); its release must be Firecracker's. */
@@ -143,8 +143,7 @@ export interface JailFile {
 
 /**
  * Makes the chroot before the jailer does (it leaves an existing one as it is) and puts `files` in it:
- * a hard link where the file is on the same filesystem, a sparse copy otherwise. `dirs` are made there
- * too, owned by the jail's user (where Firecracker writes a snapshot).
+ * a hard link where the file is on the same filesystem, a sparse copy otherwise.
  */
 export async function stageJail(chroot: string, owner: JailOwner, files: readonly JailFile[]): Promise<void> {
   await fs.mkdir(chroot, { recursive: true, mode: 0o700 });
@@ -154,16 +153,7 @@ export async function stageJail(chroot: string, owner: JailOwner, files: readonl
     // link(2) links a symbolic link itself, which would point nowhere inside the chroot: link what it names.
     const source = await fs.realpath(f.source);
     const readable = f.owned || ((await fs.stat(source)).mode & constants.S_IROTH) !== 0;
-    if (readable) {
-      try {
-        await fs.link(source, target);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-        await run('cp', ['--sparse=always', source, target]);
-      }
-    } else {
-      await run('cp', ['--sparse=always', source, target]);
-    }
+    await (readable ? linkOrCopy(source, target) : copySparse(source, target));
     if (f.owned || !readable) await fs.chown(target, owner.uid, owner.gid);
   }
 }
@@ -193,12 +183,7 @@ export async function takeFromJail(chroot: string, name: string, staging: string
     } finally {
       await handle.close();
     }
-    try {
-      await fs.rename(held, to);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-      await run('cp', ['--sparse=always', held, to]);
-    }
+    await moveFile(held, to);
   } finally {
     await fs.rm(held, { force: true });
   }

@@ -167,14 +167,12 @@ export class Jails {
 
   /**
    * What ties a leftover process to the sandbox directory `dirName` (`firecracker-<run>-XXXXXX`): the jailer
-   * execs Firecracker with `--id <id>` (env.rs; docs/jailer.md writes `--id=<id>`), and its command line
-   * names no directory.
+   * execs Firecracker with `--id <id>` as two arguments (env.rs; docs/jailer.md writes `--id=<id>`), and
+   * its command line names no directory.
    */
   leftoverMarks(dirName: string, driver: string): string[] {
     const runId = dirName.slice(`${driver}-`.length, -'-XXXXXX'.length);
-    if (runId === '') return [];
-    const id = firecrackerId(runId);
-    return [`--id\0${id}`, `--id=${id}`];
+    return runId === '' ? [] : [`--id\0${firecrackerId(runId)}`];
   }
 
   /** The jailed process's name: the binary's own file name, links resolved. */

@@ -27,6 +27,8 @@ export interface NanosDriverOptions extends GuestVmOptions {
 
 /** The least memory a unikernel is given: Nanos and its page tables, and the program. */
 export const MIN_UNIKERNEL_MEMORY_MIB = 64;
+/** The QMP socket's name in a sandbox directory. */
+const QMP_SOCKET = 'qmp.sock';
 /** How long copying a run's outputs out of its image may take. */
 const COPY_OUT_TIMEOUT_MS = 120_000;
 /**
@@ -148,7 +150,7 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
       vcpus: p.vcpus,
       memoryMiB: p.memoryMiB,
       image: p.image,
-      qmpSocket: path.join(p.dir, 'qmp.sock'),
+      qmpSocket: path.join(p.dir, QMP_SOCKET),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(p.request.resources.disk === undefined ? {} : { disk: p.request.resources.disk }),
       ...(p.network === undefined ? {} : { tap: SANDBOX_TAP }),
@@ -164,13 +166,15 @@ export class NanosDriver extends GuestVmDriver<NanosPrepared, NanosRunning> impl
 
   /** Stops the unikernel's vCPUs (its clock with them); `resume` goes on. */
   async pause(sandbox: RunningSandbox): Promise<void> {
-    const r = sandbox as NanosRunning;
-    await (await qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'))).execute('stop');
+    await (await this.qmp(sandbox as NanosRunning)).execute('stop');
   }
 
   async resume(sandbox: RunningSandbox): Promise<void> {
-    const r = sandbox as NanosRunning;
-    await (await qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'))).execute('cont');
+    await (await this.qmp(sandbox as NanosRunning)).execute('cont');
+  }
+
+  private qmp(r: NanosRunning): Promise<QmpClient> {
+    return qmpOf(r, path.join(r.prepared.dir, QMP_SOCKET));
   }
 
   protected override releaseVm(r: NanosRunning): void {

@@ -3,6 +3,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { moveFile } from '../../util/files.ts';
 import { stripVTControlCharacters } from 'node:util';
 import { CommandError, run } from '../../util/exec.ts';
 
@@ -63,16 +64,6 @@ export async function buildImage(binary: string, dir: string, program: string, n
   }
 }
 
-/** Moves a file, across filesystems too. */
-async function moveFile(from: string, to: string): Promise<void> {
-  try {
-    await fs.rename(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    await fs.copyFile(from, to);
-    await fs.rm(from, { force: true });
-  }
-}
 
 /**
  * Copies the image's `/out` into `dest` (a directory, made here), as `dest/out`, with `ops image cp`. ops

@@ -1,5 +1,6 @@
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { copySparse } from '../../util/files.ts';
 import { AbortedError, outputPaths, UnsupportedError } from '../../spec/index.ts';
 import { run } from '../../util/exec.ts';
 import type { Driver, DriverProbe, PreparedSandbox, RunningSandbox, SandboxExit, SandboxIO, SandboxRequest } from '../driver.ts';
@@ -207,7 +208,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
     return this.stage(request, describe, async (p) => {
       await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.kernel), p.kernel);
       await fs.copyFile(path.join(snapshot, SNAPSHOT_FILES.initrd), p.initrd!);
-      if (p.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, SNAPSHOT_FILES.disk), p.outputsDisk]);
+      if (p.outputsDisk !== undefined) await copySparse(path.join(snapshot, SNAPSHOT_FILES.disk), p.outputsDisk);
     });
   }
 

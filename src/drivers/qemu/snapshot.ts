@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { copySparse } from '../../util/files.ts';
 import { shellQuote } from '../../guest/agent.ts';
-import { run } from '../../util/exec.ts';
 import { checkSnapshotFiles, MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
 import type { QmpClient } from './qmp.ts';
 
@@ -61,7 +61,7 @@ export async function captureMachine(qmp: QmpClient, machine: CapturedMachine, d
   }
   await fs.copyFile(machine.kernel, path.join(dir, SNAPSHOT_FILES.kernel));
   await fs.copyFile(machine.initrd, path.join(dir, SNAPSHOT_FILES.initrd));
-  if (machine.disk !== undefined) await run('cp', ['--sparse=always', machine.disk, path.join(dir, SNAPSHOT_FILES.disk)]);
+  if (machine.disk !== undefined) await copySparse(machine.disk, path.join(dir, SNAPSHOT_FILES.disk));
   const size = async (name: string) => (await fs.stat(path.join(dir, name))).size;
   const manifest: SnapshotManifest = {
     format: SNAPSHOT_FORMAT,

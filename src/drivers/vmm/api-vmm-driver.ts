@@ -1,5 +1,6 @@
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { copySparse } from '../../util/files.ts';
 import type { GuestFinish } from '../../guest/agent.ts';
 import type { GuestImage } from '../../guest/image.ts';
 import { SANDBOX_TAP } from '../../net/sandbox-network.ts';
@@ -96,11 +97,11 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
   /** The requests that describe the machine and boot it, in order. */
   protected abstract bootCalls(p: VmmSandbox): ApiCall[];
   /** The requests that write a snapshot of the paused VM into `dir` (absolute). */
-  protected abstract snapshotCalls(p: VmmSandbox, dir: string): ApiCall[];
+  protected abstract snapshotCalls(dir: string): ApiCall[];
   /** Moves what `snapshotCalls` wrote elsewhere (inside a jail) into `dir`. */
   protected async collectSnapshot(_p: VmmSandbox, _dir: string): Promise<void> {}
   /** The requests that load the snapshot in `dir` into a VMM that has no VM yet, and let it run. */
-  protected abstract restoreCalls(p: VmmSandbox, dir: string): ApiCall[];
+  protected abstract restoreCalls(dir: string): ApiCall[];
   /** What `probe` shows beside the API version (a jailer's user). */
   protected probeDetails(): Record<string, string> {
     return {};
@@ -190,7 +191,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     });
     return this.stage(request, describe, async (p) => {
       await fs.copyFile(path.join(snapshot, VMM_SNAPSHOT_FILES.initrd), p.initrd);
-      if (p.outputsDisk !== undefined) await run('cp', ['--sparse=always', path.join(snapshot, VMM_SNAPSHOT_FILES.disk), p.outputsDisk]);
+      if (p.outputsDisk !== undefined) await copySparse(path.join(snapshot, VMM_SNAPSHOT_FILES.disk), p.outputsDisk);
       await this.stageFiles(p);
     });
   }
@@ -205,7 +206,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     if (r.child.pid !== undefined) await fs.writeFile(path.join(p.dir, SANDBOX_FILES.pid), `${r.child.pid}\n`);
     await this.untilApiAnswers(r, signal);
     const options = { ...(p.restoreFrom === undefined ? {} : { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS }), ...(signal === undefined ? {} : { signal }) };
-    for (const call of p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p, p.restoreFrom)) await callApi(r.socket, call, options);
+    for (const call of p.restoreFrom === undefined ? this.bootCalls(p) : this.restoreCalls(p.restoreFrom)) await callApi(r.socket, call, options);
     return r;
   }
 
@@ -251,7 +252,7 @@ export abstract class ApiVmmDriver extends GuestVmDriver<VmmSandbox, VmmRunning>
     await fs.mkdir(dir, { mode: 0o700 });
     await this.checkApi(p);
     await callApi(r.socket, this.pauseCall, signal === undefined ? {} : { signal });
-    for (const call of this.snapshotCalls(p, path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
+    for (const call of this.snapshotCalls(path.resolve(dir))) await callApi(r.socket, call, { timeoutMs: SNAPSHOT_CALL_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
     await this.collectSnapshot(p, dir);
     return completeVmmSnapshot(dir, {
       driver: this.name,

@@ -2,7 +2,7 @@
 // for a snapshot: the run's initramfs and outputs disk, and a manifest that a restore checks first.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { run } from '../../util/exec.ts';
+import { copySparse } from '../../util/files.ts';
 import { checkSnapshotFiles, MANIFEST_FILE, readManifest, snapshotRefused } from '../snapshot-manifest.ts';
 
 export const VMM_SNAPSHOT_FORMAT = 'vmesh-vmm-snapshot/1';
@@ -42,7 +42,7 @@ export interface VmmMachine {
  */
 export async function completeVmmSnapshot(dir: string, machine: VmmMachine): Promise<VmmSnapshotManifest> {
   await fs.copyFile(machine.initrd, path.join(dir, VMM_SNAPSHOT_FILES.initrd));
-  if (machine.disk !== undefined) await run('cp', ['--sparse=always', machine.disk, path.join(dir, VMM_SNAPSHOT_FILES.disk)]);
+  if (machine.disk !== undefined) await copySparse(machine.disk, path.join(dir, VMM_SNAPSHOT_FILES.disk));
   const files: Record<string, number> = {};
   for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
     if (entry.name === VMM_SNAPSHOT_FILES.manifest) continue;
