@@ -76,6 +76,8 @@ export interface InProcessConvergence {
   updateMs: number;
   /** Then one more node joins: until it holds every advert and every node holds its. */
   joinMs: number;
+  /** Connections closed between the mesh forming and the end of the join, each counted once. */
+  lostConnections: number;
   /** JS heap and buffers the nodes hold, per node, after a full collection. */
   heapPerNodeMiB: number;
   /** CPU time the whole process spent per node per second of wall time, once formed (or after 60 s). */
@@ -117,6 +119,9 @@ export async function inProcessConvergence(count: number, threadCount: number, l
     const sizes = [...(await threads.views()).values()].map((v) => v.size).sort((x, y) => x - y);
     const seen = `min ${sizes[0]}, median ${sizes[Math.floor(count / 2)]}, max ${sizes.at(-1)} of ${count - 1}`;
     log(`mesh: ${count} nodes on ${threadCount} thread(s) up in ${ms(upMs)}: ${Number.isFinite(formedMs) ? `every one held ${count - 1} adverts ${ms(formedMs)} after the last was up` : `not converged 60 s after the last was up (members seen per node: ${seen})`}`);
+    // A mesh that stands closes no connection: one that does (a ping timed out under load, say) pays for a
+    // new one at both ends, noise handshake and all, when it can least afford it.
+    const closedBefore = await threads.closed();
     // Every node's news at once (each publishes an advert with a new seq), three times 3 s apart: until
     // every node holds every new advert of the nodes it knows. The mesh's own convergence, with no
     // connection left to make; the slowest of the three counts.
@@ -138,6 +143,8 @@ export async function inProcessConvergence(count: number, threadCount: number, l
     const joined = (views: Map<string, Map<string, number>>) => views.get(joining.id)?.size === count && [...views].every(([id, v]) => id === joining.id || v.has(joining.id));
     const joinMs = Number.isFinite(await until(threads, joined, 30_000)) ? performance.now() - t : Number.POSITIVE_INFINITY;
     log(`mesh: a node joining ${count}: it held every advert, and every node its, ${ms(joinMs)} after it started`);
+    const lostConnections = (await threads.closed()) - closedBefore;
+    log(`mesh: ${lostConnections} connections closed between the mesh forming and the join`);
     // What keeping the mesh costs once it stands: adverts every 10 s, pings every 5 s, libp2p's own upkeep.
     const cpuBefore = process.cpuUsage();
     const wallBefore = performance.now();
@@ -146,7 +153,7 @@ export async function inProcessConvergence(count: number, threadCount: number, l
     const cpuMsPerNodeSecond = (cpu.user + cpu.system) / 1000 / (count + 1) / ((performance.now() - wallBefore) / 1000);
     const heapPerNodeMiB = ((await threads.held()) - heldBefore) / (count + 1) / 2 ** 20;
     log(`mesh: ${mib(heapPerNodeMiB)} of JS heap and buffers and ${cpuMsPerNodeSecond.toFixed(1)} ms CPU per second per node`);
-    return { count, threads: threadCount, upMs, formedMs, updateMs, joinMs, heapPerNodeMiB, cpuMsPerNodeSecond, seen, pairs };
+    return { count, threads: threadCount, upMs, formedMs, updateMs, joinMs, lostConnections, heapPerNodeMiB, cpuMsPerNodeSecond, seen, pairs };
   } finally {
     await threads.stop();
     await fs.rm(root, { recursive: true, force: true });

@@ -14,6 +14,8 @@ import { collectGarbage } from './lib/proc.ts';
 import type { ThreadAnswer, ThreadRequest } from './mesh-threads.ts';
 
 const meshes = new Map<number, Mesh>();
+/** Connections the nodes of this thread dialled that have closed since. */
+let closed = 0;
 const logger = pino({ level: 'silent' });
 const describe = (): NodeDescription => ({
   version: VMESH_VERSION,
@@ -32,10 +34,13 @@ async function answer(req: ThreadRequest): Promise<ThreadAnswer> {
       const config = loadConfig(home, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], join: req.join, inboundConnectionsPerSecond: 1000 } }).mesh;
       const mesh = await Mesh.start({ identity: await loadOrCreateIdentity(home), config, logger, describe, blobs: new BlobStore(path.join(home, 'blobs')), maxBlobBytes: 2 ** 30 });
       meshes.set(req.index, mesh);
+      mesh.host.addEventListener('connection:close', (e) => {
+        if (e.detail.direction === 'outbound') closed++;
+      });
       return { op: 'started', id: mesh.id, addresses: mesh.addresses() };
     }
     case 'state':
-      return { op: 'state', nodes: [...meshes.values()].map((m) => ({ id: m.id, members: m.membership.list().map((x) => [x.id, x.advert.seq] as [string, number]) })) };
+      return { op: 'state', nodes: [...meshes.values()].map((m) => ({ id: m.id, members: m.membership.list().map((x) => [x.id, x.advert.seq] as [string, number]) })), closed };
     case 'publish':
       await Promise.all([...meshes.values()].map((m) => m.publish()));
       return { op: 'done' };

@@ -10,7 +10,7 @@ export type ThreadRequest =
 
 export type ThreadAnswer =
   | { op: 'started'; id: string; addresses: string[] }
-  | { op: 'state'; nodes: Array<{ id: string; members: Array<[string, number]> }> }
+  | { op: 'state'; nodes: Array<{ id: string; members: Array<[string, number]> }>; closed: number }
   | { op: 'held'; bytes: number }
   | { op: 'done' };
 
@@ -74,6 +74,12 @@ export class MeshThreads {
       if (a.op === 'state') for (const n of a.nodes) views.set(n.id, new Map(n.members));
     }
     return views;
+  }
+
+  /** Connections the nodes have closed since they started, each counted once (at the end that dialled it). */
+  async closed(): Promise<number> {
+    const answers = await Promise.all(this.threads.map((t) => t.ask({ op: 'state' })));
+    return answers.reduce((sum, a) => sum + (a.op === 'state' ? a.closed : 0), 0);
   }
 
   /** Every node publishes a new advert, at once. */

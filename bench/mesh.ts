@@ -151,10 +151,11 @@ function report(runs: number, r: RemoteResult, transfers: BlobTransferResult[], 
         'members seen per node',
         'then every node advertises anew at once: all held by all (slowest of 3)',
         'then one more joins: it holds all, all hold it',
+        'connections closed meanwhile',
         'JS heap and buffers per node',
         'CPU per node, mesh formed',
       ],
-      rows: converge.map((c) => [String(c.count), ms(c.upMs), ms(c.formedMs), c.seen, `${ms(c.updateMs)}${c.pairs < c.count * (c.count - 1) ? ` (${c.pairs} of ${c.count * (c.count - 1)} pairs known)` : ''}`, ms(c.joinMs), mib(c.heapPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
+      rows: converge.map((c) => [String(c.count), ms(c.upMs), ms(c.formedMs), c.seen, `${ms(c.updateMs)}${c.pairs < c.count * (c.count - 1) ? ` (${c.pairs} of ${c.count * (c.count - 1)} pairs known)` : ''}`, ms(c.joinMs), String(c.lostConnections), mib(c.heapPerNodeMiB), `${c.cpuMsPerNodeSecond.toFixed(1)} ms/s`]),
     },
   ];
   if (real !== undefined) {

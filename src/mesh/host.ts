@@ -49,6 +49,18 @@ function parseAddress(text: string, field: string) {
 const LOOPBACK_IPS = ['127.0.0.1', '::1'];
 
 /**
+ * The least time libp2p's connection monitor waits for a ping before it aborts the connection (libp2p's
+ * own floor is 5 s). With 50 nodes on 2 cores all publishing a new advert at once, event loops stalled for
+ * longer than that: in one run the monitors aborted 568 of the mesh's ~975 connections within 6 s, and each
+ * came back at the cost of a noise handshake and identify at both ends. In two other runs a node that joined
+ * right after such a burst waited 15-20 s for its first connection, its dial having timed out. A peer that
+ * is busy is not gone; one that is gone leaves the membership by its adverts' TTL, whatever becomes of the
+ * connection. With 30 s, four such runs closed no connection. The mesh benchmark counts the connections
+ * closed while the mesh stands; test/mesh/busy-peer.test.ts freezes a peer for 16 s.
+ */
+export const MONITOR_PING_TIMEOUT_MS = 30_000;
+
+/**
  * A libp2p host for one node: TCP with noise and yamux; identify, ping, gossipsub and vmesh's kad-dht;
  * bootstrap from the join list and, when switched on, multicast DNS.
  */
@@ -67,8 +79,10 @@ export async function createMeshHost(key: PrivateKey, config: MeshConfig, gater:
     connectionManager: { inboundConnectionThreshold: config.inboundConnectionsPerSecond },
     // libp2p pings every connection to find dead ones (10 s by default); proximity pings members besides
     // (src/mesh/mesh.ts), so this check can be rarer: one ping per connection per interval is a cost that
-    // grows with the mesh.
-    connectionMonitor: { pingInterval: Math.max(10_000, 6 * config.pingIntervalMs) },
+    // grows with the mesh. A connection whose ping is not answered in time is aborted: a peer that is busy
+    // is not dead, and hanging up on it makes it busier (a new connection costs a noise handshake, identify
+    // and gossip set-up at both ends).
+    connectionMonitor: { pingInterval: Math.max(10_000, 6 * config.pingIntervalMs), pingTimeout: { minTimeout: MONITOR_PING_TIMEOUT_MS } },
     peerDiscovery,
     services: {
       identify: identify(),

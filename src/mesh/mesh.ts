@@ -47,6 +47,8 @@ export interface MeshNode {
   rtt?: RttEstimate;
 }
 
+/** How soon a node that finds itself without a peer dials its join list again (doubling while that fails). */
+const REJOIN_FIRST_MS = 1000;
 /** Least time between two adverts sent early because something changed. */
 const MIN_NUDGE_GAP_MS = 500;
 /** How long the changes of a moment are gathered before deciding whether they are worth an early advert. */
@@ -77,6 +79,7 @@ export class Mesh {
   private lastSentAt = 0;
   private nudgeTimer: NodeJS.Timeout | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
+  private rejoinTimer: NodeJS.Timeout | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopped = false;
   /** When this node last took the adverts a peer holds (`/vmesh/members/1`), and whether it is asking now. */
@@ -176,8 +179,7 @@ export class Mesh {
       void this.pingAll();
       void this.keepConnected();
     });
-    // libp2p's bootstrap dials once, at start: a node alone (its join peers were down, its link was cut) tries again.
-    if (this.o.config.join.length > 0) every(Math.max(1000, this.o.config.advertIntervalMs), () => void this.rejoin());
+    if (this.o.config.join.length > 0) this.scheduleRejoin(REJOIN_FIRST_MS);
     await this.publish();
     // The join peers may have connected while the host started, before anyone listened.
     const first = this.host.getPeers()[0];
@@ -343,17 +345,32 @@ export class Mesh {
     this.nudgeTimer.unref();
   }
 
-  private async rejoin(): Promise<void> {
-    if (this.stopped || this.host.getPeers().length > 0) return;
+  /**
+   * libp2p's bootstrap dials the join list once, at start. A node alone (its join peers were down, its link
+   * was cut, or its first dial timed out in a busy moment) dials them again: REJOIN_FIRST_MS after it found
+   * itself alone, then twice as long after each failure, up to the advert interval.
+   */
+  private scheduleRejoin(ms: number): void {
+    if (this.stopped) return;
+    this.rejoinTimer = setTimeout(() => {
+      void this.rejoin().then((alone) => this.scheduleRejoin(alone ? Math.min(2 * ms, Math.max(REJOIN_FIRST_MS, this.o.config.advertIntervalMs)) : REJOIN_FIRST_MS));
+    }, ms);
+    this.rejoinTimer.unref();
+  }
+
+  /** Dials the join list when this node has no peer; whether it is still alone afterwards. */
+  private async rejoin(): Promise<boolean> {
+    if (this.stopped || this.host.getPeers().length > 0) return false;
     for (const address of this.o.config.join) {
       try {
         await this.host.dial(multiaddr(address), { signal: AbortSignal.timeout(5000) });
         this.o.logger.info({ address }, 'rejoined the mesh');
-        return;
+        return false;
       } catch (err) {
         this.o.logger.debug({ err, address }, 'join peer not reachable');
       }
     }
+    return true;
   }
 
   /** Dials members, chosen at random, while fewer than MIN_ADVERT_PEERS connected peers take adverts. */
@@ -423,6 +440,7 @@ export class Mesh {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.nudgeTimer);
     clearTimeout(this.checkTimer);
+    clearTimeout(this.rejoinTimer);
     this.runs?.close();
     await this.blobs.stop();
     await this.host.stop();
