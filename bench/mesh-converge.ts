@@ -90,7 +90,7 @@ export interface InProcessConvergence {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `done` (every node's view in hand) every 20 ms until it holds or `ms` pass; the time it took, or Infinity. */
-async function until(threads: MeshThreads, done: (views: Map<string, Map<string, number>>) => boolean, ms: number): Promise<number> {
+export async function until(threads: MeshThreads, done: (views: Map<string, Map<string, number>>) => boolean, ms: number): Promise<number> {
   const t = performance.now();
   for (;;) {
     if (done(await threads.views())) return performance.now() - t;
