@@ -53,7 +53,7 @@ const LOOPBACK_IPS = ['127.0.0.1', '::1'];
  * own floor is 5 s). With 50 nodes on 2 cores all publishing a new advert at once, event loops stalled for
  * longer than that: in one run the monitors aborted 568 of the mesh's ~975 connections within 6 s, and each
  * came back at the cost of a noise handshake and identify at both ends. In two other runs a node that joined
- * right after such a burst waited 15-20 s for its first connection, its dial having timed out. A peer that
+ * right after such a burst waited 15–20 s for its first connection, its dial having timed out. A peer that
  * is busy is not gone; one that is gone leaves the membership by its adverts' TTL, whatever becomes of the
  * connection. With 30 s, four such runs closed no connection. The mesh benchmark counts the connections
  * closed while the mesh stands; test/mesh/busy-peer.test.ts freezes a peer for 16 s.

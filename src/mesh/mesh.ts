@@ -353,7 +353,9 @@ export class Mesh {
   private scheduleRejoin(ms: number): void {
     if (this.stopped) return;
     this.rejoinTimer = setTimeout(() => {
-      void this.rejoin().then((alone) => this.scheduleRejoin(alone ? Math.min(2 * ms, Math.max(REJOIN_FIRST_MS, this.o.config.advertIntervalMs)) : REJOIN_FIRST_MS));
+      void this.rejoin()
+        .catch(() => true)
+        .then((alone) => this.scheduleRejoin(alone ? Math.min(2 * ms, Math.max(REJOIN_FIRST_MS, this.o.config.advertIntervalMs)) : REJOIN_FIRST_MS));
     }, ms);
     this.rejoinTimer.unref();
   }
