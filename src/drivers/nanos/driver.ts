@@ -15,7 +15,7 @@ import { unikernelArgs, unikernelExit } from './command-line.ts';
 import { buildImage, copyOut, opsHome, opsVersions } from './ops.ts';
 import { opsConfig, PROGRAM, RESERVED_MANIFEST_KEYS } from './ops-config.ts';
 import { checkProgram } from './program.ts';
-import { closeQmp, qmpOf, type QmpClient } from '../qemu/qmp.ts';
+import { closeQmp, QMP_SOCKET, qmpOf, type QmpClient } from '../qemu/qmp.ts';
 
 export interface NanosDriverOptions extends GuestVmOptions {
   /** The ops binary (default `ops` on the PATH). */
@@ -27,8 +27,6 @@ export interface NanosDriverOptions extends GuestVmOptions {
 
 /** The least memory a unikernel is given: Nanos and its page tables, and the program. */
 export const MIN_UNIKERNEL_MEMORY_MIB = 64;
-/** The QMP socket's name in a sandbox directory. */
-const QMP_SOCKET = 'qmp.sock';
 /** How long copying a run's outputs out of its image may take. */
 const COPY_OUT_TIMEOUT_MS = 120_000;
 /**

@@ -3,9 +3,9 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { moveFile } from '../../util/files.ts';
 import { stripVTControlCharacters } from 'node:util';
 import { CommandError, run } from '../../util/exec.ts';
+import { moveFile } from '../../util/files.ts';
 
 export interface OpsVersions {
   ops: string;
@@ -63,7 +63,6 @@ export async function buildImage(binary: string, dir: string, program: string, n
     throw new CommandError([command, ...args].join(' '), 0, `no image came of it: ${stripVTControlCharacters(printed).trim().slice(-1000) || 'it printed nothing'}`);
   }
 }
-
 
 /**
  * Copies the image's `/out` into `dest` (a directory, made here), as `dest/out`, with `ops image cp`. ops

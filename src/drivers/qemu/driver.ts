@@ -15,7 +15,7 @@ import { kvmHostKey, probeKvmBoot, readKvmVerdict, writeKvmVerdict } from './kvm
 import { defaultGuestCache, type GuestImage } from '../../guest/image.ts';
 import { killLeftoverVms } from '../vmm/leftovers.ts';
 import { ownKernelExit, validateOwnKernel } from './own-kernel.ts';
-import { closeQmp, qmpOf, type QmpClient } from './qmp.ts';
+import { closeQmp, QMP_SOCKET, qmpOf, type QmpClient } from './qmp.ts';
 import { captureMachine, readSnapshot, SNAPSHOT_FILES, type SnapshotManifest } from './snapshot.ts';
 
 export type Accel = 'kvm' | 'tcg';
@@ -224,7 +224,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
       ...(p.rootDisk === undefined ? {} : { rootDisk: p.rootDisk }),
       ...(p.incoming === undefined ? {} : { incoming: p.incoming }),
       ...(append === '' ? {} : { append }),
-      qmpSocket: path.join(p.dir, 'qmp.sock'),
+      qmpSocket: path.join(p.dir, QMP_SOCKET),
       pidFile: path.join(p.dir, 'qemu.pid'),
       ...(this.tscKhz === undefined ? {} : { tscKhz: this.tscKhz }),
       ...(p.outputsDisk === undefined ? {} : { outputsDisk: p.outputsDisk }),
@@ -263,7 +263,7 @@ export class QemuDriver extends GuestVmDriver<QemuPrepared, QemuRunning> impleme
   }
 
   private qmp(r: QemuRunning, signal?: AbortSignal): Promise<QmpClient> {
-    return qmpOf(r, path.join(r.prepared.dir, 'qmp.sock'), signal);
+    return qmpOf(r, path.join(r.prepared.dir, QMP_SOCKET), signal);
   }
 
   /** Pauses the guest's vCPUs (its clock stops with them); `resume` goes on. */

@@ -6,6 +6,7 @@ import { runArchive } from '../../guest/agent.ts';
 import { ConsoleParser } from '../../guest/console.ts';
 import type { GuestImage } from '../../guest/image.ts';
 import { microVmArgs } from './command-line.ts';
+import { QMP_SOCKET } from './qmp.ts';
 
 /** Whether the default guest boots under KVM on this host, as a boot probe found it. */
 export interface KvmVerdict {
@@ -61,7 +62,7 @@ export async function probeKvmBoot(o: KvmProbeOptions): Promise<{ boots: boolean
     const initrd = path.join(o.dir, 'initrd.cpio');
     await fs.copyFile(o.image.initrd, initrd);
     await fs.appendFile(initrd, runArchive({ args: ['true'], env: {}, workdir: '/', outputs: [], modules: o.image.modules }));
-    const args = microVmArgs({ accel: 'kvm', vcpus: 1, memoryMiB: 128, kernel: o.image.kernel, initrd, qmpSocket: path.join(o.dir, 'qmp.sock'), pidFile: path.join(o.dir, 'qemu.pid') });
+    const args = microVmArgs({ accel: 'kvm', vcpus: 1, memoryMiB: 128, kernel: o.image.kernel, initrd, qmpSocket: path.join(o.dir, QMP_SOCKET), pidFile: path.join(o.dir, 'qemu.pid') });
     const started = performance.now();
     const child = spawn(o.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let exitCode: number | undefined;

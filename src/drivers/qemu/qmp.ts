@@ -114,6 +114,9 @@ export class QmpClient {
   }
 }
 
+/** The QMP socket's name in a VM's sandbox directory. */
+export const QMP_SOCKET = 'qmp.sock';
+
 /** A VM's QMP connection, made on first use and kept on `holder` (dropped when it fails, so the next use connects again). */
 export function qmpOf(holder: { qmp?: Promise<QmpClient> }, socketPath: string, signal?: AbortSignal): Promise<QmpClient> {
   holder.qmp ??= QmpClient.connect(socketPath, signal === undefined ? {} : { signal });
