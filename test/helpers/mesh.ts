@@ -56,10 +56,13 @@ export async function until(check: () => boolean | Promise<boolean>, ms: number,
   }
 }
 
-/** A bare libp2p host with vmesh's transports and services on loopback, and a fresh key: a stranger to the mesh. */
-export async function bareMeshHost(key?: PrivateKey): Promise<MeshHost> {
+/**
+ * A bare libp2p host with vmesh's transports and services on loopback, and a fresh key: a stranger to the
+ * mesh. `mesh` sets its timers (FAST_MESH, say).
+ */
+export async function bareMeshHost(key?: PrivateKey, mesh: NonNullable<ConfigFile['mesh']> = {}): Promise<MeshHost> {
   const tmp = tempDir('vmesh-bare-');
-  const config = loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'] } }).mesh;
+  const config = loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], ...mesh } }).mesh;
   tmp.remove();
   return createMeshHost(key ?? (await generateKeyPair('Ed25519')), config, {});
 }

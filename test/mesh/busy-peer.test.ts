@@ -3,12 +3,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { generateKeyPair } from '@libp2p/crypto/keys';
 import { multiaddr } from '@multiformats/multiaddr';
-import { createMeshHost, MONITOR_PING_TIMEOUT_MS } from '../../src/mesh/host.ts';
-import { loadConfig } from '../../src/node/config.ts';
-import { FAST_MESH } from '../helpers/mesh.ts';
-import { tempDir } from '../helpers/tmp.ts';
+import { MONITOR_PING_TIMEOUT_MS } from '../../src/mesh/host.ts';
+import { bareMeshHost, FAST_MESH } from '../helpers/mesh.ts';
 
 const PEER = new URL('../fixtures/mesh-peer.ts', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -20,8 +17,7 @@ describe('a busy peer', () => {
     // connection was aborted; a peer that is only busy keeps it.
     assert.ok(MONITOR_PING_TIMEOUT_MS > 16_000, `the floor (${MONITOR_PING_TIMEOUT_MS} ms) outlasts the freeze`);
     const peer = spawn(process.execPath, ['--import', 'tsx', PEER, JSON.stringify(FAST_MESH)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const tmp = tempDir('vmesh-busy-');
-    const host = await createMeshHost(await generateKeyPair('Ed25519'), loadConfig(tmp.dir, { mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], ...FAST_MESH } }).mesh, {});
+    const host = await bareMeshHost(undefined, FAST_MESH);
     try {
       const [line] = (await once(createInterface({ input: peer.stdout }), 'line')) as [string];
       const conn = await host.dial(multiaddr(line));
@@ -38,7 +34,6 @@ describe('a busy peer', () => {
       peer.kill('SIGCONT');
       peer.kill('SIGKILL');
       await host.stop();
-      tmp.remove();
     }
   });
 });
